@@ -1,0 +1,1 @@
+//! BigEarthNet nomenclatures (stub).
