@@ -25,3 +25,6 @@
 
 pub mod granule;
 pub mod raster;
+pub mod model;
+pub mod pipeline;
+pub mod product;

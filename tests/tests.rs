@@ -1,1 +1,3 @@
+//! The integration test binary (one binary, modules per area; helpers in `util`).
 
+mod util;

@@ -1,0 +1,72 @@
+//! Shared helpers of the integration tests: fixture locations, the s2edge binary, GDAL.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/data`, or `None` with a printed skip message when it is absent.
+pub fn shared_data(test: &str) -> Option<PathBuf> {
+    let p = root().join("../shared/data");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIP {test}: ../shared/data is absent (real Sentinel-2 test data)");
+        None
+    }
+}
+
+/// The built `s2edge` binary.
+pub fn s2edge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_s2edge"))
+}
+
+/// A tool from PATH or the project venv (`gdalinfo`, `rio`, `opj_compress`, ...), or
+/// `None` with a printed skip message.
+pub fn tool(name: &str, test: &str) -> Option<PathBuf> {
+    let venv = root().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return Some(venv);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {name} is required in CI (run scripts/setup.sh)");
+    }
+    eprintln!("SKIP {test}: {name} not installed (run scripts/setup.sh)");
+    None
+}
+
+/// `gdalinfo -json -stats`-free metadata of a raster, parsed.
+pub fn gdalinfo(path: &Path) -> Option<serde_json::Value> {
+    let gdal = tool("gdalinfo", "gdalinfo")?;
+    let out = Command::new(gdal)
+        .arg("-json")
+        .arg(path)
+        .output()
+        .expect("run gdalinfo");
+    assert!(
+        out.status.success(),
+        "gdalinfo {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("gdalinfo JSON"))
+}
+
+/// A fresh temporary directory, removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("s2edge-test-")
+        .tempdir()
+        .expect("tempdir")
+}
