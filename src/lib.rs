@@ -24,7 +24,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod granule;
-pub mod raster;
 pub mod model;
 pub mod pipeline;
 pub mod product;
+pub mod raster;

@@ -26,13 +26,27 @@ pub struct GeoTransform {
 impl GeoTransform {
     /// GDAL's six coefficients: `[origin_x, pixel_width, 0, origin_y, 0, pixel_height]`.
     pub fn to_gdal(&self) -> [f64; 6] {
-        [self.origin_x, self.pixel_width, 0.0, self.origin_y, 0.0, self.pixel_height]
+        [
+            self.origin_x,
+            self.pixel_width,
+            0.0,
+            self.origin_y,
+            0.0,
+            self.pixel_height,
+        ]
     }
 
     /// The STAC `proj:transform` (row-major affine, first two rows):
     /// `[pixel_width, 0, origin_x, 0, pixel_height, origin_y]`.
     pub fn to_stac(&self) -> [f64; 6] {
-        [self.pixel_width, 0.0, self.origin_x, 0.0, self.pixel_height, self.origin_y]
+        [
+            self.pixel_width,
+            0.0,
+            self.origin_x,
+            0.0,
+            self.pixel_height,
+            self.origin_y,
+        ]
     }
 
     /// Map coordinates of the pixel corner (col, row), fractional allowed.

@@ -48,13 +48,13 @@ impl GranuleId {
     /// # Errors
     /// [`GranuleError::BadId`] when the path has no usable file name.
     pub fn from_path(path: &Path) -> Result<Self, GranuleError> {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| GranuleError::BadId {
-                id: path.display().to_string(),
-                reason: "no UTF-8 file name".into(),
-            })?;
+        let name =
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| GranuleError::BadId {
+                    id: path.display().to_string(),
+                    reason: "no UTF-8 file name".into(),
+                })?;
         let mut stem = name;
         for ext in [".zip", ".safe"] {
             if stem.len() > ext.len() && stem.to_ascii_lowercase().ends_with(ext) {
@@ -100,10 +100,20 @@ mod tests {
             GranuleId::from_path(p).unwrap().as_str(),
             "S2A_MSIL1C_20210908T042701_N0301_R133_T46RER_20210908T070248"
         );
-        assert_eq!(GranuleId::from_path(Path::new("a/X.SAFE.zip")).unwrap().as_str(), "X");
-        assert_eq!(GranuleId::from_path(Path::new("a/X.zip")).unwrap().as_str(), "X");
         assert_eq!(
-            GranuleId::from_path(Path::new("S2B_MSIL2A_20170924T93020_69_24")).unwrap().as_str(),
+            GranuleId::from_path(Path::new("a/X.SAFE.zip"))
+                .unwrap()
+                .as_str(),
+            "X"
+        );
+        assert_eq!(
+            GranuleId::from_path(Path::new("a/X.zip")).unwrap().as_str(),
+            "X"
+        );
+        assert_eq!(
+            GranuleId::from_path(Path::new("S2B_MSIL2A_20170924T93020_69_24"))
+                .unwrap()
+                .as_str(),
             "S2B_MSIL2A_20170924T93020_69_24"
         );
     }
