@@ -349,57 +349,74 @@ impl Granule {
             .or_else(|| self.source.metadata.grid_10m().copied())
     }
 
-    /// Checks every band against the others: same CRS, same upper-left corner, and the
-    /// size ratio of its group (20 m = 1/2, 60 m = 1/6 of the 10 m size).
+    /// Checks every band against the others; see [`check_grids`].
     ///
     /// # Errors
     /// [`GranuleError::GridMismatch`] naming the first band that disagrees.
     pub fn check_grids(&self) -> Result<(), GranuleError> {
-        let Some(reference) = self.bands.values().next() else {
-            return Ok(());
-        };
-        let rf = reference.band.resolution().factor() as f64;
-        // The 10 m-equivalent size and pixel size implied by the first band.
-        let w10 = reference.georef.width as f64 * rf;
-        let h10 = reference.georef.height as f64 * rf;
-        let px10 = reference.georef.transform.pixel_width / rf;
-        for b in self.bands.values() {
-            let mismatch = |reason: String| GranuleError::GridMismatch {
-                id: self.source.id.to_string(),
-                band: b.band,
-                reason,
-            };
-            let f = b.band.resolution().factor() as f64;
-            if b.georef.epsg != reference.georef.epsg {
-                return Err(mismatch(format!(
-                    "CRS EPSG:{} differs from {}'s EPSG:{}",
-                    b.georef.epsg, reference.band, reference.georef.epsg
-                )));
-            }
-            let (ew, eh) = ((w10 / f).ceil() as usize, (h10 / f).ceil() as usize);
-            if b.georef.width != ew || b.georef.height != eh {
-                return Err(mismatch(format!(
-                    "size {}x{} is not 1/{} of the {}-equivalent size {}x{} implied by {}",
-                    b.georef.width, b.georef.height, f, "10 m", w10, h10, reference.band
-                )));
-            }
-            let px = b.georef.transform.pixel_width;
-            if (px - px10 * f).abs() > 1e-6 * px.abs().max(1.0) {
-                return Err(mismatch(format!(
-                    "pixel size {px} is not {f}x the 10 m-group pixel size {px10}"
-                )));
-            }
-            let dx = (b.georef.transform.origin_x - reference.georef.transform.origin_x).abs();
-            let dy = (b.georef.transform.origin_y - reference.georef.transform.origin_y).abs();
-            if dx > px10 * 0.01 || dy > px10 * 0.01 {
-                return Err(mismatch(format!(
-                    "upper-left corner differs from {}'s by ({dx}, {dy}) map units",
-                    reference.band
-                )));
-            }
-        }
-        Ok(())
+        let grids: Vec<(Band, GeoRef)> = self.bands.values().map(|b| (b.band, b.georef)).collect();
+        check_grids(&self.source.id, &grids)
     }
+}
+
+/// Checks band grids against each other: same CRS, same upper-left corner, and the size
+/// ratio of each band's group (20 m = 1/2, 60 m = 1/6 of the 10 m size, rounded up).
+/// Groups are judged by relative size, not absolute pixel size, so a Wald-degraded
+/// granule passes the same way.
+///
+/// # Errors
+/// [`GranuleError::GridMismatch`] naming the first band that disagrees.
+pub fn check_grids(id: &GranuleId, grids: &[(Band, GeoRef)]) -> Result<(), GranuleError> {
+    // The finest band is the reference: from a 10 m band the expected sizes are exact.
+    let Some(&(ref_band, ref_grid)) = grids.iter().min_by_key(|(b, _)| b.resolution().factor())
+    else {
+        return Ok(());
+    };
+    let rf = ref_band.resolution().factor() as f64;
+    // The 10 m-equivalent size and pixel size implied by the reference band.
+    let w10 = ref_grid.width as f64 * rf;
+    let h10 = ref_grid.height as f64 * rf;
+    let px10 = ref_grid.transform.pixel_width / rf;
+    for &(band, g) in grids {
+        let mismatch = |reason: String| GranuleError::GridMismatch {
+            id: id.to_string(),
+            band,
+            reason,
+        };
+        let f = band.resolution().factor() as f64;
+        if g.epsg != ref_grid.epsg {
+            return Err(mismatch(format!(
+                "CRS EPSG:{} differs from {ref_band}'s EPSG:{}",
+                g.epsg, ref_grid.epsg
+            )));
+        }
+        // Exact (rounded up) from a 10 m reference; up to the reference's rounding otherwise.
+        let slack = if rf == 1.0 { 0.0 } else { (rf / f).ceil() };
+        let size_ok = |actual: usize, full: f64| {
+            let expect = (full / f).ceil();
+            (actual as f64 - expect).abs() <= slack
+        };
+        if !size_ok(g.width, w10) || !size_ok(g.height, h10) {
+            return Err(mismatch(format!(
+                "size {}x{} is not 1/{f} of the 10 m-equivalent size {w10}x{h10} implied by {ref_band}",
+                g.width, g.height
+            )));
+        }
+        let px = g.transform.pixel_width;
+        if (px - px10 * f).abs() > 1e-6 * px.abs().max(1.0) {
+            return Err(mismatch(format!(
+                "pixel size {px} is not {f}x the 10 m-group pixel size {px10}"
+            )));
+        }
+        let dx = (g.transform.origin_x - ref_grid.transform.origin_x).abs();
+        let dy = (g.transform.origin_y - ref_grid.transform.origin_y).abs();
+        if dx > px10 * 0.01 || dy > px10 * 0.01 {
+            return Err(mismatch(format!(
+                "upper-left corner differs from {ref_band}'s by ({dx}, {dy}) map units"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a single-band uint16 raster (GeoTIFF or JPEG 2000, by extension) and its

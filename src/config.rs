@@ -1,0 +1,392 @@
+//! Typed configuration, loaded in layers (DESIGN.md "Configuration"):
+//! 1. the embedded defaults (`config/s2edge.toml`, compiled in);
+//! 2. `/etc/s2edge/s2edge.toml`, or the file given with `--config`;
+//! 3. environment variables `S2EDGE__SECTION__KEY`.
+//!
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+//! [`Settings::validate`] checks what can be checked without running anything.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::provider::ExecutionProvider;
+use crate::raster::resample::Kernel;
+
+/// The embedded defaults, annotated: the same file ships as the packaged config.
+pub const DEFAULTS: &str = include_str!("../config/s2edge.toml");
+
+/// The system-wide configuration file, used when no `--config` is given.
+pub const SYSTEM_CONFIG: &str = "/etc/s2edge/s2edge.toml";
+
+/// Why a configuration could not be loaded or is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer does not parse, or a key is unknown or of the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// The file named with `--config` does not exist.
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    /// A value parses but cannot work.
+    #[error("configuration key {key}: {reason}")]
+    Invalid {
+        /// `section.key`.
+        key: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directories.
+    pub paths: PathsConfig,
+    /// Readiness rules of the ingest directory.
+    pub ingest: IngestConfig,
+    /// ONNX Runtime and execution providers.
+    pub runtime: RuntimeConfig,
+    /// Which models run.
+    pub models: ModelsConfig,
+    /// What the pipeline produces.
+    pub pipeline: PipelineConfig,
+    /// Daemon behaviour.
+    pub service: ServiceConfig,
+    /// The metrics and health endpoint.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[paths]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    /// Where granules are dropped.
+    pub ingest: PathBuf,
+    /// Claimed granules; on the ingest filesystem since claims are renames.
+    pub work: PathBuf,
+    /// Published products, `<output>/<granule-id>/`.
+    pub output: PathBuf,
+    /// Bad granules, each with a `reason.txt`.
+    pub quarantine: PathBuf,
+    /// Inputs after success when `[ingest] after = "archive"`.
+    pub archive: PathBuf,
+    /// The model registry, `models/<name>/<version>/`.
+    pub models: PathBuf,
+    /// The SQLite ledger; a local disk, since WAL does not work on network filesystems.
+    pub state: PathBuf,
+}
+
+/// How the daemon decides that a granule in the ingest directory is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readiness {
+    /// A sibling `<entry>.ready` file.
+    Marker,
+    /// Every file `manifest.safe` lists is present with its listed size.
+    Manifest,
+    /// Total size and newest mtime unchanged for `quiet_period`.
+    Quiet,
+}
+
+/// What happens to an input after its product is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterSuccess {
+    /// Remove it.
+    Delete,
+    /// Move it to `[paths] archive`.
+    Archive,
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// The readiness rule.
+    pub ready: Readiness,
+    /// For `quiet`: how long size and mtime must stay unchanged.
+    #[serde(with = "humantime_serde")]
+    pub quiet_period: Duration,
+    /// Periodic rescan, so nothing is missed after an inotify overflow or a restart.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+    /// An input still incomplete after this long is quarantined.
+    #[serde(with = "humantime_serde")]
+    pub incomplete_timeout: Duration,
+    /// Delete or archive inputs after success.
+    pub after: AfterSuccess,
+    /// For `manifest`: also verify the listed MD5 checksums.
+    pub verify_checksums: bool,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Path of `libonnxruntime.so`; searched when absent (see `model::runtime`).
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Execution providers in order of preference.
+    pub providers: Vec<ExecutionProvider>,
+    /// Refuse to start when no accelerator registers.
+    pub require_accelerator: bool,
+    /// ONNX Runtime intra-op threads per session (0 = its default).
+    pub intra_threads: usize,
+    /// Inference worker threads; each owns its sessions.
+    pub inference_workers: usize,
+    /// Patches or tiles per inference batch.
+    pub batch_size: usize,
+    /// TensorRT engine cache directory (engines take minutes to build).
+    #[serde(default)]
+    pub tensorrt_cache: Option<PathBuf>,
+    /// Let TensorRT use fp16 kernels.
+    pub tensorrt_fp16: bool,
+    /// CUDA device ordinal.
+    pub cuda_device: i32,
+    /// CUDA memory arena limit in bytes.
+    #[serde(default)]
+    pub cuda_mem_limit: Option<usize>,
+}
+
+/// `[models]`: models by name, optionally pinned as `name@version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// The land-cover classifier.
+    pub classifier: String,
+    /// The 2× super-resolution model (20 m → 10 m): `dsen2-2x` or `srgan-2x`.
+    pub superres_2x: String,
+    /// The 6× super-resolution model (60 m → 10 m).
+    pub superres_6x: String,
+    /// Reprocess `done` granules when a model version changes.
+    pub reprocess_on_model_change: bool,
+}
+
+/// Which bands the classifier reads for the 20 m and 60 m groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifyInput {
+    /// Bicubic-resampled bands, patch by patch, as BigEarthNet's patches were made.
+    Resampled,
+    /// The super-resolved bands.
+    Superres,
+}
+
+/// What to do with partial patches at the right and bottom edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgePatches {
+    /// Report them with status `edge` and nodata scores.
+    Skip,
+    /// Classify them, padded by edge replication.
+    Pad,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Run the classifier.
+    pub classify: bool,
+    /// Run super-resolution.
+    pub superres: bool,
+    /// The classifier's 20 m / 60 m input.
+    pub classify_input: ClassifyInput,
+    /// Partial edge patches.
+    pub edge_patches: EdgePatches,
+    /// Patches whose cloud/snow fraction exceeds this are `cloudy` and not classified.
+    pub max_cloud_fraction: f64,
+    /// Output-grid size of a super-resolution tile (before the halo).
+    pub sr_tile: usize,
+    /// Longest side of `quicklook.png`.
+    pub quicklook_size: usize,
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Granules processed at once (bounded by memory: ~2 GB per full tile).
+    pub max_in_flight: usize,
+    /// SIGTERM drain deadline.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Transient failures retried this many times before quarantine.
+    pub retry_limit: u32,
+    /// Command and arguments run after each publish, `{product}` replaced; no shell.
+    pub on_publish: Vec<String>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics` and `/healthz` (loopback by default).
+    pub listen: std::net::SocketAddr,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line (for journald / log shippers).
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Default filter (`RUST_LOG` overrides it).
+    pub level: String,
+}
+
+impl Settings {
+    /// Loads the layers: defaults, then `file` (or [`SYSTEM_CONFIG`] when `file` is
+    /// `None` and it exists), then the environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the bad key or file.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(file, None)
+    }
+
+    /// Like [`Settings::load`], with the environment given explicitly (tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the bad key or file.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        use config::{Config, Environment, File, FileFormat};
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        match file {
+            Some(f) => {
+                if !f.is_file() {
+                    return Err(ConfigError::Missing(f.to_path_buf()));
+                }
+                builder = builder.add_source(File::from(f).format(FileFormat::Toml));
+            }
+            None => {
+                if Path::new(SYSTEM_CONFIG).is_file() {
+                    builder = builder.add_source(File::with_name(SYSTEM_CONFIG).format(FileFormat::Toml));
+                }
+            }
+        }
+        let mut environment = Environment::with_prefix("S2EDGE")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("runtime.providers")
+            .with_list_parse_key("service.on_publish");
+        if let Some(vars) = env {
+            environment = environment.source(Some(vars));
+        }
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but cannot work. Filesystem checks (permissions, the
+    /// ingest/work filesystem) belong to `s2edge validate`, which runs them on top.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        if self.runtime.providers.is_empty() {
+            return Err(invalid("runtime.providers", "must list at least one provider, e.g. [\"cpu\"]"));
+        }
+        if self.runtime.batch_size == 0 {
+            return Err(invalid("runtime.batch_size", "must be at least 1"));
+        }
+        if self.runtime.inference_workers == 0 {
+            return Err(invalid("runtime.inference_workers", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.pipeline.max_cloud_fraction) {
+            return Err(invalid("pipeline.max_cloud_fraction", "must lie in [0, 1]"));
+        }
+        if self.pipeline.sr_tile < 64 || self.pipeline.sr_tile % 6 != 0 {
+            return Err(invalid(
+                "pipeline.sr_tile",
+                "must be at least 64 and a multiple of 6 (so the 20 m and 60 m grids align)",
+            ));
+        }
+        if self.service.max_in_flight == 0 {
+            return Err(invalid("service.max_in_flight", "must be at least 1"));
+        }
+        if !self.pipeline.classify && !self.pipeline.superres {
+            return Err(invalid("pipeline", "classify and superres are both off: nothing to do"));
+        }
+        Ok(())
+    }
+
+    /// The kernel used for the classifier's 20 m / 60 m bands when they are resampled.
+    pub fn classify_kernel(&self) -> Kernel {
+        Kernel::Bicubic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_load_and_validate() {
+        let s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
+        assert_eq!(s.models.classifier, "resnet50-ben19");
+        assert_eq!(s.runtime.providers, vec![ExecutionProvider::Cpu]);
+        assert_eq!(s.ingest.quiet_period, Duration::from_secs(30));
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn environment_overrides_file_and_parses_lists() {
+        let env = HashMap::from([
+            ("S2EDGE__RUNTIME__PROVIDERS".to_string(), "cuda,cpu".to_string()),
+            ("S2EDGE__PIPELINE__MAX_CLOUD_FRACTION".to_string(), "0.5".to_string()),
+            ("S2EDGE__MODELS__SUPERRES_2X".to_string(), "srgan-2x@3".to_string()),
+        ]);
+        let s = Settings::load_with_env(None, Some(env)).unwrap();
+        assert_eq!(
+            s.runtime.providers,
+            vec![ExecutionProvider::Cuda, ExecutionProvider::Cpu]
+        );
+        assert_eq!(s.pipeline.max_cloud_fraction, 0.5);
+        assert_eq!(s.models.superres_2x, "srgan-2x@3");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[pipeline]\nclasify = true\n").unwrap();
+        let err = Settings::load_with_env(Some(&f), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("clasify"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
+        s.pipeline.max_cloud_fraction = 1.5;
+        assert!(s.validate().unwrap_err().to_string().contains("max_cloud_fraction"));
+        let err = Settings::load_with_env(Some(Path::new("/nonexistent.toml")), Some(HashMap::new()))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Missing(_)));
+    }
+}
