@@ -1,0 +1,298 @@
+//! Land-cover classification on BigEarthNet geometry.
+//!
+//! The granule is cut into `patch`×`patch` patches on the 10 m grid (120 px: 60 px at
+//! 20 m, 20 px at 60 m). Each patch's status is decided before inference:
+//! `edge` (partial, with `edge_patches = "skip"`), `nodata` (touches nodata), `cloudy`
+//! (cloud/snow fraction from the granule's own mask above `max_cloud_fraction`), else
+//! `ok`. Only `ok` patches are inferred, in batches. Classifiers output probabilities
+//! (the sigmoid is inside the graph); the pipeline never applies another one.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array4, Axis};
+use serde::Serialize;
+
+use crate::config::{ClassifyInput, EdgePatches};
+use crate::granule::{Band, CloudMask, GeoRef, NODATA_DN};
+use crate::raster::radiometry::to_f32;
+use crate::raster::tiling::Rect;
+use crate::raster::Raster;
+
+use super::scene::Scene;
+use super::tensor::{fill_channel, input_layouts};
+use super::{Infer, PipelineError};
+
+/// Why a patch was or was not classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchStatus {
+    /// Classified.
+    Ok,
+    /// Touches nodata.
+    Nodata,
+    /// Too cloudy or snowy (BigEarthNet excluded such patches).
+    Cloudy,
+    /// A partial patch at the right or bottom edge, skipped.
+    Edge,
+}
+
+/// The result for one patch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatchResult {
+    /// Patch row.
+    pub row: usize,
+    /// Patch column.
+    pub col: usize,
+    /// Its 10 m-grid window (partial patches are clipped to the image).
+    #[serde(skip)]
+    pub rect: Rect,
+    /// Status.
+    pub status: PatchStatus,
+    /// Cloud/snow fraction, when the granule carries a mask.
+    pub cloud_fraction: Option<f64>,
+    /// One probability per class for `ok` patches.
+    pub scores: Option<Vec<f32>>,
+    /// Classes whose score reaches their threshold.
+    pub labels: Vec<String>,
+}
+
+/// What the classifier stage produces.
+#[derive(Debug, Clone)]
+pub struct Classification {
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// Patch side on the 10 m grid.
+    pub patch: usize,
+    /// Patch columns.
+    pub cols: usize,
+    /// Patch rows.
+    pub rows: usize,
+    /// One pixel per patch: the grid of `classification.tif`.
+    pub grid: GeoRef,
+    /// All patches, row-major.
+    pub patches: Vec<PatchResult>,
+}
+
+impl Classification {
+    /// Patches with the given status.
+    pub fn count(&self, status: PatchStatus) -> usize {
+        self.patches.iter().filter(|p| p.status == status).count()
+    }
+
+    /// One raster per class, −1 where the patch was not classified.
+    pub fn score_rasters(&self) -> Vec<Raster<f32>> {
+        (0..self.classes.len())
+            .map(|k| {
+                let data = self
+                    .patches
+                    .iter()
+                    .map(|p| p.scores.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(-1.0))
+                    .collect();
+                Raster {
+                    width: self.cols,
+                    height: self.rows,
+                    data,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Options of the classifier stage.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassifyOptions {
+    /// Partial edge patches.
+    pub edge_patches: EdgePatches,
+    /// Cloud/snow fraction above which a patch is `cloudy`.
+    pub max_cloud_fraction: f64,
+    /// Resampled or super-resolved 20 m / 60 m bands.
+    pub input: ClassifyInput,
+    /// Patches per inference batch.
+    pub batch: usize,
+}
+
+/// Classifies every patch of `scene`. `superres` holds the super-resolved bands on
+/// the 10 m grid when `options.input` is `Superres`.
+///
+/// # Errors
+/// A missing band, an inference failure, or an output that is not probabilities.
+pub fn classify(
+    scene: &Scene,
+    model: &mut dyn Infer,
+    id: &str,
+    options: ClassifyOptions,
+    superres: Option<&BTreeMap<Band, Raster<u16>>>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Classification, PipelineError> {
+    let spec = model.spec().clone();
+    let cls = spec.classify.as_ref().ok_or_else(|| {
+        PipelineError::Options(format!("model {} has no [classify] section", spec.name))
+    })?;
+    let patch = cls.patch as usize;
+    if patch == 0 || patch % 6 != 0 {
+        return Err(PipelineError::Options(format!(
+            "model {}: patch size {patch} must be a positive multiple of 6",
+            spec.name
+        )));
+    }
+    if options.input == ClassifyInput::Superres && superres.is_none() {
+        return Err(PipelineError::Options(
+            "classify_input = \"superres\" needs super-resolution enabled".into(),
+        ));
+    }
+    let layouts = input_layouts(&spec);
+    for l in &layouts {
+        for ch in &l.channels {
+            scene.band(ch.band, &spec.name, id)?;
+        }
+    }
+    let (w, h) = (scene.grid10.width, scene.grid10.height);
+    let (cols, rows) = (w.div_ceil(patch), h.div_ceil(patch));
+    let mut patches = Vec::with_capacity(cols * rows);
+    for row in 0..rows {
+        for col in 0..cols {
+            let (c0, r0) = (col * patch, row * patch);
+            let rect = Rect {
+                col: c0,
+                row: r0,
+                width: patch.min(w - c0),
+                height: patch.min(h - r0),
+            };
+            let partial = rect.width < patch || rect.height < patch;
+            let cloud_fraction = scene.cloud.as_ref().map(|m| cloud_fraction(m, &scene.grid10, rect));
+            let status = if partial && options.edge_patches == EdgePatches::Skip {
+                PatchStatus::Edge
+            } else if layouts
+                .iter()
+                .flat_map(|l| l.channels.iter())
+                .any(|ch| touches_nodata(&scene.bands[&ch.band], ch.band.resolution().factor(), rect))
+            {
+                PatchStatus::Nodata
+            } else if cloud_fraction.is_some_and(|f| f > options.max_cloud_fraction) {
+                PatchStatus::Cloudy
+            } else {
+                PatchStatus::Ok
+            };
+            patches.push(PatchResult {
+                row,
+                col,
+                rect,
+                status,
+                cloud_fraction,
+                scores: None,
+                labels: Vec::new(),
+            });
+        }
+    }
+
+    let todo: Vec<usize> = (0..patches.len()).filter(|&i| patches[i].status == PatchStatus::Ok).collect();
+    let total = todo.len();
+    let mut done = 0;
+    for chunk in todo.chunks(options.batch.max(1)) {
+        let mut inputs = Vec::with_capacity(layouts.len());
+        for layout in &layouts {
+            let mut batch = Array4::<f32>::zeros((chunk.len(), layout.channels.len(), patch, patch));
+            for (i, &p) in chunk.iter().enumerate() {
+                let rect = patches[p].rect;
+                for (c, ch) in layout.channels.iter().enumerate() {
+                    let factor = ch.band.resolution().factor();
+                    let window = match (options.input, superres.and_then(|s| s.get(&ch.band))) {
+                        (ClassifyInput::Superres, Some(sr)) if factor > 1 => to_f32(&sr.window_clamped(
+                            rect.col as isize,
+                            rect.row as isize,
+                            patch,
+                            patch,
+                        )),
+                        _ => Scene::patch_10m(&scene.bands[&ch.band], factor, ch.kernel, rect, patch),
+                    };
+                    fill_channel(&mut batch, i, c, ch, &window);
+                }
+            }
+            inputs.push((layout.name.clone(), batch));
+        }
+        let outputs = model.infer(inputs)?;
+        let (out_name, probs) = outputs.first().ok_or_else(|| PipelineError::BadOutput {
+            model: spec.name.clone(),
+            output: "-".into(),
+            reason: "the session returned no output".into(),
+        })?;
+        if probs.shape() != [chunk.len(), cls.classes.len()] {
+            return Err(PipelineError::BadOutput {
+                model: spec.name.clone(),
+                output: out_name.clone(),
+                reason: format!("shape {:?}, expected [{}, {}]", probs.shape(), chunk.len(), cls.classes.len()),
+            });
+        }
+        for (i, &p) in chunk.iter().enumerate() {
+            let scores: Vec<f32> = probs.index_axis(Axis(0), i).iter().copied().collect();
+            if let Some(bad) = scores.iter().find(|s| !(0.0..=1.0).contains(*s)) {
+                return Err(PipelineError::BadOutput {
+                    model: spec.name.clone(),
+                    output: out_name.clone(),
+                    reason: format!(
+                        "score {bad} is not a probability; classifiers must end in a sigmoid \
+                         (output_kind = \"probabilities\")"
+                    ),
+                });
+            }
+            patches[p].labels = scores
+                .iter()
+                .zip(cls.classes.iter().zip(cls.thresholds.iter()))
+                .filter(|(s, (_, t))| **s >= **t)
+                .map(|(_, (name, _))| name.clone())
+                .collect();
+            patches[p].scores = Some(scores);
+        }
+        done += chunk.len();
+        progress(done, total);
+    }
+    let grid = GeoRef {
+        transform: scene.grid10.transform.coarsened(patch),
+        width: cols,
+        height: rows,
+        ..scene.grid10
+    };
+    Ok(Classification {
+        classes: cls.classes.clone(),
+        patch,
+        cols,
+        rows,
+        grid,
+        patches,
+    })
+}
+
+/// True when the band's own-grid block under `rect` holds a nodata pixel.
+fn touches_nodata(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
+    let c0 = rect.col / factor;
+    let r0 = rect.row / factor;
+    let c1 = (rect.col + rect.width).div_ceil(factor).min(band.width);
+    let r1 = (rect.row + rect.height).div_ceil(factor).min(band.height);
+    (r0..r1).any(|r| band.row(r)[c0..c1].contains(&NODATA_DN))
+}
+
+/// Fraction of flagged mask pixels under `rect` (10 m grid), through map coordinates
+/// since the mask has its own grid.
+fn cloud_fraction(mask: &CloudMask, grid10: &GeoRef, rect: Rect) -> f64 {
+    let t = &grid10.transform;
+    let (x0, y0) = t.apply(rect.col as f64, rect.row as f64);
+    let (x1, y1) = t.apply((rect.col + rect.width) as f64, (rect.row + rect.height) as f64);
+    let m = &mask.georef.transform;
+    let to_col = |x: f64| ((x - m.origin_x) / m.pixel_width).round().max(0.0) as usize;
+    let to_row = |y: f64| ((y - m.origin_y) / m.pixel_height).round().max(0.0) as usize;
+    let (c0, c1) = (to_col(x0).min(mask.flagged.width), to_col(x1).min(mask.flagged.width));
+    let (r0, r1) = (to_row(y0).min(mask.flagged.height), to_row(y1).min(mask.flagged.height));
+    let mut n = 0usize;
+    let mut flagged = 0usize;
+    for r in r0..r1 {
+        for c in c0..c1 {
+            n += 1;
+            flagged += usize::from(mask.flagged.get(c, r) != 0);
+        }
+    }
+    if n == 0 {
+        0.0
+    } else {
+        flagged as f64 / n as f64
+    }
+}

@@ -1,0 +1,378 @@
+//! One granule in, one published product out: the orchestration behind
+//! `s2edge process` and each daemon job.
+//!
+//! Stages run in order (read → super-resolve → classify → write) and the product
+//! directory appears atomically as `<out>/<granule-id>/` (DESIGN.md "Products"):
+//! `superres.tif`, `classification.tif`, `labels.geojson`, `item.json`,
+//! `quicklook.png`, written into a staging directory and renamed into place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::{ClassifyInput, EdgePatches, Settings};
+use crate::granule::{Band, GranuleSource, ProductLevel, Resolution, NODATA_DN};
+use crate::model::manifest::TrainingStatus;
+use crate::product::cog::{write_cog, CogBand};
+use crate::product::geojson::{map_polygon, write_feature_collection};
+use crate::product::publish::Staging;
+use crate::product::quicklook::write_quicklook;
+use crate::product::stac;
+use crate::raster::Raster;
+
+use super::classify::{classify, Classification, ClassifyOptions, PatchStatus};
+use super::scene::Scene;
+use super::superres::{superres, SrTiling};
+use super::{Infer, PipelineError};
+
+/// What to run and how, taken from `[pipeline]` and `[runtime]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessOptions {
+    /// Run the classifier.
+    pub classify: bool,
+    /// Run super-resolution.
+    pub superres: bool,
+    /// The classifier's 20 m / 60 m input.
+    pub classify_input: ClassifyInput,
+    /// Partial edge patches.
+    pub edge_patches: EdgePatches,
+    /// Cloud fraction above which a patch is `cloudy`.
+    pub max_cloud_fraction: f64,
+    /// Super-resolution tile size (10 m grid).
+    pub sr_tile: usize,
+    /// Inference batch size.
+    pub batch: usize,
+    /// Longest side of the quicklook.
+    pub quicklook_size: usize,
+}
+
+impl ProcessOptions {
+    /// The options configured in `settings`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        ProcessOptions {
+            classify: settings.pipeline.classify,
+            superres: settings.pipeline.superres,
+            classify_input: settings.pipeline.classify_input,
+            edge_patches: settings.pipeline.edge_patches,
+            max_cloud_fraction: settings.pipeline.max_cloud_fraction,
+            sr_tile: settings.pipeline.sr_tile,
+            batch: settings.runtime.batch_size,
+            quicklook_size: settings.pipeline.quicklook_size,
+        }
+    }
+}
+
+/// The models a run uses; `None` for a stage that is off.
+#[derive(Default)]
+pub struct Models<'a> {
+    /// The classifier.
+    pub classifier: Option<&'a mut dyn Infer>,
+    /// 20 m → 10 m.
+    pub superres_2x: Option<&'a mut dyn Infer>,
+    /// 60 m → 10 m.
+    pub superres_6x: Option<&'a mut dyn Infer>,
+}
+
+/// Progress callbacks of a run, e.g. a progress bar per stage.
+pub trait Progress {
+    /// A stage starts with `total` units of work.
+    fn start(&mut self, stage: &str, total: usize);
+    /// `done` of the stage's units are finished.
+    fn update(&mut self, done: usize);
+    /// The stage ended.
+    fn finish(&mut self);
+}
+
+/// A [`Progress`] that reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&mut self, _: &str, _: usize) {}
+    fn update(&mut self, _: usize) {}
+    fn finish(&mut self) {}
+}
+
+/// The summary of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessReport {
+    /// Granule id.
+    pub id: String,
+    /// The published product directory.
+    pub product: PathBuf,
+    /// Seconds per stage.
+    pub timings: BTreeMap<String, f64>,
+    /// Patches by status.
+    pub patches: BTreeMap<String, usize>,
+    /// Output pixels super-resolved (10 m grid, per band group).
+    pub superres_pixels: u64,
+    /// Execution provider per model.
+    pub providers: BTreeMap<String, String>,
+    /// Model versions used, `name@version`.
+    pub models: Vec<String>,
+    /// Warnings recorded in the provenance.
+    pub warnings: Vec<String>,
+}
+
+/// Processes `source` with `models` and publishes the product under `out_dir`.
+///
+/// # Errors
+/// [`PipelineError`]: the input, a model, or a product write failed. Nothing is
+/// published on error.
+pub fn process_granule(
+    source: &GranuleSource,
+    models: &mut Models<'_>,
+    options: &ProcessOptions,
+    out_dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<ProcessReport, PipelineError> {
+    let id = source.id.to_string();
+    let started = chrono::Utc::now();
+    let mut timings = BTreeMap::new();
+    let mut warnings = source.warnings.clone();
+
+    if options.classify && models.classifier.is_none() {
+        return Err(PipelineError::Options("classification is on but no classifier is loaded".into()));
+    }
+    if options.superres && (models.superres_2x.is_none() || models.superres_6x.is_none()) {
+        return Err(PipelineError::Options(
+            "super-resolution is on but the 2x and 6x models are not both loaded".into(),
+        ));
+    }
+    if options.classify && options.classify_input == ClassifyInput::Superres && !options.superres {
+        return Err(PipelineError::Options(
+            "classify_input = \"superres\" needs [pipeline] superres = true".into(),
+        ));
+    }
+
+    // Which bands to read: all 12 for super-resolution, the classifier's otherwise,
+    // and always the visible ones for the quicklook.
+    let mut bands: Vec<Band> = vec![Band::B02, Band::B03, Band::B04];
+    if options.superres {
+        bands.extend(Band::PRODUCT);
+    }
+    if let Some(m) = models.classifier.as_deref() {
+        bands.extend(m.spec().inputs.values().flat_map(|i| i.bands.iter().copied()));
+    }
+    bands.sort();
+    bands.dedup();
+
+    let mut model_entries = Vec::new();
+    for m in [&models.superres_2x, &models.superres_6x, &models.classifier]
+        .into_iter()
+        .flatten()
+    {
+        let info = m.info();
+        if info.status == TrainingStatus::Untrained {
+            let w = format!(
+                "model {}@{} is UNTRAINED: its outputs carry no learned information",
+                info.name, info.version
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
+        let level = m.spec().product_level;
+        if source.metadata.level != ProductLevel::Unknown && Some(source.metadata.level) != level.as_level() {
+            warnings.push(format!(
+                "model {} was trained on {:?} products but the input is {:?}",
+                info.name, level, source.metadata.level
+            ));
+        }
+        model_entries.push(info);
+    }
+
+    let t = Instant::now();
+    progress.start("read", bands.len());
+    let scene = Scene::load(source, &bands)?;
+    progress.finish();
+    timings.insert("read".to_string(), t.elapsed().as_secs_f64());
+
+    let staging = Staging::new(out_dir, &source.id)?;
+    let dir = staging.path().to_path_buf();
+    let mut superres_pixels = 0u64;
+    let mut sr_bands: BTreeMap<Band, Raster<u16>> = BTreeMap::new();
+    if options.superres {
+        let tiling = SrTiling {
+            tile: options.sr_tile,
+            batch: options.batch,
+        };
+        for (stage, model) in [
+            ("superres 2x", models.superres_2x.as_deref_mut()),
+            ("superres 6x", models.superres_6x.as_deref_mut()),
+        ] {
+            let Some(model) = model else { continue };
+            let t = Instant::now();
+            let mut started_stage = false;
+            let out = superres(&scene, model, &id, tiling, &mut |done, total| {
+                if !started_stage {
+                    progress.start(stage, total);
+                    started_stage = true;
+                }
+                progress.update(done);
+            })?;
+            progress.finish();
+            superres_pixels += (scene.grid10.width * scene.grid10.height * out.len()) as u64;
+            sr_bands.extend(out);
+            timings.insert(stage.to_string(), t.elapsed().as_secs_f64());
+        }
+        let t = Instant::now();
+        write_superres(&dir.join("superres.tif"), &scene, &sr_bands)?;
+        timings.insert("write superres".to_string(), t.elapsed().as_secs_f64());
+    }
+
+    let mut patch_counts = BTreeMap::new();
+    let mut classification = None;
+    if let (true, Some(model)) = (options.classify, models.classifier.as_deref_mut()) {
+        let t = Instant::now();
+        let mut started_stage = false;
+        let result = classify(
+            &scene,
+            model,
+            &id,
+            ClassifyOptions {
+                edge_patches: options.edge_patches,
+                max_cloud_fraction: options.max_cloud_fraction,
+                input: options.classify_input,
+                batch: options.batch,
+            },
+            options.superres.then_some(&sr_bands),
+            &mut |done, total| {
+                if !started_stage {
+                    progress.start("classify", total);
+                    started_stage = true;
+                }
+                progress.update(done);
+            },
+        )?;
+        progress.finish();
+        timings.insert("classify".to_string(), t.elapsed().as_secs_f64());
+        for s in [PatchStatus::Ok, PatchStatus::Nodata, PatchStatus::Cloudy, PatchStatus::Edge] {
+            patch_counts.insert(format!("{s:?}").to_lowercase(), result.count(s));
+        }
+        let t = Instant::now();
+        write_classification(&dir, &result)?;
+        timings.insert("write classification".to_string(), t.elapsed().as_secs_f64());
+        classification = Some(result);
+    }
+
+    let t = Instant::now();
+    let quicklook = |b: Band| sr_bands.get(&b).or_else(|| scene.bands.get(&b));
+    if let (Some(r), Some(g), Some(b)) = (quicklook(Band::B04), quicklook(Band::B03), quicklook(Band::B02)) {
+        write_quicklook(&dir.join("quicklook.png"), r, g, b, options.quicklook_size)?;
+    }
+    timings.insert("write quicklook".to_string(), t.elapsed().as_secs_f64());
+
+    let report_models: Vec<String> = model_entries.iter().map(|m| format!("{}@{}", m.name, m.version)).collect();
+    let providers: BTreeMap<String, String> = model_entries
+        .iter()
+        .map(|m| (m.name.clone(), m.provider.clone()))
+        .collect();
+    let provenance = json!({
+        "s2edge:version": env!("CARGO_PKG_VERSION"),
+        "s2edge:input": {
+            "id": id,
+            "kind": source.kind,
+            "level": source.metadata.level,
+            "processing_baseline": source.metadata.baseline,
+            "tile_id": source.metadata.tile_id,
+        },
+        "s2edge:models": model_entries,
+        "s2edge:execution_providers": providers,
+        "s2edge:timings_s": timings,
+        "s2edge:offsets_applied": scene.offsets.iter().map(|(b, o)| (b.name().to_string(), *o)).collect::<BTreeMap<_, _>>(),
+        "s2edge:offsets_known": source.metadata.offsets_known,
+        "s2edge:patches": patch_counts,
+        "s2edge:warnings": warnings,
+        "s2edge:processed": started.to_rfc3339(),
+    });
+    let item = stac::product_item(
+        source,
+        &scene.grid10,
+        options.superres,
+        classification.as_ref().map(|c| &c.grid),
+        provenance,
+    )?;
+    stac::write_item(&dir.join("item.json"), &item)?;
+    let product = staging.publish()?;
+
+    Ok(ProcessReport {
+        id,
+        product,
+        timings,
+        patches: patch_counts,
+        superres_pixels,
+        providers,
+        models: report_models,
+        warnings,
+    })
+}
+
+/// `superres.tif`: 12 bands at 10 m in [`Band::PRODUCT`] order, harmonised DN, the
+/// 10 m bands passed through.
+fn write_superres(path: &Path, scene: &Scene, sr: &BTreeMap<Band, Raster<u16>>) -> Result<(), PipelineError> {
+    let mut bands = Vec::with_capacity(Band::PRODUCT.len());
+    for band in Band::PRODUCT {
+        let data = if band.resolution() == Resolution::R10 {
+            scene.bands.get(&band)
+        } else {
+            sr.get(&band)
+        };
+        let data = data.ok_or_else(|| {
+            PipelineError::Options(format!("super-resolution produced no {band}: check the models' outputs"))
+        })?;
+        bands.push(CogBand {
+            description: band.name(),
+            data,
+        });
+    }
+    write_cog(path, &scene.grid10, &bands, Some(f64::from(NODATA_DN)))?;
+    Ok(())
+}
+
+/// `classification.tif` (19 float32 bands, −1 = not classified) and `labels.geojson`.
+fn write_classification(dir: &Path, c: &Classification) -> Result<(), PipelineError> {
+    let rasters = c.score_rasters();
+    let bands: Vec<CogBand<'_, f32>> = c
+        .classes
+        .iter()
+        .zip(rasters.iter())
+        .map(|(name, data)| CogBand {
+            description: name.as_str(),
+            data,
+        })
+        .collect();
+    write_cog(&dir.join("classification.tif"), &c.grid, &bands, Some(-1.0))?;
+
+    let t = c.grid.transform;
+    let mut features = Vec::with_capacity(c.patches.len());
+    for p in &c.patches {
+        // The patch footprint on the 10 m grid (partial patches clipped to the image).
+        let fine = t.refined(c.patch);
+        let (x0, y0) = fine.apply(p.rect.col as f64, p.rect.row as f64);
+        let (x1, y1) = fine.apply((p.rect.col + p.rect.width) as f64, (p.rect.row + p.rect.height) as f64);
+        let geometry = map_polygon(c.grid.epsg, &[(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])?;
+        let scores = p.scores.as_ref().map(|s| {
+            c.classes
+                .iter()
+                .zip(s.iter())
+                .map(|(n, v)| (n.clone(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+        });
+        features.push(json!({
+            "type": "Feature",
+            "geometry": geometry,
+            "properties": {
+                "row": p.row,
+                "col": p.col,
+                "status": p.status,
+                "labels": p.labels,
+                "scores": scores,
+                "cloud_fraction": p.cloud_fraction,
+            }
+        }));
+    }
+    write_feature_collection(&dir.join("labels.geojson"), features)?;
+    Ok(())
+}

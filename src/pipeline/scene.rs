@@ -1,0 +1,133 @@
+//! A granule in harmonised DN: the input of every stage.
+//!
+//! Bands are decoded one at a time and harmonised immediately (DN + offset, 0 stays
+//! nodata, 65535 stays saturated), so a full tile costs its bands once as `u16` (about
+//! 1.4 GB for 12 bands) and never as `f32`. Float windows are cut per tile or patch.
+
+use std::collections::BTreeMap;
+
+use crate::granule::{check_grids, Band, CloudMask, GeoRef, GranuleSource, Resolution};
+use crate::raster::radiometry::{harmonise, to_f32};
+use crate::raster::resample::{upsample, upsample_window, Kernel};
+use crate::raster::tiling::Rect;
+use crate::raster::Raster;
+
+use super::PipelineError;
+
+/// Extra low-resolution pixels cut around a window before upsampling it, so that the
+/// window's result equals the same window of a whole-image upsampling: bicubic reads two
+/// taps on each side.
+const UPSAMPLE_MARGIN: usize = 3;
+
+/// Harmonised bands on their native grids.
+#[derive(Debug, Clone)]
+pub struct Scene {
+    /// The 10 m reference grid.
+    pub grid10: GeoRef,
+    /// Harmonised DN per band on its native grid.
+    pub bands: BTreeMap<Band, Raster<u16>>,
+    /// The product's cloud/snow mask, when it carries one.
+    pub cloud: Option<CloudMask>,
+    /// The offset applied to each band.
+    pub offsets: BTreeMap<Band, f64>,
+}
+
+impl Scene {
+    /// Reads `bands` from `source`, checks their grids and harmonises them.
+    ///
+    /// # Errors
+    /// The reader's error, or a grid mismatch.
+    pub fn load(source: &GranuleSource, bands: &[Band]) -> Result<Scene, PipelineError> {
+        let mut out = BTreeMap::new();
+        let mut grids = Vec::new();
+        let mut offsets = BTreeMap::new();
+        for &band in bands {
+            let data = source.read_band(band)?;
+            let offset = source.metadata.offset(band);
+            grids.push((band, data.georef));
+            offsets.insert(band, offset);
+            out.insert(band, harmonise(&data.dn, offset));
+        }
+        check_grids(&source.id, &grids)?;
+        let grid10 = grids
+            .iter()
+            .find(|(b, _)| b.resolution() == Resolution::R10)
+            .map(|(_, g)| *g)
+            .or_else(|| {
+                // Only coarse bands were asked for: derive the 10 m grid from one.
+                grids.first().map(|(b, g)| {
+                    let f = b.resolution().factor();
+                    GeoRef {
+                        transform: g.transform.refined(f),
+                        width: g.width * f,
+                        height: g.height * f,
+                        ..*g
+                    }
+                })
+            })
+            .or_else(|| source.metadata.grid_10m().copied())
+            .ok_or_else(|| PipelineError::Options("no band to process".into()))?;
+        let cloud = source.read_cloud_mask()?;
+        Ok(Scene {
+            grid10,
+            bands: out,
+            cloud,
+            offsets,
+        })
+    }
+
+    /// The harmonised band, or a typed error naming the model that needed it.
+    ///
+    /// # Errors
+    /// [`PipelineError::MissingBand`].
+    pub fn band(&self, band: Band, model: &str, id: &str) -> Result<&Raster<u16>, PipelineError> {
+        self.bands.get(&band).ok_or_else(|| PipelineError::MissingBand {
+            id: id.to_string(),
+            model: model.to_string(),
+            band,
+        })
+    }
+
+    /// The window `rect` of the 10 m grid for `band`, as `f32` harmonised DN with NaN
+    /// for nodata. Coarser bands are upsampled with `kernel`; the result equals the same
+    /// window of a whole-image upsampling exactly, since the cut includes a margin
+    /// wider than the kernel (or the real image edge).
+    pub fn window_10m(band: &Raster<u16>, factor: usize, kernel: Kernel, rect: Rect) -> Raster<f32> {
+        if factor == 1 {
+            return to_f32(&band.window(rect.col, rect.row, rect.width, rect.height));
+        }
+        let c0 = (rect.col / factor).saturating_sub(UPSAMPLE_MARGIN);
+        let r0 = (rect.row / factor).saturating_sub(UPSAMPLE_MARGIN);
+        let c1 = ((rect.col + rect.width).div_ceil(factor) + UPSAMPLE_MARGIN).min(band.width);
+        let r1 = ((rect.row + rect.height).div_ceil(factor) + UPSAMPLE_MARGIN).min(band.height);
+        let sub = to_f32(&band.window(c0, r0, c1 - c0, r1 - r0));
+        upsample_window(
+            &sub,
+            factor,
+            kernel,
+            rect.col - c0 * factor,
+            rect.row - r0 * factor,
+            rect.width,
+            rect.height,
+        )
+    }
+
+    /// A classifier patch for `band`: its own-grid block covering `rect` (10 m grid),
+    /// upsampled on its own with its own edges replicated, as BigEarthNet's patch files
+    /// were made. Partial edge blocks are padded by edge replication to the full patch.
+    pub fn patch_10m(band: &Raster<u16>, factor: usize, kernel: Kernel, rect: Rect, patch: usize) -> Raster<f32> {
+        let block = patch / factor;
+        let block_raster = band.window_clamped(
+            (rect.col / factor) as isize,
+            (rect.row / factor) as isize,
+            block,
+            block,
+        );
+        let f = to_f32(&block_raster);
+        if factor == 1 {
+            f
+        } else {
+            upsample(&f, factor, kernel)
+        }
+    }
+}
