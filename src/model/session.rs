@@ -1,0 +1,507 @@
+//! `LoadedModel`: a verified model with its ONNX Runtime session.
+//!
+//! Loading refuses anything that disagrees with its manifest (DESIGN.md "Models"): the
+//! sha256 of `model.onnx` first (before ONNX Runtime parses a byte of it), then the
+//! graph's inputs and outputs: names, element type f32, rank 4 `[N, C, H, W]` inputs whose
+//! channel count is the number of bands listed, classifier outputs `[N, classes]`,
+//! super-resolution outputs `[N, bands, H, W]`. Dynamic dimensions (`-1`) match anything.
+//!
+//! `run` takes `&mut self` because ONNX Runtime's `Session::run` does: some execution
+//! provider internals are not thread-safe. A `LoadedModel` is owned by one inference
+//! worker thread ([`super::worker`]); it is never shared behind a mutex.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ndarray::{Array4, ArrayD};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{Tensor, TensorElementType, ValueType};
+
+use super::error::ModelError;
+use super::manifest::{ModelSpec, Task};
+use super::provider::{build_session, ExecutionProvider, ProviderOptions, ProviderReport};
+use super::registry::{verify_sha, MANIFEST_FILE, ONNX_FILE};
+use super::runtime::environment;
+
+/// One graph input or output as ONNX Runtime describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The tensor's name in the graph.
+    pub name: String,
+    /// Element type (`Float32`, ...), or the kind of non-tensor value.
+    pub dtype: String,
+    /// Whether the element type is f32.
+    pub is_f32: bool,
+    /// Dimensions, `-1` where dynamic; `None` for non-tensor values.
+    pub shape: Option<Vec<i64>>,
+}
+
+impl TensorInfo {
+    fn from_outlet(name: &str, ty: &ValueType) -> TensorInfo {
+        match ty {
+            ValueType::Tensor { ty, shape, .. } => TensorInfo {
+                name: name.to_string(),
+                dtype: format!("{ty:?}"),
+                is_f32: *ty == TensorElementType::Float32,
+                shape: Some(shape.to_vec()),
+            },
+            other => TensorInfo {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+                is_f32: false,
+                shape: None,
+            },
+        }
+    }
+}
+
+/// A model whose file, manifest and graph agree, with a session ready to run.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The manifest.
+    pub spec: ModelSpec,
+    /// The version directory.
+    pub dir: PathBuf,
+    /// The verified sha256 of `model.onnx` (provenance).
+    pub sha256: String,
+    /// The execution provider the session runs on (provenance, `/healthz`).
+    pub provider: ExecutionProvider,
+    /// Why providers before `provider` were not used.
+    pub provider_report: ProviderReport,
+    session: Session,
+}
+
+/// Loads the model in version directory `dir` (see the module docs for the checks).
+///
+/// Initialises ONNX Runtime with the default search if the process has not yet (call
+/// [`super::runtime::init_runtime`] first to use a configured library).
+///
+/// # Errors
+/// [`ModelError::Manifest`], [`ModelError::Io`], [`ModelError::ShaMismatch`],
+/// runtime errors, [`ModelError::AcceleratorRequired`], [`ModelError::Session`], or
+/// [`ModelError::IoMismatch`] naming the input or output that differs.
+pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelError> {
+    let spec = ModelSpec::load(&dir.join(MANIFEST_FILE))?;
+    let sha256 = verify_sha(&spec, dir)?;
+    let label = spec.label();
+    if spec.is_untrained() {
+        tracing::warn!(
+            model = %label,
+            dir = %dir.display(),
+            "UNTRAINED MODEL: its outputs are placeholders, not predictions \
+             (manifest [training] status = \"untrained\"); products will say so"
+        );
+    }
+    let env = environment()?;
+    let (session, report) = build_session(env, &dir.join(ONNX_FILE), &label, opts)?;
+    let inputs: Vec<TensorInfo> = session
+        .inputs()
+        .iter()
+        .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
+        .collect();
+    let outputs: Vec<TensorInfo> = session
+        .outputs()
+        .iter()
+        .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
+        .collect();
+    check_io(&spec, &inputs, &outputs).map_err(|reason| ModelError::IoMismatch {
+        model: label.clone(),
+        reason,
+    })?;
+    tracing::info!(model = %label, provider = %report.used, sha256 = %sha256, "model loaded");
+    Ok(LoadedModel {
+        spec,
+        dir: dir.to_path_buf(),
+        sha256,
+        provider: report.used,
+        provider_report: report,
+        session,
+    })
+}
+
+impl LoadedModel {
+    /// As [`load`].
+    ///
+    /// # Errors
+    /// As [`load`].
+    pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelError> {
+        load(dir, opts)
+    }
+
+    /// `name@version`.
+    pub fn label(&self) -> String {
+        self.spec.label()
+    }
+
+    /// The graph's inputs as ONNX Runtime reports them.
+    pub fn graph_inputs(&self) -> Vec<TensorInfo> {
+        self.session
+            .inputs()
+            .iter()
+            .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
+            .collect()
+    }
+
+    /// The graph's outputs as ONNX Runtime reports them.
+    pub fn graph_outputs(&self) -> Vec<TensorInfo> {
+        self.session
+            .outputs()
+            .iter()
+            .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
+            .collect()
+    }
+
+    /// Runs one batch. `inputs` are the manifest's inputs by name, already normalised,
+    /// each `[N, C, H, W]`; returns the manifest's outputs by name, in manifest order.
+    ///
+    /// # Errors
+    /// [`ModelError::Inference`] when an input is missing, extra, or has the wrong
+    /// channel count or batch size, or ONNX Runtime fails (an out-of-memory failure is
+    /// transient, see [`ModelError::is_transient`]).
+    pub fn run(
+        &mut self,
+        inputs: Vec<(String, Array4<f32>)>,
+    ) -> Result<Vec<(String, ArrayD<f32>)>, ModelError> {
+        let label = self.spec.label();
+        let fail = |reason: String| ModelError::Inference {
+            model: label.clone(),
+            reason,
+        };
+        check_run_inputs(&self.spec, &inputs).map_err(&fail)?;
+        let mut feed: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
+        for (name, array) in inputs {
+            let tensor = Tensor::from_array(array)
+                .map_err(|e| fail(format!("input {name}: cannot create a tensor: {e}")))?;
+            feed.push((name, SessionInputValue::from(tensor)));
+        }
+        let outputs = self.session.run(feed).map_err(|e| fail(e.to_string()))?;
+        let mut out = Vec::with_capacity(self.spec.outputs.len());
+        for name in self.spec.outputs.names() {
+            let value = outputs
+                .get(name)
+                .ok_or_else(|| fail(format!("the graph produced no output {name}")))?;
+            let array = value
+                .try_extract_array::<f32>()
+                .map_err(|e| fail(format!("output {name}: {e}")))?;
+            out.push((name.to_string(), array.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Runs one zero-filled batch of one (a classifier patch, or a small super-resolution
+    /// tile) and checks the outputs are finite with the expected shapes. Used by
+    /// `s2edge models verify` and before a hot-swapped model goes live. Returns the run
+    /// time.
+    ///
+    /// # Errors
+    /// [`ModelError::Inference`] when the run fails or an output is wrong.
+    pub fn smoke_test(&mut self) -> Result<Duration, ModelError> {
+        let label = self.spec.label();
+        let graph = self.graph_inputs();
+        let side = match (&self.spec.task, &self.spec.classify) {
+            (Task::Classify, Some(c)) => c.patch as usize,
+            // Divisible by 2 and 6, larger than small receptive radii.
+            _ => 24,
+        };
+        let inputs: Vec<(String, Array4<f32>)> = self
+            .spec
+            .inputs
+            .iter()
+            .map(|(name, spec)| {
+                // A graph with fixed spatial dimensions gets exactly those.
+                let fixed = graph
+                    .iter()
+                    .find(|g| g.name == name)
+                    .and_then(|g| g.shape.clone())
+                    .unwrap_or_default();
+                let dim = |i: usize| {
+                    fixed
+                        .get(i)
+                        .copied()
+                        .filter(|d| *d > 0)
+                        .map_or(side, |d| d as usize)
+                };
+                let shape = (1, spec.bands.len(), dim(2), dim(3));
+                (name.to_string(), Array4::<f32>::zeros(shape))
+            })
+            .collect();
+        let (h, w) = inputs
+            .first()
+            .map(|(_, a)| (a.shape()[2], a.shape()[3]))
+            .unwrap_or((side, side));
+        let start = Instant::now();
+        let outputs = self.run(inputs)?;
+        let elapsed = start.elapsed();
+        let fail = |reason: String| ModelError::Inference {
+            model: label.clone(),
+            reason: format!("smoke test: {reason}"),
+        };
+        for (name, array) in &outputs {
+            let expected: Vec<usize> = match (&self.spec.classify, self.spec.outputs.get(name)) {
+                (Some(c), _) => vec![1, c.classes.len()],
+                (None, Some(o)) => vec![1, o.bands.len(), h, w],
+                (None, None) => continue,
+            };
+            if array.shape() != expected.as_slice() {
+                return Err(fail(format!(
+                    "output {name} has shape {:?}, expected {expected:?}",
+                    array.shape()
+                )));
+            }
+            if let Some(bad) = array.iter().find(|v| !v.is_finite()) {
+                return Err(fail(format!("output {name} contains {bad}")));
+            }
+            if self.spec.task == Task::Classify && array.iter().any(|p| !(0.0..=1.0).contains(p)) {
+                return Err(fail(format!(
+                    "output {name} is not a probability in [0, 1]: the sigmoid must be inside the graph"
+                )));
+            }
+        }
+        Ok(elapsed)
+    }
+}
+
+/// Compares the graph's inputs and outputs with the manifest; the error names the tensor
+/// and what differs.
+pub(crate) fn check_io(
+    spec: &ModelSpec,
+    inputs: &[TensorInfo],
+    outputs: &[TensorInfo],
+) -> Result<(), String> {
+    let names = |ts: &[TensorInfo]| {
+        ts.iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (name, input) in spec.inputs.iter() {
+        let graph = inputs.iter().find(|t| t.name == name).ok_or_else(|| {
+            format!(
+                "manifest input {name:?} is not a graph input (graph inputs: {})",
+                names(inputs)
+            )
+        })?;
+        let what = format!("input {name:?}");
+        let shape = tensor_shape(graph, &what)?;
+        check_rank(shape, 4, &what, "[N, C, H, W]")?;
+        check_dim(
+            shape,
+            1,
+            input.bands.len(),
+            &what,
+            "channels (bands listed)",
+        )?;
+        if let Some(c) = &spec.classify {
+            check_dim(shape, 2, c.patch as usize, &what, "rows (classify.patch)")?;
+            check_dim(
+                shape,
+                3,
+                c.patch as usize,
+                &what,
+                "columns (classify.patch)",
+            )?;
+        }
+    }
+    for graph in inputs {
+        if spec.inputs.get(&graph.name).is_none() {
+            return Err(format!(
+                "graph input {:?} is not in the manifest (manifest inputs: {})",
+                graph.name,
+                spec.inputs.names().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    for (name, output) in spec.outputs.iter() {
+        let graph = outputs.iter().find(|t| t.name == name).ok_or_else(|| {
+            format!(
+                "manifest output {name:?} is not a graph output (graph outputs: {})",
+                names(outputs)
+            )
+        })?;
+        let what = format!("output {name:?}");
+        let shape = tensor_shape(graph, &what)?;
+        match &spec.classify {
+            Some(c) => {
+                check_rank(shape, 2, &what, "[N, classes]")?;
+                check_dim(shape, 1, c.classes.len(), &what, "classes")?;
+            }
+            None => {
+                check_rank(shape, 4, &what, "[N, bands, H, W]")?;
+                check_dim(
+                    shape,
+                    1,
+                    output.bands.len(),
+                    &what,
+                    "channels (bands listed)",
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tensor_shape<'a>(t: &'a TensorInfo, what: &str) -> Result<&'a [i64], String> {
+    if !t.is_f32 {
+        return Err(format!(
+            "{what}: element type is {}, expected f32 (Float32)",
+            t.dtype
+        ));
+    }
+    t.shape
+        .as_deref()
+        .ok_or_else(|| format!("{what}: not a tensor ({})", t.dtype))
+}
+
+fn check_rank(shape: &[i64], rank: usize, what: &str, layout: &str) -> Result<(), String> {
+    if shape.len() == rank {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: rank {} (shape {shape:?}), expected {rank}: {layout}",
+            shape.len()
+        ))
+    }
+}
+
+fn check_dim(
+    shape: &[i64],
+    axis: usize,
+    expected: usize,
+    what: &str,
+    meaning: &str,
+) -> Result<(), String> {
+    match shape.get(axis) {
+        Some(d) if *d < 0 || *d as usize == expected => Ok(()),
+        Some(d) => Err(format!(
+            "{what}: dimension {axis} is {d} but the manifest implies {expected} {meaning}"
+        )),
+        None => Err(format!("{what}: has no dimension {axis}")),
+    }
+}
+
+/// Checks a batch against the manifest before ONNX Runtime sees it, for clearer errors.
+fn check_run_inputs(spec: &ModelSpec, inputs: &[(String, Array4<f32>)]) -> Result<(), String> {
+    for (name, _) in inputs {
+        if spec.inputs.get(name).is_none() {
+            return Err(format!("{name:?} is not an input of this model"));
+        }
+    }
+    let mut batch = None;
+    for (name, input) in spec.inputs.iter() {
+        let mut given = inputs.iter().filter(|(n, _)| n == name);
+        let (_, array) = given
+            .next()
+            .ok_or_else(|| format!("input {name:?} is missing"))?;
+        if given.next().is_some() {
+            return Err(format!("input {name:?} is given twice"));
+        }
+        let s = array.shape();
+        if s[1] != input.bands.len() {
+            return Err(format!(
+                "input {name:?} has {} channels, the manifest lists {} bands",
+                s[1],
+                input.bands.len()
+            ));
+        }
+        match batch {
+            None => batch = Some(s[0]),
+            Some(n) if n != s[0] => {
+                return Err(format!(
+                    "input {name:?} has batch size {}, other inputs {n}",
+                    s[0]
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+schema = 1
+name = "t"
+version = 1
+task = "superres"
+onnx_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+[inputs]
+x10 = { bands = ["B02","B03","B04","B08"], grid = "10m" }
+x20 = { bands = ["B05","B06","B07","B8A","B11","B12"], grid = "20m", upsample = "bilinear" }
+[outputs]
+y = { bands = ["B05","B06","B07","B8A","B11","B12"], grid = "10m" }
+[normalisation]
+mean = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+std = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+[superres]
+scale = 2
+receptive_radius = 4
+[training]
+status = "untrained"
+data = "none"
+"#;
+
+    fn t(name: &str, shape: &[i64]) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            dtype: "Float32".into(),
+            is_f32: true,
+            shape: Some(shape.to_vec()),
+        }
+    }
+
+    #[test]
+    fn io_check_names_what_differs() {
+        let spec = ModelSpec::parse(SPEC).unwrap();
+        let ins = [t("x10", &[-1, 4, -1, -1]), t("x20", &[-1, 6, -1, -1])];
+        let outs = [t("y", &[-1, 6, -1, -1])];
+        assert_eq!(check_io(&spec, &ins, &outs), Ok(()));
+
+        let e = check_io(&spec, &[ins[0].clone(), t("x20", &[-1, 5, -1, -1])], &outs).unwrap_err();
+        assert!(
+            e.contains("\"x20\"") && e.contains("dimension 1 is 5"),
+            "{e}"
+        );
+
+        let e = check_io(&spec, &[ins[0].clone(), t("x2O", &[-1, 6, -1, -1])], &outs).unwrap_err();
+        assert!(
+            e.contains("manifest input \"x20\" is not a graph input"),
+            "{e}"
+        );
+
+        let e = check_io(
+            &spec,
+            &[ins[0].clone(), ins[1].clone(), t("extra", &[1])],
+            &outs,
+        )
+        .unwrap_err();
+        assert!(e.contains("graph input \"extra\""), "{e}");
+
+        let mut int = ins[0].clone();
+        int.is_f32 = false;
+        int.dtype = "Int64".into();
+        let e = check_io(&spec, &[int, ins[1].clone()], &outs).unwrap_err();
+        assert!(e.contains("Int64"), "{e}");
+
+        let e = check_io(&spec, &ins, &[t("y", &[-1, 6, -1])]).unwrap_err();
+        assert!(e.contains("output \"y\": rank 3"), "{e}");
+    }
+
+    #[test]
+    fn run_inputs_are_checked_before_ort() {
+        let spec = ModelSpec::parse(SPEC).unwrap();
+        let a = |c, n| Array4::<f32>::zeros((n, c, 8, 8));
+        let ok = vec![("x10".to_string(), a(4, 2)), ("x20".to_string(), a(6, 2))];
+        assert_eq!(check_run_inputs(&spec, &ok), Ok(()));
+        let e = check_run_inputs(&spec, &ok[..1]).unwrap_err();
+        assert!(e.contains("\"x20\" is missing"), "{e}");
+        let e =
+            check_run_inputs(&spec, &[ok[0].clone(), ("x20".to_string(), a(6, 3))]).unwrap_err();
+        assert!(e.contains("batch size 3"), "{e}");
+        let e =
+            check_run_inputs(&spec, &[ok[0].clone(), ("x20".to_string(), a(5, 2))]).unwrap_err();
+        assert!(e.contains("5 channels"), "{e}");
+    }
+}
