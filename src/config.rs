@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::provider::ExecutionProvider;
+use crate::model::provider::{ExecutionProvider, ProviderOptions};
+use crate::model::registry::ModelRef;
+use crate::model::set::ModelSelection;
 use crate::raster::resample::Kernel;
 
 /// The embedded defaults, annotated: the same file ships as the packaged config.
@@ -250,7 +252,52 @@ pub struct LogConfig {
     pub level: String,
 }
 
+impl RuntimeConfig {
+    /// The execution-provider policy these keys describe.
+    pub fn provider_options(&self) -> ProviderOptions {
+        ProviderOptions {
+            order: self.providers.clone(),
+            require_accelerator: self.require_accelerator,
+            intra_threads: self.intra_threads,
+            tensorrt_cache: self.tensorrt_cache.clone(),
+            tensorrt_fp16: self.tensorrt_fp16,
+            cuda_device: self.cuda_device,
+            cuda_mem_limit: self.cuda_mem_limit,
+        }
+    }
+}
+
 impl Settings {
+    /// The models the configured stages need.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a model reference that does not parse.
+    pub fn model_selection(&self) -> Result<ModelSelection, ConfigError> {
+        let parse = |key: &str, value: &str| {
+            value.parse::<ModelRef>().map_err(|reason| ConfigError::Invalid {
+                key: format!("models.{key}"),
+                reason,
+            })
+        };
+        Ok(ModelSelection {
+            classifier: if self.pipeline.classify {
+                Some(parse("classifier", &self.models.classifier)?)
+            } else {
+                None
+            },
+            superres_2x: if self.pipeline.superres {
+                Some(parse("superres_2x", &self.models.superres_2x)?)
+            } else {
+                None
+            },
+            superres_6x: if self.pipeline.superres {
+                Some(parse("superres_6x", &self.models.superres_6x)?)
+            } else {
+                None
+            },
+        })
+    }
+
     /// Loads the layers: defaults, then `file` (or [`SYSTEM_CONFIG`] when `file` is
     /// `None` and it exists), then the environment.
     ///

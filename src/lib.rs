@@ -16,6 +16,7 @@
 //! | [`pipeline`] | the classify and superres stages, pure functions over rasters |
 //! | [`product`] | COG writer, GeoJSON labels, STAC Item, quicklook, atomic publish |
 //! | [`config`] | typed configuration: embedded defaults, file, environment |
+//! | [`sample`] | a synthetic demo granule (`s2edge sample`) |
 //!
 //! Only the daemon knows tokio; everything listed here is synchronous so the trainer,
 //! the benches and the CLI reuse it.
@@ -23,8 +24,10 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod config;
 pub mod granule;
 pub mod model;
 pub mod pipeline;
 pub mod product;
+pub mod sample;
 pub mod raster;

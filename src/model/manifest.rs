@@ -103,17 +103,9 @@ pub enum ProductLevel {
 }
 
 /// The kernel that brings an input's bands to the graph's grid (DESIGN.md "Radiometry":
-/// area-aligned, edge-replicated, nodata-aware).
-///
-/// Local stand-in: the raster module's resampling `Kernel` will replace it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UpsampleKernel {
-    /// Bilinear.
-    Bilinear,
-    /// Bicubic, Keys kernel with a = −0.5.
-    Bicubic,
-}
+/// area-aligned, edge-replicated, nodata-aware): the raster module's kernel, so the
+/// manifest names exactly what the pipeline runs.
+pub use crate::raster::resample::Kernel as UpsampleKernel;
 
 /// One graph input: the bands it carries, in channel order, and their grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

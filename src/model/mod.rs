@@ -23,6 +23,7 @@ pub mod provider;
 pub mod registry;
 pub mod runtime;
 pub mod session;
+pub mod set;
 pub mod worker;
 
 pub use error::ModelError;
@@ -31,4 +32,5 @@ pub use provider::{ExecutionProvider, ProviderOptions, ProviderReport};
 pub use registry::{ModelListing, ModelRef, Registry, Resolved};
 pub use runtime::{init_runtime, resolve_library, runtime_info, LibrarySearch, RuntimeInfo};
 pub use session::{load, LoadedModel, TensorInfo};
+pub use set::{ModelSelection, ModelSet};
 pub use worker::{Batch, InferencePool, Outputs};

@@ -15,12 +15,12 @@ use serde_json::json;
 
 use crate::config::{ClassifyInput, EdgePatches, Settings};
 use crate::granule::{Band, GranuleSource, ProductLevel, Resolution, NODATA_DN};
-use crate::model::manifest::TrainingStatus;
+use crate::model::manifest::{ProductLevel as ModelLevel, TrainingStatus};
 use crate::product::cog::{write_cog, CogBand};
 use crate::product::geojson::{map_polygon, write_feature_collection};
 use crate::product::publish::Staging;
 use crate::product::quicklook::write_quicklook;
-use crate::product::stac;
+use crate::product::stac::{self, Asset, EoBand, Item, ItemSpec, RasterBand};
 use crate::raster::Raster;
 
 use super::classify::{classify, Classification, ClassifyOptions, PatchStatus};
@@ -154,7 +154,7 @@ pub fn process_granule(
         bands.extend(Band::PRODUCT);
     }
     if let Some(m) = models.classifier.as_deref() {
-        bands.extend(m.spec().inputs.values().flat_map(|i| i.bands.iter().copied()));
+        bands.extend(m.spec().inputs.iter().flat_map(|(_, i)| i.bands.iter().copied()));
     }
     bands.sort();
     bands.dedup();
@@ -174,7 +174,12 @@ pub fn process_granule(
             warnings.push(w);
         }
         let level = m.spec().product_level;
-        if source.metadata.level != ProductLevel::Unknown && Some(source.metadata.level) != level.as_level() {
+        let agrees = match (level, source.metadata.level) {
+            (ModelLevel::Any, _) | (_, ProductLevel::Unknown) => true,
+            (ModelLevel::L1C, ProductLevel::L1C) | (ModelLevel::L2A, ProductLevel::L2A) => true,
+            _ => false,
+        };
+        if !agrees {
             warnings.push(format!(
                 "model {} was trained on {:?} products but the input is {:?}",
                 info.name, level, source.metadata.level
@@ -287,13 +292,7 @@ pub fn process_granule(
         "s2edge:warnings": warnings,
         "s2edge:processed": started.to_rfc3339(),
     });
-    let item = stac::product_item(
-        source,
-        &scene.grid10,
-        options.superres,
-        classification.as_ref().map(|c| &c.grid),
-        provenance,
-    )?;
+    let item = product_item(source, &scene.grid10, classification.as_ref().map(|c| &c.grid), &dir, provenance)?;
     stac::write_item(&dir.join("item.json"), &item)?;
     let product = staging.publish()?;
 
@@ -375,4 +374,91 @@ fn write_classification(dir: &Path, c: &Classification) -> Result<(), PipelineEr
     }
     write_feature_collection(&dir.join("labels.geojson"), features)?;
     Ok(())
+}
+
+/// The STAC Item of the product in `dir`: one asset per file present.
+fn product_item(
+    source: &GranuleSource,
+    grid10: &crate::granule::GeoRef,
+    classification_grid: Option<&crate::granule::GeoRef>,
+    dir: &Path,
+    provenance: serde_json::Value,
+) -> Result<Item, PipelineError> {
+    let mut assets = BTreeMap::new();
+    if dir.join("superres.tif").is_file() {
+        let mut a = Asset::new(
+            "./superres.tif",
+            stac::MEDIA_COG,
+            "Super-resolved bands at 10 m (harmonised DN)",
+            &["data"],
+        );
+        a.raster_bands = Some(
+            Band::PRODUCT
+                .iter()
+                .map(|b| RasterBand {
+                    name: Some(b.name().to_string()),
+                    data_type: "uint16".into(),
+                    nodata: Some(0.0),
+                    scale: Some(0.0001),
+                    offset: Some(0.0),
+                    unit: None,
+                })
+                .collect(),
+        );
+        a.eo_bands = Some(
+            Band::PRODUCT
+                .iter()
+                .map(|b| EoBand {
+                    name: b.name().to_string(),
+                    common_name: None,
+                    center_wavelength: Some(f64::from(b.centre_wavelength_nm()) / 1000.0),
+                })
+                .collect(),
+        );
+        assets.insert("superres".to_string(), a);
+    }
+    if let Some(grid) = classification_grid {
+        let mut a = Asset::new(
+            "./classification.tif",
+            stac::MEDIA_COG,
+            "Land-cover class probabilities per 120x120 patch",
+            &["data"],
+        )
+        .with_grid(grid);
+        a.raster_bands = Some(vec![
+            RasterBand {
+                name: None,
+                data_type: "float32".into(),
+                nodata: Some(-1.0),
+                scale: None,
+                offset: None,
+                unit: None,
+            };
+            19
+        ]);
+        assets.insert("classification".to_string(), a);
+        assets.insert(
+            "labels".to_string(),
+            Asset::new("./labels.geojson", stac::MEDIA_GEOJSON, "Patch labels", &["data"]),
+        );
+    }
+    if dir.join("quicklook.png").is_file() {
+        assets.insert(
+            "quicklook".to_string(),
+            Asset::new("./quicklook.png", stac::MEDIA_PNG, "Quicklook", &["overview"]),
+        );
+    }
+    let properties = match provenance {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    Ok(Item::build(ItemSpec {
+        id: source.id.to_string(),
+        sensing_time: source.metadata.sensing_time,
+        processed: chrono::Utc::now(),
+        georef: *grid10,
+        assets,
+        properties,
+        self_href: None,
+    })?)
 }

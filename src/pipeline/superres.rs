@@ -58,7 +58,7 @@ fn output_bands(model: &dyn Infer) -> Result<(String, Vec<OutBand>), PipelineErr
             .copied()
             .ok_or_else(|| PipelineError::BadOutput {
                 model: spec.name.clone(),
-                output: name.clone(),
+                output: name.to_string(),
                 reason: format!("output band {band} is not among the inputs, so it has no normalisation"),
             })?;
         bands.push(OutBand {
@@ -67,7 +67,7 @@ fn output_bands(model: &dyn Infer) -> Result<(String, Vec<OutBand>), PipelineErr
             factor: band.resolution().factor(),
         });
     }
-    Ok((name.clone(), bands))
+    Ok((name.to_string(), bands))
 }
 
 /// The tile plan for `model` on `scene`.
@@ -83,7 +83,7 @@ pub fn tile_plan(scene: &Scene, model: &dyn Infer, tiling: SrTiling) -> Result<V
         scene.grid10.width,
         scene.grid10.height,
         tiling.tile,
-        sr.receptive_radius as usize,
+        sr.receptive_radius.unwrap_or(0) as usize,
         6,
     ))
 }

@@ -56,7 +56,7 @@ pub fn input_layouts(spec: &ModelSpec) -> Vec<InputLayout> {
     let mut k = 0;
     let mut out = Vec::new();
     for (name, input) in spec.inputs.iter() {
-        let kernel = input.upsample.map(Kernel::from).unwrap_or(Kernel::Bilinear);
+        let kernel = input.upsample.unwrap_or(Kernel::Bilinear);
         let channels = input
             .bands
             .iter()
@@ -72,7 +72,7 @@ pub fn input_layouts(spec: &ModelSpec) -> Vec<InputLayout> {
             })
             .collect();
         out.push(InputLayout {
-            name: name.clone(),
+            name: name.to_string(),
             channels,
         });
     }

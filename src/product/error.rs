@@ -74,3 +74,17 @@ impl ProductError {
         }
     }
 }
+
+impl ProductError {
+    /// True when retrying later may succeed (the disk was full or busy), false when the
+    /// inputs themselves cannot make a product.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProductError::Io { source, .. } => !matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            ),
+            _ => false,
+        }
+    }
+}
