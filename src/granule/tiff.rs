@@ -216,7 +216,12 @@ fn decode(
     let data = match (sample, image) {
         (SampleKind::U16, DecodingResult::U16(v)) => v,
         (SampleKind::U8, DecodingResult::U8(v)) => v.into_iter().map(u16::from).collect(),
-        _ => return Err(tiff_error(path, "decoder returned an unexpected sample type")),
+        _ => {
+            return Err(tiff_error(
+                path,
+                "decoder returned an unexpected sample type",
+            ))
+        }
     };
     let raster = Raster::from_vec(width, height, data).ok_or_else(|| {
         tiff_error(
@@ -402,7 +407,10 @@ fn sample_kind<R: Read + Seek>(
         .map_err(|e| tiff_error(path, format!("PhotometricInterpretation tag: {e}")))?;
     // WhiteIsZero would make the decoder invert the values, which are DN, not grey.
     if photometric == Some(0) {
-        return Err(tiff_error(path, "WhiteIsZero photometric is not a DN raster"));
+        return Err(tiff_error(
+            path,
+            "WhiteIsZero photometric is not a DN raster",
+        ));
     }
     match color {
         ColorType::Gray(16) => Ok(SampleKind::U16),
@@ -522,9 +530,7 @@ fn georef_from_tags(tags: &GeoTags, width: usize, height: usize) -> Result<Optio
             return Err("user-defined projected CRS (no EPSG code) is not supported".into())
         }
         Some(code) => u32::from(code),
-        None if keys.geographic.is_some()
-            || keys.model_type == Some(geokey::MODEL_GEOGRAPHIC) =>
-        {
+        None if keys.geographic.is_some() || keys.model_type == Some(geokey::MODEL_GEOGRAPHIC) => {
             return Err(format!(
                 "not a projected CRS (geographic, EPSG:{}); Sentinel-2 grids are UTM",
                 keys.geographic.map_or("?".into(), |g| g.to_string())
@@ -571,7 +577,10 @@ fn georef_from_tags(tags: &GeoTags, width: usize, height: usize) -> Result<Optio
             }
         }
         (None, None, Some(_)) => {
-            return Err("tiepoints without ModelPixelScale (ground control points) are not supported".into())
+            return Err(
+                "tiepoints without ModelPixelScale (ground control points) are not supported"
+                    .into(),
+            )
         }
         (None, _, None) => return Ok(None),
     };
@@ -732,7 +741,15 @@ mod tests {
         patch_dimensions(&mut bytes, 100_000, 100_000);
         let err = decode_u16(&bytes, Path::new("big.tif")).unwrap_err();
         assert!(
-            matches!(err, GranuleError::TooLarge { width: 100_000, height: 100_000, limit: MAX_SIDE, .. }),
+            matches!(
+                err,
+                GranuleError::TooLarge {
+                    width: 100_000,
+                    height: 100_000,
+                    limit: MAX_SIDE,
+                    ..
+                }
+            ),
             "{err}"
         );
         patch_dimensions(&mut bytes, 16, 12_001);
@@ -746,7 +763,18 @@ mod tests {
     fn geokeys_build_corner_based_georefs() {
         let keys = |raster_type: u16, crs_key: u16, code: u16| {
             Some(vec![
-                1, 1, 0, 2, 1025, 0, 1, raster_type, crs_key, 0, 1, code,
+                1,
+                1,
+                0,
+                2,
+                1025,
+                0,
+                1,
+                raster_type,
+                crs_key,
+                0,
+                1,
+                code,
             ])
         };
         let mut tags = GeoTags {
@@ -765,7 +793,10 @@ mod tests {
         tags.keys = keys(2, 3072, 32633);
         tags.tiepoints = Some(vec![0.0, 0.0, 0.0, 300010.0, 6200030.0, 0.0]);
         let g = georef_from_tags(&tags, 5, 6).unwrap().unwrap();
-        assert_eq!((g.transform.origin_x, g.transform.origin_y), (300000.0, 6200040.0));
+        assert_eq!(
+            (g.transform.origin_x, g.transform.origin_y),
+            (300000.0, 6200040.0)
+        );
 
         tags.keys = keys(1, 2048, 4326);
         let e = georef_from_tags(&tags, 5, 6).unwrap_err();
@@ -791,7 +822,9 @@ mod tests {
 
         tags.transformation = None;
         tags.tiepoints = Some(vec![0.0; 12]);
-        assert!(georef_from_tags(&tags, 5, 6).unwrap_err().contains("ground control"));
+        assert!(georef_from_tags(&tags, 5, 6)
+            .unwrap_err()
+            .contains("ground control"));
 
         tags.keys = None;
         assert_eq!(georef_from_tags(&tags, 5, 6), Ok(None));
