@@ -101,16 +101,19 @@ fn codestream<'b>(bytes: &'b [u8], path: &Path) -> Result<&'b [u8], GranuleError
         if len < header {
             return Err(err(path, format!("box at byte {off} has length {len}")));
         }
-        let end = off.checked_add(len).filter(|e| *e <= total).ok_or_else(|| {
-            err(
-                path,
-                format!(
+        let end = off
+            .checked_add(len)
+            .filter(|e| *e <= total)
+            .ok_or_else(|| {
+                err(
+                    path,
+                    format!(
                     "truncated: box {:?} at byte {off} declares {len} bytes but the file has {}",
                     String::from_utf8_lossy(tbox),
                     total - off
                 ),
-            )
-        })?;
+                )
+            })?;
         if tbox == b"jp2c" {
             return Ok(&bytes[(off + header) as usize..end as usize]);
         }
@@ -127,7 +130,10 @@ fn codestream<'b>(bytes: &'b [u8], path: &Path) -> Result<&'b [u8], GranuleError
 pub fn read_header(bytes: &[u8], path: &Path) -> Result<Header, GranuleError> {
     let cs = codestream(bytes, path)?;
     if cs.get(2..4) != Some(&SIZ[..]) {
-        return Err(err(path, "codestream does not start with SOC followed by SIZ"));
+        return Err(err(
+            path,
+            "codestream does not start with SOC followed by SIZ",
+        ));
     }
     let short = || err(path, "truncated SIZ marker");
     let lsiz = usize::from(be_u16(cs, 4).ok_or_else(short)?);
@@ -348,10 +354,7 @@ mod tests {
         let e = decode_u16(&siz(10, 10, &[0x80 | 15]), p).unwrap_err();
         assert!(e.to_string().contains("signed"), "{e}");
         for bad in [&b""[..], b"GIF89a", &[0xff, 0x4f, 0xff], &JP2_SIGNATURE] {
-            assert!(matches!(
-                decode_u16(bad, p),
-                Err(GranuleError::Jp2 { .. })
-            ));
+            assert!(matches!(decode_u16(bad, p), Err(GranuleError::Jp2 { .. })));
         }
     }
 

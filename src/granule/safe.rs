@@ -31,9 +31,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use zip::ZipArchive;
 
 use super::{
-    jp2, read_location, read_raster_u16, xml, Band, CloudMask, GeoRef, GeoTransform,
-    GranuleError, GranuleId, GranuleSource, InputKind, Location, MaskFile, MaskKind, Metadata,
-    ProductLevel, Resolution, MAX_SIDE,
+    jp2, read_location, read_raster_u16, xml, Band, CloudMask, GeoRef, GeoTransform, GranuleError,
+    GranuleId, GranuleSource, InputKind, Location, MaskFile, MaskKind, Metadata, ProductLevel,
+    Resolution, MAX_SIDE,
 };
 use crate::raster::Raster;
 
@@ -342,7 +342,12 @@ fn open_archive(archive: &Path) -> Result<Zip, GranuleError> {
 }
 
 /// Reads one entry, refusing more than `cap` bytes whatever the archive declares.
-fn read_entry(zip: &mut Zip, archive: &Path, entry: &str, cap: u64) -> Result<Vec<u8>, GranuleError> {
+fn read_entry(
+    zip: &mut Zip,
+    archive: &Path,
+    entry: &str,
+    cap: u64,
+) -> Result<Vec<u8>, GranuleError> {
     let file = zip.by_name(entry).map_err(|e| zip_err(archive, entry, e))?;
     let too_big = |n: u64| GranuleError::Zip {
         path: archive.to_path_buf(),
@@ -423,7 +428,11 @@ fn meta_err(path: &Path, field: &str, reason: impl Into<String>) -> GranuleError
     }
 }
 
-fn parse_num<T: std::str::FromStr>(text: &str, path: &Path, field: &str) -> Result<T, GranuleError> {
+fn parse_num<T: std::str::FromStr>(
+    text: &str,
+    path: &Path,
+    field: &str,
+) -> Result<T, GranuleError> {
     text.trim()
         .parse()
         .map_err(|_| meta_err(path, field, format!("{text:?} is not a number")))
@@ -542,7 +551,13 @@ fn parse_tile_mtd(text: &str, path: &Path) -> Result<TileMtd, GranuleError> {
         .ok_or_else(|| meta_err(path, "HORIZONTAL_CS_CODE", "absent"))?;
     let epsg: u32 = code
         .strip_prefix("EPSG:")
-        .ok_or_else(|| meta_err(path, "HORIZONTAL_CS_CODE", format!("{code:?} is not EPSG:n")))
+        .ok_or_else(|| {
+            meta_err(
+                path,
+                "HORIZONTAL_CS_CODE",
+                format!("{code:?} is not EPSG:n"),
+            )
+        })
         .and_then(|n| parse_num(n, path, "HORIZONTAL_CS_CODE"))?;
     let resolution = |node: roxmltree::Node<'_, '_>, field: &str| {
         let r = node
@@ -922,7 +937,10 @@ mod tests {
             assert!(escapes(bad), "{bad:?}");
             assert_eq!(clean_rel(bad), None);
         }
-        assert_eq!(clean_rel("./GRANULE//x/./MTD_TL.xml").as_deref(), Some("GRANULE/x/MTD_TL.xml"));
+        assert_eq!(
+            clean_rel("./GRANULE//x/./MTD_TL.xml").as_deref(),
+            Some("GRANULE/x/MTD_TL.xml")
+        );
         assert_eq!(clean_rel("./"), None);
     }
 
@@ -988,6 +1006,9 @@ mod tests {
         let c = Raster::from_vec(2, 1, vec![0u16, 0]).unwrap();
         let m = or_components(&[c.clone(), a, b], Path::new("m")).unwrap();
         assert_eq!(m.data, vec![1, 1]);
-        assert_eq!(or_components(&[c], Path::new("m")).unwrap().data, vec![0, 0]);
+        assert_eq!(
+            or_components(&[c], Path::new("m")).unwrap().data,
+            vec![0, 0]
+        );
     }
 }

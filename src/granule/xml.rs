@@ -69,8 +69,12 @@ pub fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String, GranuleError> {
 /// wherever it appears: refusing one inside a comment is an acceptable false positive).
 fn declares_dtd(text: &str) -> bool {
     let bytes = text.as_bytes();
-    bytes.windows(9).any(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))
-        || bytes.windows(8).any(|w| w.eq_ignore_ascii_case(b"<!ENTITY"))
+    bytes
+        .windows(9)
+        .any(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))
+        || bytes
+            .windows(8)
+            .any(|w| w.eq_ignore_ascii_case(b"<!ENTITY"))
 }
 
 /// True when `node` is an element whose local name (namespace prefix ignored) is `local`.
