@@ -1,5 +1,8 @@
 //! The integration test binary (one binary, modules per area; helpers in `util`).
 
+mod model;
+mod raster;
 mod readers_safe;
+mod readers_tiff;
 mod safe_fixture;
 mod util;
