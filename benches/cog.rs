@@ -43,7 +43,11 @@ fn mirrored(src: &Raster<u16>, w: usize, h: usize) -> Raster<u16> {
             data.push(src.get(reflect(c, src.width), rr));
         }
     }
-    Raster { width: w, height: h, data }
+    Raster {
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 fn synthetic(w: usize, h: usize, b: usize) -> Raster<u16> {
@@ -57,14 +61,21 @@ fn synthetic(w: usize, h: usize, b: usize) -> Raster<u16> {
             data.push((800 + (r / 7 + c / 11) % 900 + (s % 64) as usize) as u16);
         }
     }
-    Raster { width: w, height: h, data }
+    Raster {
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 fn bands(w: usize, h: usize, n: usize) -> (Vec<Raster<u16>>, &'static str) {
     let names = ["B02", "B03", "B04", "B08"];
     let crop: Option<Vec<Raster<u16>>> = names.iter().map(|b| crop_band(b)).collect();
     match crop {
-        Some(c) => ((0..n).map(|i| mirrored(&c[i % c.len()], w, h)).collect(), "33UUB crop, mirrored"),
+        Some(c) => (
+            (0..n).map(|i| mirrored(&c[i % c.len()], w, h)).collect(),
+            "33UUB crop, mirrored",
+        ),
         None => ((0..n).map(|i| synthetic(w, h, i)).collect(), "synthetic"),
     }
 }
@@ -107,10 +118,16 @@ fn bench_cog(c: &mut Criterion) {
             ..CogOptions::default()
         };
         group.bench_with_input(BenchmarkId::new("zstd", level), &options, |b, o| {
-            b.iter(|| write_cog_with(&path, &g, &cog, Some(0.0), o).unwrap_or_else(|e| panic!("{e}")))
+            b.iter(|| {
+                write_cog_with(&path, &g, &cog, Some(0.0), o).unwrap_or_else(|e| panic!("{e}"))
+            })
         });
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        println!("zstd {level}: file {:.1} MB, ratio {:.2}", size as f64 / 1e6, raw as f64 / size as f64);
+        println!(
+            "zstd {level}: file {:.1} MB, ratio {:.2}",
+            size as f64 / 1e6,
+            raw as f64 / size as f64
+        );
     }
     group.finish();
 
@@ -119,11 +136,20 @@ fn bench_cog(c: &mut Criterion) {
         let (rasters, source) = bands(w, h, n);
         let cog: Vec<CogBand<'_, u16>> = rasters
             .iter()
-            .map(|data| CogBand { description: "B", data })
+            .map(|data| CogBand {
+                description: "B",
+                data,
+            })
             .collect();
         let start = Instant::now();
-        write_cog_with(&path, &georef(w, h), &cog, Some(0.0), &CogOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        write_cog_with(
+            &path,
+            &georef(w, h),
+            &cog,
+            Some(0.0),
+            &CogOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let secs = start.elapsed().as_secs_f64();
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let raw = (w * h * n * 2) as f64;

@@ -11,7 +11,7 @@
 //!   pixel-interleaved tiles of unrelated bands;
 //! - internal overviews as further IFDs (`NewSubfileType = 1`), halving until both sides
 //!   are at most 256 (none for images that already fit one tile). An overview pixel is
-//!   the mean of the valid (non-nodata) samples of its 2×2 block, rounded to nearest for
+//!   the mean of the valid (non-nodata) samples of its 2×2 block, rounded half up for
 //!   integer types (`u8` too), and nodata when none is valid. A mean that lands exactly
 //!   on the nodata value is moved to the adjacent representable value, so overviews
 //!   never invent nodata;
@@ -27,7 +27,7 @@
 //! `tiff` crate's encoder writes each IFD after its data, so this module compresses all
 //! tiles first (in memory, in parallel over `available_parallelism` threads), lays the
 //! file out, and writes header, IFDs, then data, with its own small IFD serialiser
-//! ([`ifd`]). No GDAL ghost area (`GDAL_STRUCTURAL_METADATA`) is written: `rio cogeo
+//! (the private `ifd` module). No GDAL ghost area (`GDAL_STRUCTURAL_METADATA`) is written: `rio cogeo
 //! validate` does not require it (tested), and omitting it promises nothing about block
 //! leaders a reader could rely on.
 //!
@@ -112,7 +112,10 @@ pub trait CogSample: Copy + Default + Send + Sync + sealed::Sealed + 'static {
     /// off `nodata` by [`CogSample::adjacent`] if it lands on it), or `nodata` when none
     /// is valid. The hot path of overview building, hence branch-light per type.
     fn block_mean(q: [Self; 4], nodata: Option<Self>) -> Self {
-        let valid: Vec<Self> = q.into_iter().filter(|v| !nodata.is_some_and(|nd| v.same(nd))).collect();
+        let valid: Vec<Self> = q
+            .into_iter()
+            .filter(|v| !nodata.is_some_and(|nd| v.same(nd)))
+            .collect();
         finish_mean(Self::mean(&valid), valid.len(), nodata)
     }
     /// A representable value next to `self` (moves a mean off the nodata value).
@@ -333,7 +336,7 @@ pub fn write_cog_with<T: CogSample>(
             .map(|(l, rasters)| {
                 let (lw, lh) = (rasters[0].width, rasters[0].height);
                 let counts: Vec<u64> = compressed[l].iter().map(|t| t.len() as u64).collect();
-                let mut ifd = image_ifd::<T>(l > 0, lw, lh, nbands, nodata, flavour);
+                let mut ifd = image_ifd::<T>(l > 0, lw, lh, nbands, nodata);
                 set_tiles(&mut ifd, flavour, &offsets[l], &counts);
                 if l == 0 {
                     set_georef(&mut ifd, georef);
@@ -346,11 +349,11 @@ pub fn write_cog_with<T: CogSample>(
             .collect()
     };
     let placeholder: Vec<Vec<u64>> = compressed.iter().map(|l| vec![0; l.len()]).collect();
-    let ifds_len = |ifds: &[Ifd], f: Flavour| -> u64 {
-        ifds.iter().map(|i| i.encoded_len(f)).sum()
-    };
+    let ifds_len =
+        |ifds: &[Ifd], f: Flavour| -> u64 { ifds.iter().map(|i| i.encoded_len(f)).sum() };
     let classic = build(Flavour::Classic, &placeholder);
-    let classic_total = Flavour::Classic.header_len() + ifds_len(&classic, Flavour::Classic) + data_len;
+    let classic_total =
+        Flavour::Classic.header_len() + ifds_len(&classic, Flavour::Classic) + data_len;
     let flavour = if options.force_bigtiff || classic_total > u64::from(u32::MAX) {
         Flavour::Big
     } else {
@@ -408,7 +411,10 @@ fn check_inputs<T: CogSample>(
         return Err(ProductError::invalid("a GeoTIFF needs at least one band"));
     }
     if bands.len() > usize::from(u16::MAX) {
-        return Err(ProductError::invalid(format!("{} bands is too many", bands.len())));
+        return Err(ProductError::invalid(format!(
+            "{} bands is too many",
+            bands.len()
+        )));
     }
     if georef.width == 0 || georef.height == 0 {
         return Err(ProductError::invalid(format!(
@@ -421,7 +427,10 @@ fn check_inputs<T: CogSample>(
     }
     for (i, b) in bands.iter().enumerate() {
         let r = b.data;
-        if r.width != georef.width || r.height != georef.height || r.data.len() != r.width * r.height {
+        if r.width != georef.width
+            || r.height != georef.height
+            || r.data.len() != r.width * r.height
+        {
             return Err(ProductError::invalid(format!(
                 "band {} ({:?}) is {}x{} with {} samples, the georef says {}x{}",
                 i + 1,
@@ -445,13 +454,19 @@ fn check_inputs<T: CogSample>(
     }
     if georef.epsg == 0 || georef.epsg > u32::from(u16::MAX) {
         return Err(ProductError::Geo {
-            reason: format!("EPSG:{} does not fit a GeoTIFF ProjectedCSType key", georef.epsg),
+            reason: format!(
+                "EPSG:{} does not fit a GeoTIFF ProjectedCSType key",
+                georef.epsg
+            ),
         });
     }
     match nodata {
         None => Ok(None),
         Some(v) => T::from_nodata(v).map(Some).ok_or_else(|| {
-            ProductError::invalid(format!("nodata {v} is not representable as {}", T::GDAL_TYPE))
+            ProductError::invalid(format!(
+                "nodata {v} is not representable as {}",
+                T::GDAL_TYPE
+            ))
         }),
     }
 }
@@ -517,10 +532,15 @@ fn downsample_level<'a, T: CogSample>(
             jobs.push((b, start..(start + ROWS_PER_JOB).min(h)));
         }
     }
-    let parts = parallel_map(jobs.len(), threads, || (), |_, i| {
-        let (b, rows) = jobs[i].clone();
-        downsample_rows(&prev[b], nodata, rows)
-    });
+    let parts = parallel_map(
+        jobs.len(),
+        threads,
+        || (),
+        |_, i| {
+            let (b, rows) = jobs[i].clone();
+            downsample_rows(&prev[b], nodata, rows)
+        },
+    );
     let mut out: Vec<Raster<T>> = prev
         .iter()
         .map(|r| Raster {
@@ -653,14 +673,19 @@ fn image_ifd<T: CogSample>(
     height: usize,
     nbands: usize,
     nodata: Option<f64>,
-    _flavour: Flavour,
 ) -> Ifd {
     let mut ifd = Ifd::default();
     let n = nbands as u16;
-    ifd.set(tag::NEW_SUBFILE_TYPE, Value::Long(vec![u32::from(overview)]));
+    ifd.set(
+        tag::NEW_SUBFILE_TYPE,
+        Value::Long(vec![u32::from(overview)]),
+    );
     ifd.set(tag::IMAGE_WIDTH, Value::Long(vec![width as u32]));
     ifd.set(tag::IMAGE_LENGTH, Value::Long(vec![height as u32]));
-    ifd.set(tag::BITS_PER_SAMPLE, Value::Short(vec![T::BITS_PER_SAMPLE; nbands]));
+    ifd.set(
+        tag::BITS_PER_SAMPLE,
+        Value::Short(vec![T::BITS_PER_SAMPLE; nbands]),
+    );
     ifd.set(tag::COMPRESSION, Value::Short(vec![COMPRESSION_ZSTD]));
     // MinIsBlack; bands beyond the first are "extra samples" of unspecified meaning,
     // which is how GDAL itself writes multi-band grey imagery.
@@ -673,7 +698,10 @@ fn image_ifd<T: CogSample>(
     if nbands > 1 {
         ifd.set(tag::EXTRA_SAMPLES, Value::Short(vec![0; nbands - 1]));
     }
-    ifd.set(tag::SAMPLE_FORMAT, Value::Short(vec![T::SAMPLE_FORMAT; nbands]));
+    ifd.set(
+        tag::SAMPLE_FORMAT,
+        Value::Short(vec![T::SAMPLE_FORMAT; nbands]),
+    );
     if let Some(nd) = nodata {
         ifd.set(tag::GDAL_NODATA, Value::Ascii(format_nodata(nd)));
     }
@@ -684,8 +712,14 @@ fn set_tiles(ifd: &mut Ifd, flavour: Flavour, offsets: &[u64], counts: &[u64]) {
     match flavour {
         // Classic is chosen only when every offset fits 32 bits.
         Flavour::Classic => {
-            ifd.set(tag::TILE_OFFSETS, Value::Long(offsets.iter().map(|&o| o as u32).collect()));
-            ifd.set(tag::TILE_BYTE_COUNTS, Value::Long(counts.iter().map(|&o| o as u32).collect()));
+            ifd.set(
+                tag::TILE_OFFSETS,
+                Value::Long(offsets.iter().map(|&o| o as u32).collect()),
+            );
+            ifd.set(
+                tag::TILE_BYTE_COUNTS,
+                Value::Long(counts.iter().map(|&o| o as u32).collect()),
+            );
         }
         Flavour::Big => {
             ifd.set(tag::TILE_OFFSETS, Value::Long8(offsets.to_vec()));
@@ -826,8 +860,14 @@ mod tests {
         let a = Raster::filled(4, 4, 1u16);
         let b = Raster::filled(4, 3, 1u16);
         let bands = [
-            CogBand { description: "a", data: &a },
-            CogBand { description: "b", data: &b },
+            CogBand {
+                description: "a",
+                data: &a,
+            },
+            CogBand {
+                description: "b",
+                data: &b,
+            },
         ];
         assert!(matches!(
             write_cog(&p, &georef(4, 4), &bands, Some(0.0)),
@@ -855,8 +895,22 @@ mod tests {
     fn layout_puts_ifds_first_and_smallest_overview_data_first() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.tif");
-        let a = Raster::from_vec(600, 300, (0..600 * 300).map(|i| (i % 1000) as u16).collect()).unwrap();
-        write_cog(&p, &georef(600, 300), &[CogBand { description: "B01", data: &a }], Some(0.0)).unwrap();
+        let a = Raster::from_vec(
+            600,
+            300,
+            (0..600 * 300).map(|i| (i % 1000) as u16).collect(),
+        )
+        .unwrap();
+        write_cog(
+            &p,
+            &georef(600, 300),
+            &[CogBand {
+                description: "B01",
+                data: &a,
+            }],
+            Some(0.0),
+        )
+        .unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[0..4], b"II*\0");
         assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 8);
@@ -872,6 +926,9 @@ mod tests {
         assert_eq!(dec.dimensions().unwrap(), (300, 150));
         dec.next_image().unwrap();
         assert_eq!(dec.dimensions().unwrap(), (150, 75));
-        assert!(!dec.more_images(), "halving stops once both sides are <= 256");
+        assert!(
+            !dec.more_images(),
+            "halving stops once both sides are <= 256"
+        );
     }
 }
