@@ -11,7 +11,7 @@
 //!   pixel-interleaved tiles of unrelated bands;
 //! - internal overviews as further IFDs (`NewSubfileType = 1`), halving until both sides
 //!   are at most 256 (none for images that already fit one tile). An overview pixel is
-//!   the mean of the valid (non-nodata) samples of its 2×2 block, rounded to nearest for
+//!   the mean of the valid (non-nodata) samples of its 2×2 block, rounded half up for
 //!   integer types (`u8` too), and nodata when none is valid. A mean that lands exactly
 //!   on the nodata value is moved to the adjacent representable value, so overviews
 //!   never invent nodata;
@@ -27,7 +27,7 @@
 //! `tiff` crate's encoder writes each IFD after its data, so this module compresses all
 //! tiles first (in memory, in parallel over `available_parallelism` threads), lays the
 //! file out, and writes header, IFDs, then data, with its own small IFD serialiser
-//! ([`ifd`]). No GDAL ghost area (`GDAL_STRUCTURAL_METADATA`) is written: `rio cogeo
+//! (the private `ifd` module). No GDAL ghost area (`GDAL_STRUCTURAL_METADATA`) is written: `rio cogeo
 //! validate` does not require it (tested), and omitting it promises nothing about block
 //! leaders a reader could rely on.
 //!
@@ -38,6 +38,7 @@ mod ifd;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -53,9 +54,10 @@ pub const TILE: usize = 256;
 /// TIFF `Compression` value of ZSTD (a GDAL/libtiff registration).
 pub const COMPRESSION_ZSTD: u16 = 50000;
 
-/// GDAL's default ZSTD level for GeoTIFF; see BENCHMARKS.md "COG writing" for the
-/// speed/size trade-off measured here.
-pub const DEFAULT_ZSTD_LEVEL: i32 = 9;
+/// zstd's own default level. On real Sentinel-2 bands level 9 (GDAL's default) makes
+/// files only ~2 % smaller at ~2.5× the time (BENCHMARKS.md "COG writing"), which an
+/// edge box cannot afford on full tiles.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 mod tag {
     pub const NEW_SUBFILE_TYPE: u16 = 254;
@@ -103,14 +105,33 @@ pub trait CogSample: Copy + Default + Send + Sync + sealed::Sealed + 'static {
     fn from_nodata(v: f64) -> Option<Self>;
     /// Equality for nodata purposes (NaN equals NaN).
     fn same(self, other: Self) -> bool;
-    /// The sample as `f64` (for means).
-    fn to_f64(self) -> f64;
-    /// A mean converted back: rounded to nearest and saturated for integers.
-    fn from_mean(mean: f64) -> Self;
+    /// The mean of `vals` (1 to 4 samples), rounded half up for integers; the default
+    /// value for an empty slice.
+    fn mean(vals: &[Self]) -> Self;
+    /// The overview value of a full 2×2 block: the mean of its valid samples (moved
+    /// off `nodata` by [`CogSample::adjacent`] if it lands on it), or `nodata` when none
+    /// is valid. The hot path of overview building, hence branch-light per type.
+    fn block_mean(q: [Self; 4], nodata: Option<Self>) -> Self {
+        let valid: Vec<Self> = q
+            .into_iter()
+            .filter(|v| !nodata.is_some_and(|nd| v.same(nd)))
+            .collect();
+        finish_mean(Self::mean(&valid), valid.len(), nodata)
+    }
     /// A representable value next to `self` (moves a mean off the nodata value).
     fn adjacent(self) -> Self;
     /// Appends one tile row with the predictor applied, as little-endian bytes.
     fn encode_row(row: &[Self], out: &mut Vec<u8>);
+}
+
+/// `mean` of `n` valid samples as an overview value: `nodata` when `n` is 0, moved to
+/// the adjacent value when it equals `nodata`, unchanged otherwise.
+fn finish_mean<T: CogSample>(mean: T, n: usize, nodata: Option<T>) -> T {
+    match nodata {
+        Some(nd) if n == 0 => nd,
+        Some(nd) if mean.same(nd) => mean.adjacent(),
+        _ => mean,
+    }
 }
 
 macro_rules! cog_uint {
@@ -127,20 +148,45 @@ macro_rules! cog_uint {
             fn same(self, other: Self) -> bool {
                 self == other
             }
-            fn to_f64(self) -> f64 {
-                self as f64
+            fn mean(vals: &[Self]) -> Self {
+                let n = vals.len() as u32;
+                if n == 0 {
+                    return 0;
+                }
+                let sum: u32 = vals.iter().map(|&v| u32::from(v)).sum();
+                // At most 4 samples: the sum cannot overflow, the mean fits the type.
+                ((sum + n / 2) / n) as $t
             }
-            fn from_mean(mean: f64) -> Self {
-                // `as` saturates; the mean of valid samples is always in range anyway.
-                mean.round() as $t
+            fn block_mean(q: [Self; 4], nodata: Option<Self>) -> Self {
+                match nodata {
+                    None => ((q.iter().map(|&v| u32::from(v)).sum::<u32>() + 2) / 4) as $t,
+                    Some(nd) => {
+                        let (mut sum, mut n) = (0u32, 0u32);
+                        for v in q {
+                            let ok = u32::from(v != nd);
+                            sum += ok * u32::from(v);
+                            n += ok;
+                        }
+                        let m = match n {
+                            0 => nd,
+                            // The common case, without a division.
+                            4 => ((sum + 2) >> 2) as $t,
+                            n => ((sum + n / 2) / n) as $t,
+                        };
+                        finish_mean(m, n as usize, nodata)
+                    }
+                }
             }
             fn adjacent(self) -> Self {
                 self.checked_add(1).unwrap_or(self - 1)
             }
             fn encode_row(row: &[Self], out: &mut Vec<u8>) {
+                const SIZE: usize = std::mem::size_of::<$t>();
+                let base = out.len();
+                out.resize(base + row.len() * SIZE, 0);
                 let mut prev: $t = 0;
-                for &v in row {
-                    out.extend_from_slice(&v.wrapping_sub(prev).to_le_bytes());
+                for (dst, &v) in out[base..].chunks_exact_mut(SIZE).zip(row) {
+                    dst.copy_from_slice(&v.wrapping_sub(prev).to_le_bytes());
                     prev = v;
                 }
             }
@@ -168,11 +214,11 @@ impl CogSample for f32 {
     fn same(self, other: Self) -> bool {
         self == other || (self.is_nan() && other.is_nan())
     }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_mean(mean: f64) -> Self {
-        mean as f32
+    fn mean(vals: &[Self]) -> Self {
+        if vals.is_empty() {
+            return 0.0;
+        }
+        (vals.iter().map(|&v| f64::from(v)).sum::<f64>() / vals.len() as f64) as f32
     }
     fn adjacent(self) -> Self {
         // The next float away from zero keeps the sign; at the largest finite value
@@ -273,9 +319,7 @@ pub fn write_cog_with<T: CogSample>(
     let (mut w, mut h) = (georef.width, georef.height);
     while w > TILE || h > TILE {
         let prev = levels.last().map(|l| l.as_slice()).unwrap_or_default();
-        let next = parallel_map(prev.len(), threads, || (), |_, i| {
-            Cow::Owned(downsample(&prev[i], nodata_t))
-        });
+        let next = downsample_level(prev, nodata_t, threads);
         w = w.div_ceil(2);
         h = h.div_ceil(2);
         levels.push(next);
@@ -292,7 +336,7 @@ pub fn write_cog_with<T: CogSample>(
             .map(|(l, rasters)| {
                 let (lw, lh) = (rasters[0].width, rasters[0].height);
                 let counts: Vec<u64> = compressed[l].iter().map(|t| t.len() as u64).collect();
-                let mut ifd = image_ifd::<T>(l > 0, lw, lh, nbands, nodata, flavour);
+                let mut ifd = image_ifd::<T>(l > 0, lw, lh, nbands, nodata);
                 set_tiles(&mut ifd, flavour, &offsets[l], &counts);
                 if l == 0 {
                     set_georef(&mut ifd, georef);
@@ -305,11 +349,11 @@ pub fn write_cog_with<T: CogSample>(
             .collect()
     };
     let placeholder: Vec<Vec<u64>> = compressed.iter().map(|l| vec![0; l.len()]).collect();
-    let ifds_len = |ifds: &[Ifd], f: Flavour| -> u64 {
-        ifds.iter().map(|i| i.encoded_len(f)).sum()
-    };
+    let ifds_len =
+        |ifds: &[Ifd], f: Flavour| -> u64 { ifds.iter().map(|i| i.encoded_len(f)).sum() };
     let classic = build(Flavour::Classic, &placeholder);
-    let classic_total = Flavour::Classic.header_len() + ifds_len(&classic, Flavour::Classic) + data_len;
+    let classic_total =
+        Flavour::Classic.header_len() + ifds_len(&classic, Flavour::Classic) + data_len;
     let flavour = if options.force_bigtiff || classic_total > u64::from(u32::MAX) {
         Flavour::Big
     } else {
@@ -367,7 +411,10 @@ fn check_inputs<T: CogSample>(
         return Err(ProductError::invalid("a GeoTIFF needs at least one band"));
     }
     if bands.len() > usize::from(u16::MAX) {
-        return Err(ProductError::invalid(format!("{} bands is too many", bands.len())));
+        return Err(ProductError::invalid(format!(
+            "{} bands is too many",
+            bands.len()
+        )));
     }
     if georef.width == 0 || georef.height == 0 {
         return Err(ProductError::invalid(format!(
@@ -380,7 +427,10 @@ fn check_inputs<T: CogSample>(
     }
     for (i, b) in bands.iter().enumerate() {
         let r = b.data;
-        if r.width != georef.width || r.height != georef.height || r.data.len() != r.width * r.height {
+        if r.width != georef.width
+            || r.height != georef.height
+            || r.data.len() != r.width * r.height
+        {
             return Err(ProductError::invalid(format!(
                 "band {} ({:?}) is {}x{} with {} samples, the georef says {}x{}",
                 i + 1,
@@ -404,13 +454,19 @@ fn check_inputs<T: CogSample>(
     }
     if georef.epsg == 0 || georef.epsg > u32::from(u16::MAX) {
         return Err(ProductError::Geo {
-            reason: format!("EPSG:{} does not fit a GeoTIFF ProjectedCSType key", georef.epsg),
+            reason: format!(
+                "EPSG:{} does not fit a GeoTIFF ProjectedCSType key",
+                georef.epsg
+            ),
         });
     }
     match nodata {
         None => Ok(None),
         Some(v) => T::from_nodata(v).map(Some).ok_or_else(|| {
-            ProductError::invalid(format!("nodata {v} is not representable as {}", T::GDAL_TYPE))
+            ProductError::invalid(format!(
+                "nodata {v} is not representable as {}",
+                T::GDAL_TYPE
+            ))
         }),
     }
 }
@@ -460,43 +516,86 @@ fn parallel_map<S, O: Send>(
     all.into_iter().map(|(_, o)| o).collect()
 }
 
-/// The 2×2 block mean of valid samples, sides rounded up (edge blocks are partial).
-fn downsample<T: CogSample>(src: &Raster<T>, nodata: Option<T>) -> Raster<T> {
-    let (w, h) = (src.width.div_ceil(2), src.height.div_ceil(2));
-    let mut data = Vec::with_capacity(w * h);
-    for r in 0..h {
-        let rows = 2 * r..(2 * r + 2).min(src.height);
-        for c in 0..w {
-            let cols = 2 * c..(2 * c + 2).min(src.width);
-            let (mut sum, mut n) = (0.0f64, 0u32);
-            for rr in rows.clone() {
-                for v in &src.data[rr * src.width + cols.start..rr * src.width + cols.end] {
-                    if nodata.is_some_and(|nd| v.same(nd)) {
-                        continue;
-                    }
-                    sum += v.to_f64();
-                    n += 1;
-                }
-            }
-            let v = match nodata {
-                Some(nd) if n == 0 => nd,
-                Some(nd) => {
-                    let m = T::from_mean(sum / f64::from(n));
-                    if m.same(nd) {
-                        m.adjacent()
-                    } else {
-                        m
-                    }
-                }
-                None => T::from_mean(sum / f64::from(n.max(1))),
-            };
-            data.push(v);
+/// Output rows per overview job: small enough to spread one band over all threads.
+const ROWS_PER_JOB: usize = 64;
+
+/// The next overview of every band, computed in parallel over (band, row block) jobs.
+fn downsample_level<'a, T: CogSample>(
+    prev: &[Cow<'a, Raster<T>>],
+    nodata: Option<T>,
+    threads: usize,
+) -> Vec<Cow<'a, Raster<T>>> {
+    let mut jobs = Vec::new();
+    for (b, r) in prev.iter().enumerate() {
+        let h = r.height.div_ceil(2);
+        for start in (0..h).step_by(ROWS_PER_JOB) {
+            jobs.push((b, start..(start + ROWS_PER_JOB).min(h)));
         }
     }
+    let parts = parallel_map(
+        jobs.len(),
+        threads,
+        || (),
+        |_, i| {
+            let (b, rows) = jobs[i].clone();
+            downsample_rows(&prev[b], nodata, rows)
+        },
+    );
+    let mut out: Vec<Raster<T>> = prev
+        .iter()
+        .map(|r| Raster {
+            width: r.width.div_ceil(2),
+            height: r.height.div_ceil(2),
+            data: Vec::with_capacity(r.width.div_ceil(2) * r.height.div_ceil(2)),
+        })
+        .collect();
+    // Jobs are in (band, row) order, so appending reassembles each band.
+    for ((b, _), part) in jobs.iter().zip(parts) {
+        out[*b].data.extend_from_slice(&part);
+    }
+    out.into_iter().map(Cow::Owned).collect()
+}
+
+/// Rows `rows` of the 2×2 block mean of valid samples of `src`; the output's sides are
+/// rounded up, so edge blocks may be partial.
+fn downsample_rows<T: CogSample>(src: &Raster<T>, nodata: Option<T>, rows: Range<usize>) -> Vec<T> {
+    let w = src.width.div_ceil(2);
+    let mut out = Vec::with_capacity(w * rows.len());
+    let mut vals = [T::default(); 4];
+    for r in rows {
+        let top = src.row(2 * r);
+        let bottom = (2 * r + 1 < src.height).then(|| src.row(2 * r + 1));
+        let mut first_partial = 0;
+        if let Some(bottom) = bottom {
+            first_partial = src.width / 2;
+            for (t, b) in top.chunks_exact(2).zip(bottom.chunks_exact(2)) {
+                out.push(T::block_mean([t[0], t[1], b[0], b[1]], nodata));
+            }
+        }
+        for c in first_partial..w {
+            let cols = 2 * c..(2 * c + 2).min(src.width);
+            let mut n = 0;
+            for row in std::iter::once(top).chain(bottom) {
+                for &v in &row[cols.clone()] {
+                    if !nodata.is_some_and(|nd| v.same(nd)) {
+                        vals[n] = v;
+                        n += 1;
+                    }
+                }
+            }
+            out.push(finish_mean(T::mean(&vals[..n]), n, nodata));
+        }
+    }
+    out
+}
+
+/// The whole 2×2 downsample of one raster (tests).
+#[cfg(test)]
+fn downsample<T: CogSample>(src: &Raster<T>, nodata: Option<T>) -> Raster<T> {
     Raster {
-        width: w,
-        height: h,
-        data,
+        width: src.width.div_ceil(2),
+        height: src.height.div_ceil(2),
+        data: downsample_rows(src, nodata, 0..src.height.div_ceil(2)),
     }
 }
 
@@ -524,25 +623,32 @@ fn compress_levels<T: CogSample>(
         || {
             (
                 zstd::bulk::Compressor::new(zstd_level),
-                Vec::<T>::with_capacity(TILE * TILE),
+                Vec::<T>::with_capacity(TILE),
                 Vec::<u8>::with_capacity(TILE * TILE * 4),
             )
         },
-        |(compressor, tile, raw), i| {
+        |(compressor, pad, raw), i| {
             let (l, b, ty, tx) = jobs[i];
             let r = &levels[l][b];
-            tile.clear();
-            tile.resize(TILE * TILE, T::default());
             let (c0, r0) = (tx * TILE, ty * TILE);
             let cw = TILE.min(r.width - c0);
-            for row in 0..TILE.min(r.height - r0) {
-                let src = (r0 + row) * r.width + c0;
-                tile[row * TILE..row * TILE + cw].copy_from_slice(&r.data[src..src + cw]);
-            }
+            let rows = TILE.min(r.height - r0);
             raw.clear();
-            for row in tile.chunks_exact(TILE) {
-                T::encode_row(row, raw);
+            for row in 0..rows {
+                let src = &r.data[(r0 + row) * r.width + c0..][..cw];
+                if cw == TILE {
+                    T::encode_row(src, raw);
+                } else {
+                    // Partial tiles are padded with zeros (the predictor runs over the
+                    // padding too, as readers undo it over the full tile width).
+                    pad.clear();
+                    pad.extend_from_slice(src);
+                    pad.resize(TILE, T::default());
+                    T::encode_row(pad, raw);
+                }
             }
+            // Rows below the image: zero samples encode to zero bytes.
+            raw.resize(TILE * TILE * usize::from(T::BITS_PER_SAMPLE / 8), 0);
             match compressor {
                 Ok(c) => c.compress(raw),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
@@ -567,14 +673,19 @@ fn image_ifd<T: CogSample>(
     height: usize,
     nbands: usize,
     nodata: Option<f64>,
-    _flavour: Flavour,
 ) -> Ifd {
     let mut ifd = Ifd::default();
     let n = nbands as u16;
-    ifd.set(tag::NEW_SUBFILE_TYPE, Value::Long(vec![u32::from(overview)]));
+    ifd.set(
+        tag::NEW_SUBFILE_TYPE,
+        Value::Long(vec![u32::from(overview)]),
+    );
     ifd.set(tag::IMAGE_WIDTH, Value::Long(vec![width as u32]));
     ifd.set(tag::IMAGE_LENGTH, Value::Long(vec![height as u32]));
-    ifd.set(tag::BITS_PER_SAMPLE, Value::Short(vec![T::BITS_PER_SAMPLE; nbands]));
+    ifd.set(
+        tag::BITS_PER_SAMPLE,
+        Value::Short(vec![T::BITS_PER_SAMPLE; nbands]),
+    );
     ifd.set(tag::COMPRESSION, Value::Short(vec![COMPRESSION_ZSTD]));
     // MinIsBlack; bands beyond the first are "extra samples" of unspecified meaning,
     // which is how GDAL itself writes multi-band grey imagery.
@@ -587,7 +698,10 @@ fn image_ifd<T: CogSample>(
     if nbands > 1 {
         ifd.set(tag::EXTRA_SAMPLES, Value::Short(vec![0; nbands - 1]));
     }
-    ifd.set(tag::SAMPLE_FORMAT, Value::Short(vec![T::SAMPLE_FORMAT; nbands]));
+    ifd.set(
+        tag::SAMPLE_FORMAT,
+        Value::Short(vec![T::SAMPLE_FORMAT; nbands]),
+    );
     if let Some(nd) = nodata {
         ifd.set(tag::GDAL_NODATA, Value::Ascii(format_nodata(nd)));
     }
@@ -598,8 +712,14 @@ fn set_tiles(ifd: &mut Ifd, flavour: Flavour, offsets: &[u64], counts: &[u64]) {
     match flavour {
         // Classic is chosen only when every offset fits 32 bits.
         Flavour::Classic => {
-            ifd.set(tag::TILE_OFFSETS, Value::Long(offsets.iter().map(|&o| o as u32).collect()));
-            ifd.set(tag::TILE_BYTE_COUNTS, Value::Long(counts.iter().map(|&o| o as u32).collect()));
+            ifd.set(
+                tag::TILE_OFFSETS,
+                Value::Long(offsets.iter().map(|&o| o as u32).collect()),
+            );
+            ifd.set(
+                tag::TILE_BYTE_COUNTS,
+                Value::Long(counts.iter().map(|&o| o as u32).collect()),
+            );
         }
         Flavour::Big => {
             ifd.set(tag::TILE_OFFSETS, Value::Long8(offsets.to_vec()));
@@ -661,11 +781,14 @@ fn gdal_metadata<T>(bands: &[CogBand<'_, T>]) -> Option<String> {
     }
     let mut xml = String::from("<GDALMetadata>\n");
     for (i, b) in bands.iter().enumerate() {
+        // GDAL stores item values XML-escaped inside the XML tree, so the file holds
+        // them escaped twice and GDAL unescapes twice on reading (verified with a file
+        // written by GDAL itself). Escaping once would turn "a & b" into "a ".
         // Writing to a String cannot fail.
         let _ = writeln!(
             xml,
             "  <Item name=\"DESCRIPTION\" sample=\"{i}\" role=\"description\">{}</Item>",
-            xml_escape(b.description)
+            xml_escape(&xml_escape(b.description))
         );
     }
     xml.push_str("</GDALMetadata>");
@@ -680,7 +803,6 @@ fn xml_escape(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
             c => out.push(c),
         }
     }
@@ -738,8 +860,14 @@ mod tests {
         let a = Raster::filled(4, 4, 1u16);
         let b = Raster::filled(4, 3, 1u16);
         let bands = [
-            CogBand { description: "a", data: &a },
-            CogBand { description: "b", data: &b },
+            CogBand {
+                description: "a",
+                data: &a,
+            },
+            CogBand {
+                description: "b",
+                data: &b,
+            },
         ];
         assert!(matches!(
             write_cog(&p, &georef(4, 4), &bands, Some(0.0)),
@@ -767,8 +895,22 @@ mod tests {
     fn layout_puts_ifds_first_and_smallest_overview_data_first() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.tif");
-        let a = Raster::from_vec(600, 300, (0..600 * 300).map(|i| (i % 1000) as u16).collect()).unwrap();
-        write_cog(&p, &georef(600, 300), &[CogBand { description: "B01", data: &a }], Some(0.0)).unwrap();
+        let a = Raster::from_vec(
+            600,
+            300,
+            (0..600 * 300).map(|i| (i % 1000) as u16).collect(),
+        )
+        .unwrap();
+        write_cog(
+            &p,
+            &georef(600, 300),
+            &[CogBand {
+                description: "B01",
+                data: &a,
+            }],
+            Some(0.0),
+        )
+        .unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[0..4], b"II*\0");
         assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 8);
@@ -782,6 +924,11 @@ mod tests {
         assert!(dec.more_images());
         dec.next_image().unwrap();
         assert_eq!(dec.dimensions().unwrap(), (300, 150));
-        assert!(!dec.more_images());
+        dec.next_image().unwrap();
+        assert_eq!(dec.dimensions().unwrap(), (150, 75));
+        assert!(
+            !dec.more_images(),
+            "halving stops once both sides are <= 256"
+        );
     }
 }

@@ -38,7 +38,9 @@ pub struct UtmToLonLat {
 
 impl std::fmt::Debug for UtmToLonLat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UtmToLonLat").field("epsg", &self.epsg).finish()
+        f.debug_struct("UtmToLonLat")
+            .field("epsg", &self.epsg)
+            .finish()
     }
 }
 
@@ -87,11 +89,10 @@ impl UtmToLonLat {
                 reason: format!("EPSG:{}: non-finite point ({x}, {y})", self.epsg),
             });
         }
-        let (lam, phi) = transform_vertex_2d(&self.src, &self.dst, (x, y)).map_err(|e| {
-            ProductError::Geo {
+        let (lam, phi) =
+            transform_vertex_2d(&self.src, &self.dst, (x, y)).map_err(|e| ProductError::Geo {
                 reason: format!("EPSG:{}: cannot reproject ({x}, {y}): {e}", self.epsg),
-            }
-        })?;
+            })?;
         Ok((normalise_lon(lam.to_degrees()), phi.to_degrees()))
     }
 }
@@ -178,7 +179,9 @@ fn lonlat_polygon(ring: Vec<(f64, f64)>) -> Result<Value, ProductError> {
     }
     let (min, max) = ring
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
     if max - min >= 360.0 {
         return Err(ProductError::Geo {
             reason: format!("ring spans {:.1}° of longitude", max - min),
@@ -268,7 +271,9 @@ fn normalise_lon(lon: f64) -> f64 {
 pub fn bbox(geometry: &Value) -> Result<[f64; 4], ProductError> {
     let bad = |why: &str| ProductError::invalid(format!("bbox: {why}"));
     let polygons: Vec<&Value> = match geometry.get("type").and_then(Value::as_str) {
-        Some("Polygon") => vec![geometry.get("coordinates").ok_or_else(|| bad("no coordinates"))?],
+        Some("Polygon") => vec![geometry
+            .get("coordinates")
+            .ok_or_else(|| bad("no coordinates"))?],
         Some("MultiPolygon") => geometry
             .get("coordinates")
             .and_then(Value::as_array)
@@ -288,8 +293,14 @@ pub fn bbox(geometry: &Value) -> Result<[f64; 4], ProductError> {
             .ok_or_else(|| bad("polygon without exterior ring"))?;
         let (mut w, mut e) = (f64::INFINITY, f64::NEG_INFINITY);
         for pos in exterior {
-            let lon = pos.get(0).and_then(Value::as_f64).ok_or_else(|| bad("bad position"))?;
-            let lat = pos.get(1).and_then(Value::as_f64).ok_or_else(|| bad("bad position"))?;
+            let lon = pos
+                .get(0)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| bad("bad position"))?;
+            let lat = pos
+                .get(1)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| bad("bad position"))?;
             w = w.min(lon);
             e = e.max(lon);
             south = south.min(lat);
@@ -356,7 +367,10 @@ mod tests {
     #[test]
     fn rejects_non_utm_codes() {
         for epsg in [4326, 32600, 32661, 32700, 32761, 3857] {
-            assert!(matches!(utm_to_lonlat(epsg, 500000.0, 0.0), Err(ProductError::Geo { .. })));
+            assert!(matches!(
+                utm_to_lonlat(epsg, 500000.0, 0.0),
+                Err(ProductError::Geo { .. })
+            ));
         }
     }
 

@@ -317,7 +317,10 @@ mod tests {
         assert!(!old.join("a").exists());
         assert_eq!(std::fs::read_to_string(old.join("b")).unwrap(), "new");
         drop(s);
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("G")]);
     }
 }

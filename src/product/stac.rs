@@ -94,13 +94,25 @@ pub struct Asset {
     #[serde(default)]
     pub roles: Vec<String>,
     /// `proj:shape` of this asset when its grid differs from the Item's.
-    #[serde(rename = "proj:shape", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "proj:shape",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub proj_shape: Option<[usize; 2]>,
     /// `proj:transform` of this asset when its grid differs from the Item's.
-    #[serde(rename = "proj:transform", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "proj:transform",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub proj_transform: Option<[f64; 6]>,
     /// Per-band storage description.
-    #[serde(rename = "raster:bands", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "raster:bands",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub raster_bands: Option<Vec<RasterBand>>,
     /// Per-band spectral description.
     #[serde(rename = "eo:bands", default, skip_serializing_if = "Option::is_none")]
@@ -198,7 +210,8 @@ impl Item {
         let geometry = geojson::footprint(&spec.georef)?;
         let bbox = geojson::bbox(&geometry)?;
         let mut properties = spec.properties;
-        let stamp = |t: DateTime<Utc>| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true));
+        let stamp =
+            |t: DateTime<Utc>| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true));
         let datetime = match spec.sensing_time {
             Some(t) => t,
             None => {
@@ -211,8 +224,14 @@ impl Item {
         };
         properties.insert("datetime".into(), stamp(datetime));
         properties.insert("created".into(), stamp(spec.processed));
-        properties.insert("proj:code".into(), Value::String(format!("EPSG:{}", spec.georef.epsg)));
-        properties.insert("proj:transform".into(), serde_json::json!(spec.georef.transform.to_stac()));
+        properties.insert(
+            "proj:code".into(),
+            Value::String(format!("EPSG:{}", spec.georef.epsg)),
+        );
+        properties.insert(
+            "proj:transform".into(),
+            serde_json::json!(spec.georef.transform.to_stac()),
+        );
         properties.insert(
             "proj:shape".into(),
             serde_json::json!([spec.georef.height, spec.georef.width]),
@@ -295,7 +314,9 @@ mod tests {
         ItemSpec {
             id: "X".into(),
             sensing_time: sensing,
-            processed: DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z").unwrap().into(),
+            processed: DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+                .unwrap()
+                .into(),
             georef: GeoRef {
                 epsg: 32633,
                 transform: GeoTransform {

@@ -58,10 +58,18 @@ impl Value {
 
     fn put(&self, out: &mut Vec<u8>) {
         match self {
-            Value::Short(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Value::Long(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Value::Long8(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Value::Double(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Value::Short(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Value::Long(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Value::Long8(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Value::Double(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Value::Ascii(s) => {
                 out.extend_from_slice(s.as_bytes());
                 out.push(0);
@@ -181,7 +189,8 @@ impl Ifd {
             Flavour::Classic => out.extend_from_slice(&(n as u16).to_le_bytes()),
             Flavour::Big => out.extend_from_slice(&n.to_le_bytes()),
         }
-        let mut external_at = at + flavour.count_len() + n * flavour.entry_len() + flavour.offset_len();
+        let mut external_at =
+            at + flavour.count_len() + n * flavour.entry_len() + flavour.offset_len();
         let mut external = Vec::new();
         for (tag, value) in &self.entries {
             out.extend_from_slice(&tag.to_le_bytes());
