@@ -554,3 +554,32 @@ fn model_refs_in_config_syntax() {
     let reg = Registry::new(shipped());
     assert_eq!(reg.resolve(&r).unwrap().dir, shipped().join("dsen2-2x/1"));
 }
+
+#[test]
+fn committed_models_match_the_generator() {
+    // The fixtures and shipped models are regenerable: rerunning the documented generator
+    // reproduces every committed byte.
+    let Some(python) = util::tool("python", "committed_models_match_the_generator") else {
+        return;
+    };
+    let ok = std::process::Command::new(python)
+        .arg("-c")
+        .arg("import onnx, numpy")
+        .status()
+        .unwrap()
+        .success();
+    if !ok {
+        eprintln!("SKIP committed_models_match_the_generator: onnx/numpy not installed (scripts/setup.sh)");
+        return;
+    }
+    let out = std::process::Command::new(util::tool("python", "gen").unwrap())
+        .arg(util::root().join("scripts/gen_models.py"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gen_models.py --check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
