@@ -47,7 +47,6 @@ import filecmp
 import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path

@@ -82,8 +82,10 @@ pub enum ModelError {
         reason: String,
     },
     /// `require_accelerator = true` and every accelerator failed.
-    #[error("an accelerator is required (require_accelerator = true) but none could be used: {}",
-        reasons.iter().map(|(p, r)| format!("{p}: {r}")).collect::<Vec<_>>().join("; "))]
+    #[error(
+        "an accelerator is required (require_accelerator = true) but none could be used: {}",
+        accelerator_failures(reasons)
+    )]
     AcceleratorRequired {
         /// Each accelerator that was tried with the reason it failed.
         reasons: Vec<(ExecutionProvider, String)>,
@@ -131,6 +133,17 @@ impl ModelError {
     }
 }
 
+fn accelerator_failures(reasons: &[(ExecutionProvider, String)]) -> String {
+    if reasons.is_empty() {
+        return "[runtime] providers lists no accelerator before cpu".into();
+    }
+    reasons
+        .iter()
+        .map(|(p, r)| format!("{p}: {r}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Whether an ONNX Runtime message reports an allocation failure (CPU `bad_alloc`, CUDA or
 /// TensorRT out of memory).
 fn is_out_of_memory(reason: &str) -> bool {
@@ -168,6 +181,23 @@ mod tests {
         };
         assert!(!sha.is_transient());
         assert!(sha.to_string().contains("aa") && sha.to_string().contains("bb"));
+    }
+
+    #[test]
+    fn accelerator_required_lists_each_failure() {
+        let e = ModelError::AcceleratorRequired {
+            reasons: vec![
+                (ExecutionProvider::TensorRt, "no libnvinfer.so.10".into()),
+                (ExecutionProvider::Cuda, "no libcublasLt.so.13".into()),
+            ],
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("tensorrt: no libnvinfer.so.10; cuda: no libcublasLt.so.13"),
+            "{msg}"
+        );
+        let none = ModelError::AcceleratorRequired { reasons: vec![] };
+        assert!(none.to_string().contains("lists no accelerator"));
     }
 
     #[test]

@@ -252,8 +252,12 @@ pub fn init_runtime(configured: Option<&Path>) -> Result<RuntimeInfo, ModelError
         .build()
         .map_err(|e| init_err(e.to_string()))?;
     let build_info = ort::info().to_string();
+    let version = library_version(&path).unwrap_or_else(|why| {
+        tracing::warn!(path = %path.display(), %why, "cannot read the ONNX Runtime version string");
+        runtime_version(&build_info, &path)
+    });
     let info = RuntimeInfo {
-        version: runtime_version(&build_info, &path),
+        version,
         build_info,
         compiled_accelerators: compiled_accelerators(),
         path,
@@ -300,7 +304,39 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The version from the build string (`git-branch=rel-1.32.0`), else from a versioned
+/// The library's own version string, `OrtGetApiBase()->GetVersionString()` (`1.32.0`).
+///
+/// `ort` reads it while loading but does not expose it, and its build string carries only
+/// the git branch (often `HEAD`). Called after `ort::init_from` loaded the same file, so
+/// this opens a second handle to an already-initialised library and closing it unloads
+/// nothing.
+fn library_version(path: &Path) -> Result<String, String> {
+    type GetApiBase = unsafe extern "C" fn() -> *const ort::sys::OrtApiBase;
+    // SAFETY: `path` is the ONNX Runtime library `ort` has just loaded and initialised from
+    // (so its initialisers have run); `OrtGetApiBase` has this signature in every ONNX
+    // Runtime release, returns a pointer to a static struct, and `GetVersionString`
+    // returns a static NUL-terminated string. Nothing outlives `lib` but the copied String.
+    unsafe {
+        let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
+        let get_base = lib
+            .get::<GetApiBase>(b"OrtGetApiBase")
+            .map_err(|e| format!("no OrtGetApiBase: {e}"))?;
+        let base = get_base();
+        if base.is_null() {
+            return Err("OrtGetApiBase returned null".into());
+        }
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return Err("GetVersionString returned null".into());
+        }
+        std::ffi::CStr::from_ptr(version)
+            .to_str()
+            .map(str::to_string)
+            .map_err(|e| format!("version string is not UTF-8: {e}"))
+    }
+}
+
+/// Fallback: the version from the build string (`git-branch=rel-1.32.0`), else from a versioned
 /// file name (`libonnxruntime.so.1.32.0`), else `unknown`.
 fn runtime_version(build_info: &str, path: &Path) -> String {
     let from_branch = build_info
