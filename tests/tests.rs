@@ -1,3 +1,4 @@
 //! The integration test binary (one binary, modules per area; helpers in `util`).
 
+mod readers_tiff;
 mod util;
