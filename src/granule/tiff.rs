@@ -18,9 +18,12 @@
 //!   rasters are shifted by half a pixel (as GDAL does), and rotated or sheared
 //!   transforms, geographic CRSs and ground-control-point georeferencing are errors.
 //! - Only the first image (IFD) is read; COG overviews and masks that follow are ignored.
+//!   Tiled images are decoded tile by tile (see `decode_tiles` for why).
 //! - Nothing here panics on malformed input: every failure is a [`GranuleError::Tiff`]
-//!   naming the file. The `tiff` crate was fuzzed by this module's unit tests (truncation
-//!   at every offset, byte flips) without panicking, so no `catch_unwind` is needed.
+//!   naming the file. The `tiff` crate is fuzzed by this module's unit tests (strip
+//!   files truncated at every offset, byte flips, random corruption) and by
+//!   `tests/readers_tiff.rs` (a real tiled Deflate file) without panicking, so no
+//!   `catch_unwind` is used.
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
