@@ -18,15 +18,18 @@
 //!   rasters are shifted by half a pixel (as GDAL does), and rotated or sheared
 //!   transforms, geographic CRSs and ground-control-point georeferencing are errors.
 //! - Only the first image (IFD) is read; COG overviews and masks that follow are ignored.
+//!   Tiled images are decoded tile by tile (see `decode_tiles` for why).
 //! - Nothing here panics on malformed input: every failure is a [`GranuleError::Tiff`]
-//!   naming the file. The `tiff` crate was fuzzed by this module's unit tests (truncation
-//!   at every offset, byte flips) without panicking, so no `catch_unwind` is needed.
+//!   naming the file. The `tiff` crate is fuzzed by this module's unit tests (strip
+//!   files truncated at every offset, byte flips, random corruption) and by
+//!   `tests/readers_tiff.rs` (a real tiled Deflate file) without panicking, so no
+//!   `catch_unwind` is used.
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::Tag;
 use tiff::ColorType;
 
@@ -210,18 +213,13 @@ fn decode(
     let mut decoder = open_decoder(cursor, path)?;
     let sample = sample_kind(&mut decoder, path, accept_u8)?;
     let georef = read_georef(&mut decoder, width, height, path)?;
-    let image = decoder
-        .read_image()
-        .map_err(|e| tiff_error(path, format!("decoding pixels: {e}")))?;
-    let data = match (sample, image) {
-        (SampleKind::U16, DecodingResult::U16(v)) => v,
-        (SampleKind::U8, DecodingResult::U8(v)) => v.into_iter().map(u16::from).collect(),
-        _ => {
-            return Err(tiff_error(
-                path,
-                "decoder returned an unexpected sample type",
-            ))
-        }
+    let data = if decoder.get_chunk_type() == ChunkType::Tile {
+        decode_tiles(&mut decoder, sample, width, height, path)?
+    } else {
+        let image = decoder
+            .read_image()
+            .map_err(|e| tiff_error(path, format!("decoding pixels: {e}")))?;
+        widen(sample, image, path)?
     };
     let raster = Raster::from_vec(width, height, data).ok_or_else(|| {
         tiff_error(
@@ -230,6 +228,78 @@ fn decode(
         )
     })?;
     Ok((raster, georef))
+}
+
+/// The samples of a decoded buffer as `u16`, widening uint8.
+fn widen(sample: SampleKind, image: DecodingResult, path: &Path) -> Result<Vec<u16>, GranuleError> {
+    match (sample, image) {
+        (SampleKind::U16, DecodingResult::U16(v)) => Ok(v),
+        (SampleKind::U8, DecodingResult::U8(v)) => Ok(v.into_iter().map(u16::from).collect()),
+        _ => Err(tiff_error(
+            path,
+            "decoder returned an unexpected sample type",
+        )),
+    }
+}
+
+/// Decodes a tiled image tile by tile into a row-major buffer.
+///
+/// `Decoder::read_image` reads tiled images row by row and skips each edge tile's padding
+/// in small reads, which makes the `tiff` 0.11 LZW reader fail on valid GDAL files ("no
+/// lzw end code found"). Reading each tile whole, with the tile's own row stride, avoids
+/// that path.
+fn decode_tiles<R: Read + Seek>(
+    decoder: &mut Decoder<R>,
+    sample: SampleKind,
+    width: usize,
+    height: usize,
+    path: &Path,
+) -> Result<Vec<u16>, GranuleError> {
+    let fail = |e: tiff::TiffError| tiff_error(path, format!("decoding pixels: {e}"));
+    let (tw, th) = decoder.chunk_dimensions();
+    let (tw, th) = (tw as usize, th as usize);
+    if tw == 0 || th == 0 {
+        return Err(tiff_error(path, "zero tile size"));
+    }
+    let across = width.div_ceil(tw);
+    let count = decoder.tile_count().map_err(fail)? as usize;
+    if count != across * height.div_ceil(th) {
+        return Err(tiff_error(
+            path,
+            format!("{count} tiles do not cover {width}x{height} in {tw}x{th} tiles"),
+        ));
+    }
+    let bytes_per_sample = match sample {
+        SampleKind::U8 => 1,
+        SampleKind::U16 => 2,
+    };
+    let mut out = vec![0u16; width * height];
+    for index in 0..count {
+        // `count` came from a u32, so every index fits one.
+        let chunk = index as u32;
+        let mut buf = DecodingResult::U16(Vec::new());
+        decoder
+            .read_chunk_to_buffer(&mut buf, chunk, tw * bytes_per_sample)
+            .map_err(fail)?;
+        let tile = widen(sample, buf, path)?;
+        let (dw, dh) = decoder.chunk_data_dimensions(chunk);
+        let (dw, dh) = (dw as usize, dh as usize);
+        let (x0, y0) = ((index % across) * tw, (index / across) * th);
+        for r in 0..dh {
+            let src = tile.get(r * tw..r * tw + dw);
+            let start = (y0 + r) * width + x0;
+            match (src, out.get_mut(start..start + dw)) {
+                (Some(src), Some(dst)) if x0 + dw <= width => dst.copy_from_slice(src),
+                _ => {
+                    return Err(tiff_error(
+                        path,
+                        format!("tile {index} does not fit the image"),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn tiff_error(path: &Path, reason: impl Into<String>) -> GranuleError {
