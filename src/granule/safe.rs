@@ -1000,6 +1000,31 @@ mod tests {
     }
 
     #[test]
+    fn entries_over_the_cap_are_refused() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.zip");
+        let mut zw = zip::ZipWriter::new(File::create(&path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zw.start_file("X.SAFE/big.jp2", opts).unwrap();
+        // 1 MB of zeros deflates to about 1 kB: the shape of a zip bomb.
+        zw.write_all(&vec![0u8; 1 << 20]).unwrap();
+        zw.finish().unwrap();
+        let mut zip = open_archive(&path).unwrap();
+        let e = read_entry(&mut zip, &path, "X.SAFE/big.jp2", 1000).unwrap_err();
+        assert!(matches!(e, GranuleError::Zip { .. }));
+        assert!(e.to_string().contains("more than the limit of 1000"), "{e}");
+        let ok = read_entry(&mut zip, &path, "X.SAFE/big.jp2", 1 << 20).unwrap();
+        assert_eq!(ok.len(), 1 << 20);
+        let missing = read_zip_entry(&path, "X.SAFE/absent.jp2").unwrap_err();
+        assert!(
+            missing.to_string().contains("X.SAFE/absent.jp2"),
+            "{missing}"
+        );
+    }
+
+    #[test]
     fn or_of_components_flags_any_plane() {
         let a = Raster::from_vec(2, 1, vec![0u16, 1]).unwrap();
         let b = Raster::from_vec(2, 1, vec![4u16, 0]).unwrap();
