@@ -326,7 +326,7 @@ mod tests {
                 height: 4
             }
         );
-        assert_eq!(r.coarser(2).finer(2).contains(&r), true);
+        assert!(r.coarser(2).finer(2).contains(&r));
     }
 
     #[test]
