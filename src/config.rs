@@ -274,10 +274,12 @@ impl Settings {
     /// [`ConfigError::Invalid`] for a model reference that does not parse.
     pub fn model_selection(&self) -> Result<ModelSelection, ConfigError> {
         let parse = |key: &str, value: &str| {
-            value.parse::<ModelRef>().map_err(|reason| ConfigError::Invalid {
-                key: format!("models.{key}"),
-                reason,
-            })
+            value
+                .parse::<ModelRef>()
+                .map_err(|reason| ConfigError::Invalid {
+                    key: format!("models.{key}"),
+                    reason,
+                })
         };
         Ok(ModelSelection {
             classifier: if self.pipeline.classify {
@@ -326,7 +328,8 @@ impl Settings {
             }
             None => {
                 if Path::new(SYSTEM_CONFIG).is_file() {
-                    builder = builder.add_source(File::with_name(SYSTEM_CONFIG).format(FileFormat::Toml));
+                    builder =
+                        builder.add_source(File::with_name(SYSTEM_CONFIG).format(FileFormat::Toml));
                 }
             }
         }
@@ -355,7 +358,10 @@ impl Settings {
             reason: reason.into(),
         };
         if self.runtime.providers.is_empty() {
-            return Err(invalid("runtime.providers", "must list at least one provider, e.g. [\"cpu\"]"));
+            return Err(invalid(
+                "runtime.providers",
+                "must list at least one provider, e.g. [\"cpu\"]",
+            ));
         }
         if self.runtime.batch_size == 0 {
             return Err(invalid("runtime.batch_size", "must be at least 1"));
@@ -376,7 +382,10 @@ impl Settings {
             return Err(invalid("service.max_in_flight", "must be at least 1"));
         }
         if !self.pipeline.classify && !self.pipeline.superres {
-            return Err(invalid("pipeline", "classify and superres are both off: nothing to do"));
+            return Err(invalid(
+                "pipeline",
+                "classify and superres are both off: nothing to do",
+            ));
         }
         Ok(())
     }
@@ -405,9 +414,18 @@ mod tests {
     #[test]
     fn environment_overrides_file_and_parses_lists() {
         let env = HashMap::from([
-            ("S2EDGE__RUNTIME__PROVIDERS".to_string(), "cuda,cpu".to_string()),
-            ("S2EDGE__PIPELINE__MAX_CLOUD_FRACTION".to_string(), "0.5".to_string()),
-            ("S2EDGE__MODELS__SUPERRES_2X".to_string(), "srgan-2x@3".to_string()),
+            (
+                "S2EDGE__RUNTIME__PROVIDERS".to_string(),
+                "cuda,cpu".to_string(),
+            ),
+            (
+                "S2EDGE__PIPELINE__MAX_CLOUD_FRACTION".to_string(),
+                "0.5".to_string(),
+            ),
+            (
+                "S2EDGE__MODELS__SUPERRES_2X".to_string(),
+                "srgan-2x@3".to_string(),
+            ),
         ]);
         let s = Settings::load_with_env(None, Some(env)).unwrap();
         assert_eq!(
@@ -431,9 +449,14 @@ mod tests {
     fn bad_values_are_named() {
         let mut s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
         s.pipeline.max_cloud_fraction = 1.5;
-        assert!(s.validate().unwrap_err().to_string().contains("max_cloud_fraction"));
-        let err = Settings::load_with_env(Some(Path::new("/nonexistent.toml")), Some(HashMap::new()))
-            .unwrap_err();
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_cloud_fraction"));
+        let err =
+            Settings::load_with_env(Some(Path::new("/nonexistent.toml")), Some(HashMap::new()))
+                .unwrap_err();
         assert!(matches!(err, ConfigError::Missing(_)));
     }
 }

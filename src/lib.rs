@@ -29,5 +29,5 @@ pub mod granule;
 pub mod model;
 pub mod pipeline;
 pub mod product;
-pub mod sample;
 pub mod raster;
+pub mod sample;

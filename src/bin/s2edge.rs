@@ -19,7 +19,11 @@ use s2edge::pipeline::process::{process_granule, Models, ProcessOptions, Progres
 use s2edge::pipeline::Infer;
 
 #[derive(Parser)]
-#[command(name = "s2edge", version, about = "Sentinel-2 edge processing: land-cover classification and super-resolution")]
+#[command(
+    name = "s2edge",
+    version,
+    about = "Sentinel-2 edge processing: land-cover classification and super-resolution"
+)]
 struct Cli {
     /// Configuration file (default: /etc/s2edge/s2edge.toml when it exists).
     #[arg(long, global = true)]
@@ -113,7 +117,8 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()).and_then(|s| s.validate().map(|_| s)) {
+    let settings = match Settings::load(cli.config.as_deref()).and_then(|s| s.validate().map(|_| s))
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -158,8 +163,11 @@ fn main() -> ExitCode {
 
 fn init_logging(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},ort=warn", settings.log.level)));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},ort=warn", settings.log.level)));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log.format {
         s2edge::config::LogFormat::Json => builder.json().init(),
         s2edge::config::LogFormat::Human => builder.init(),
@@ -170,8 +178,13 @@ fn models_dir(settings: &Settings, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| settings.paths.models.clone())
 }
 
-fn load_models(settings: &Settings, dir: &Path, selection: &ModelSelection) -> Result<ModelSet, Failure> {
-    let rt = init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
+fn load_models(
+    settings: &Settings,
+    dir: &Path,
+    selection: &ModelSelection,
+) -> Result<ModelSet, Failure> {
+    let rt =
+        init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
     tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");
     let registry = Registry::new(dir);
     let set = ModelSet::load(&registry, selection, &settings.runtime.provider_options())
@@ -191,12 +204,15 @@ fn process(
         Some(Stage::Superres) => settings.pipeline.classify = false,
         None => {}
     }
-    if !settings.pipeline.superres && settings.pipeline.classify_input == s2edge::config::ClassifyInput::Superres {
+    if !settings.pipeline.superres
+        && settings.pipeline.classify_input == s2edge::config::ClassifyInput::Superres
+    {
         settings.pipeline.classify_input = s2edge::config::ClassifyInput::Resampled;
     }
     let dir = models_dir(&settings, models);
     let selection = settings.model_selection()?;
-    let source = GranuleSource::open(granule).with_context(|| format!("opening {}", granule.display()))?;
+    let source =
+        GranuleSource::open(granule).with_context(|| format!("opening {}", granule.display()))?;
     let mut set = load_models(&settings, &dir, &selection)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut models = Models {
@@ -213,13 +229,24 @@ fn process(
         eprintln!("  {stage:<22} {secs:>8.2} s");
     }
     if !report.patches.is_empty() {
-        let p: Vec<String> = report.patches.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let p: Vec<String> = report
+            .patches
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         eprintln!("patches   {}", p.join(", "));
     }
     if report.superres_pixels > 0 {
-        eprintln!("superres  {:.1} Mpx (10 m grid x bands)", report.superres_pixels as f64 / 1e6);
+        eprintln!(
+            "superres  {:.1} Mpx (10 m grid x bands)",
+            report.superres_pixels as f64 / 1e6
+        );
     }
-    let providers: Vec<String> = report.providers.iter().map(|(m, p)| format!("{m}: {p}")).collect();
+    let providers: Vec<String> = report
+        .providers
+        .iter()
+        .map(|(m, p)| format!("{m}: {p}"))
+        .collect();
     eprintln!("provider  {}", providers.join(", "));
     for w in &report.warnings {
         eprintln!("warning   {w}");
@@ -237,9 +264,11 @@ struct Bars {
 impl Progress for Bars {
     fn start(&mut self, stage: &str, total: usize) {
         let bar = ProgressBar::new(total as u64);
-        let style = ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}")
-            .map(|s| s.progress_chars("=> "))
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = ProgressStyle::with_template(
+            "{msg:>14} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.set_message(stage.to_string());
         bar.enable_steady_tick(Duration::from_millis(250));
@@ -258,10 +287,20 @@ impl Progress for Bars {
 }
 
 fn info(granule: &Path) -> Result<(), Failure> {
-    let source = GranuleSource::open(granule).with_context(|| format!("opening {}", granule.display()))?;
+    let source =
+        GranuleSource::open(granule).with_context(|| format!("opening {}", granule.display()))?;
     let json = serde_json::to_string_pretty(&source).context("serialising metadata")?;
-    println!("{json}");
-    Ok(())
+    print_stdout(&json)
+}
+
+/// Prints a line to stdout; a closed pipe (`| head`) ends the output quietly.
+fn print_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout").map_err(Failure::Run),
+    }
 }
 
 fn sample(dir: &Path) -> Result<(), Failure> {
@@ -275,13 +314,28 @@ fn models_list(settings: &Settings, models: Option<PathBuf>) -> Result<(), Failu
     let listing = Registry::new(&dir)
         .list()
         .with_context(|| format!("listing {}", dir.display()))?;
-    println!("{:<20} {:>7} {:<9} {:<10} {:>10}  status", "name", "version", "task", "training", "size");
+    println!(
+        "{:<20} {:>7} {:<9} {:<10} {:>10}  status",
+        "name", "version", "task", "training", "size"
+    );
     for m in listing {
-        let task = m.task.map(|t| format!("{t:?}").to_lowercase()).unwrap_or_else(|| "?".into());
-        let training = m.status.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
-        let size = m.size.map(|s| format!("{:.1} MB", s as f64 / 1e6)).unwrap_or_else(|| "-".into());
+        let task = m
+            .task
+            .map(|t| format!("{t:?}").to_lowercase())
+            .unwrap_or_else(|| "?".into());
+        let training = m
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "?".into());
+        let size = m
+            .size
+            .map(|s| format!("{:.1} MB", s as f64 / 1e6))
+            .unwrap_or_else(|| "-".into());
         let status = m.problem.unwrap_or_else(|| "ok".into());
-        println!("{:<20} {:>7} {:<9} {:<10} {:>10}  {status}", m.name, m.version, task, training, size);
+        println!(
+            "{:<20} {:>7} {:<9} {:<10} {:>10}  {status}",
+            m.name, m.version, task, training, size
+        );
     }
     Ok(())
 }
@@ -307,7 +361,11 @@ fn models_verify(settings: Settings, models: Option<PathBuf>) -> Result<(), Fail
             &m.sha256[..12.min(m.sha256.len())],
             m.spec.training.status,
             t.as_secs_f64() * 1e3,
-            if failures.is_empty() { String::new() } else { format!("  ({})", failures.join("; ")) }
+            if failures.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", failures.join("; "))
+            }
         );
     }
     Ok(())
@@ -342,7 +400,10 @@ fn validate(settings: Settings, models: Option<PathBuf>) -> Result<(), Failure> 
     let selection = settings.model_selection()?;
     match load_models(&settings, &dir, &selection) {
         Ok(set) => {
-            for m in [&set.classifier, &set.superres_2x, &set.superres_6x].into_iter().flatten() {
+            for m in [&set.classifier, &set.superres_2x, &set.superres_6x]
+                .into_iter()
+                .flatten()
+            {
                 println!("model {} ok on {}", m.label(), m.provider);
             }
         }
@@ -355,7 +416,10 @@ fn validate(settings: Settings, models: Option<PathBuf>) -> Result<(), Failure> 
         for pr in &problems {
             eprintln!("problem: {pr}");
         }
-        Err(Failure::Config(anyhow::anyhow!("{} problem(s) in the configuration", problems.len())))
+        Err(Failure::Config(anyhow::anyhow!(
+            "{} problem(s) in the configuration",
+            problems.len()
+        )))
     }
 }
 

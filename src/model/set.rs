@@ -62,8 +62,12 @@ impl ModelSet {
 
     /// The loaded models, in stage order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut LoadedModel> {
-        [&mut self.superres_2x, &mut self.superres_6x, &mut self.classifier]
-            .into_iter()
-            .flatten()
+        [
+            &mut self.superres_2x,
+            &mut self.superres_6x,
+            &mut self.classifier,
+        ]
+        .into_iter()
+        .flatten()
     }
 }

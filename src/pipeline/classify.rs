@@ -86,7 +86,12 @@ impl Classification {
                 let data = self
                     .patches
                     .iter()
-                    .map(|p| p.scores.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(-1.0))
+                    .map(|p| {
+                        p.scores
+                            .as_ref()
+                            .and_then(|s| s.get(k).copied())
+                            .unwrap_or(-1.0)
+                    })
                     .collect();
                 Raster {
                     width: self.cols,
@@ -159,14 +164,15 @@ pub fn classify(
                 height: patch.min(h - r0),
             };
             let partial = rect.width < patch || rect.height < patch;
-            let cloud_fraction = scene.cloud.as_ref().map(|m| cloud_fraction(m, &scene.grid10, rect));
+            let cloud_fraction = scene
+                .cloud
+                .as_ref()
+                .map(|m| cloud_fraction(m, &scene.grid10, rect));
             let status = if partial && options.edge_patches == EdgePatches::Skip {
                 PatchStatus::Edge
-            } else if layouts
-                .iter()
-                .flat_map(|l| l.channels.iter())
-                .any(|ch| touches_nodata(&scene.bands[&ch.band], ch.band.resolution().factor(), rect))
-            {
+            } else if layouts.iter().flat_map(|l| l.channels.iter()).any(|ch| {
+                touches_nodata(&scene.bands[&ch.band], ch.band.resolution().factor(), rect)
+            }) {
                 PatchStatus::Nodata
             } else if cloud_fraction.is_some_and(|f| f > options.max_cloud_fraction) {
                 PatchStatus::Cloudy
@@ -185,25 +191,27 @@ pub fn classify(
         }
     }
 
-    let todo: Vec<usize> = (0..patches.len()).filter(|&i| patches[i].status == PatchStatus::Ok).collect();
+    let todo: Vec<usize> = (0..patches.len())
+        .filter(|&i| patches[i].status == PatchStatus::Ok)
+        .collect();
     let total = todo.len();
     let mut done = 0;
     for chunk in todo.chunks(options.batch.max(1)) {
         let mut inputs = Vec::with_capacity(layouts.len());
         for layout in &layouts {
-            let mut batch = Array4::<f32>::zeros((chunk.len(), layout.channels.len(), patch, patch));
+            let mut batch =
+                Array4::<f32>::zeros((chunk.len(), layout.channels.len(), patch, patch));
             for (i, &p) in chunk.iter().enumerate() {
                 let rect = patches[p].rect;
                 for (c, ch) in layout.channels.iter().enumerate() {
                     let factor = ch.band.resolution().factor();
                     let window = match (options.input, superres.and_then(|s| s.get(&ch.band))) {
-                        (ClassifyInput::Superres, Some(sr)) if factor > 1 => to_f32(&sr.window_clamped(
-                            rect.col as isize,
-                            rect.row as isize,
-                            patch,
-                            patch,
-                        )),
-                        _ => Scene::patch_10m(&scene.bands[&ch.band], factor, ch.kernel, rect, patch),
+                        (ClassifyInput::Superres, Some(sr)) if factor > 1 => to_f32(
+                            &sr.window_clamped(rect.col as isize, rect.row as isize, patch, patch),
+                        ),
+                        _ => {
+                            Scene::patch_10m(&scene.bands[&ch.band], factor, ch.kernel, rect, patch)
+                        }
                     };
                     fill_channel(&mut batch, i, c, ch, &window);
                 }
@@ -220,7 +228,12 @@ pub fn classify(
             return Err(PipelineError::BadOutput {
                 model: spec.name.clone(),
                 output: out_name.clone(),
-                reason: format!("shape {:?}, expected [{}, {}]", probs.shape(), chunk.len(), cls.classes.len()),
+                reason: format!(
+                    "shape {:?}, expected [{}, {}]",
+                    probs.shape(),
+                    chunk.len(),
+                    cls.classes.len()
+                ),
             });
         }
         for (i, &p) in chunk.iter().enumerate() {
@@ -276,12 +289,21 @@ fn touches_nodata(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
 fn cloud_fraction(mask: &CloudMask, grid10: &GeoRef, rect: Rect) -> f64 {
     let t = &grid10.transform;
     let (x0, y0) = t.apply(rect.col as f64, rect.row as f64);
-    let (x1, y1) = t.apply((rect.col + rect.width) as f64, (rect.row + rect.height) as f64);
+    let (x1, y1) = t.apply(
+        (rect.col + rect.width) as f64,
+        (rect.row + rect.height) as f64,
+    );
     let m = &mask.georef.transform;
     let to_col = |x: f64| ((x - m.origin_x) / m.pixel_width).round().max(0.0) as usize;
     let to_row = |y: f64| ((y - m.origin_y) / m.pixel_height).round().max(0.0) as usize;
-    let (c0, c1) = (to_col(x0).min(mask.flagged.width), to_col(x1).min(mask.flagged.width));
-    let (r0, r1) = (to_row(y0).min(mask.flagged.height), to_row(y1).min(mask.flagged.height));
+    let (c0, c1) = (
+        to_col(x0).min(mask.flagged.width),
+        to_col(x1).min(mask.flagged.width),
+    );
+    let (r0, r1) = (
+        to_row(y0).min(mask.flagged.height),
+        to_row(y1).min(mask.flagged.height),
+    );
     let mut n = 0usize;
     let mut flagged = 0usize;
     for r in r0..r1 {

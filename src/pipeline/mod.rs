@@ -46,7 +46,10 @@ pub trait Infer {
     ///
     /// # Errors
     /// [`ModelError::Inference`] (or another model error) when the run fails.
-    fn infer(&mut self, inputs: Vec<(String, Array4<f32>)>) -> Result<Vec<(String, ArrayD<f32>)>, ModelError>;
+    fn infer(
+        &mut self,
+        inputs: Vec<(String, Array4<f32>)>,
+    ) -> Result<Vec<(String, ArrayD<f32>)>, ModelError>;
 }
 
 impl Infer for LoadedModel {
@@ -62,7 +65,10 @@ impl Infer for LoadedModel {
             provider: self.provider.to_string(),
         }
     }
-    fn infer(&mut self, inputs: Vec<(String, Array4<f32>)>) -> Result<Vec<(String, ArrayD<f32>)>, ModelError> {
+    fn infer(
+        &mut self,
+        inputs: Vec<(String, Array4<f32>)>,
+    ) -> Result<Vec<(String, ArrayD<f32>)>, ModelError> {
         self.run(inputs)
     }
 }

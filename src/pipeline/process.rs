@@ -17,7 +17,7 @@ use crate::config::{ClassifyInput, EdgePatches, Settings};
 use crate::granule::{Band, GranuleSource, ProductLevel, Resolution, NODATA_DN};
 use crate::model::manifest::{ProductLevel as ModelLevel, TrainingStatus};
 use crate::product::cog::{write_cog, CogBand};
-use crate::product::geojson::{map_polygon, write_feature_collection};
+use crate::product::geojson::{map_polygon_with, write_feature_collection, UtmToLonLat};
 use crate::product::publish::Staging;
 use crate::product::quicklook::write_quicklook;
 use crate::product::stac::{self, Asset, EoBand, Item, ItemSpec, RasterBand};
@@ -134,7 +134,9 @@ pub fn process_granule(
     let mut warnings = source.warnings.clone();
 
     if options.classify && models.classifier.is_none() {
-        return Err(PipelineError::Options("classification is on but no classifier is loaded".into()));
+        return Err(PipelineError::Options(
+            "classification is on but no classifier is loaded".into(),
+        ));
     }
     if options.superres && (models.superres_2x.is_none() || models.superres_6x.is_none()) {
         return Err(PipelineError::Options(
@@ -154,7 +156,12 @@ pub fn process_granule(
         bands.extend(Band::PRODUCT);
     }
     if let Some(m) = models.classifier.as_deref() {
-        bands.extend(m.spec().inputs.iter().flat_map(|(_, i)| i.bands.iter().copied()));
+        bands.extend(
+            m.spec()
+                .inputs
+                .iter()
+                .flat_map(|(_, i)| i.bands.iter().copied()),
+        );
     }
     bands.sort();
     bands.dedup();
@@ -174,11 +181,13 @@ pub fn process_granule(
             warnings.push(w);
         }
         let level = m.spec().product_level;
-        let agrees = match (level, source.metadata.level) {
-            (ModelLevel::Any, _) | (_, ProductLevel::Unknown) => true,
-            (ModelLevel::L1C, ProductLevel::L1C) | (ModelLevel::L2A, ProductLevel::L2A) => true,
-            _ => false,
-        };
+        let agrees = matches!(
+            (level, source.metadata.level),
+            (ModelLevel::Any, _)
+                | (_, ProductLevel::Unknown)
+                | (ModelLevel::L1C, ProductLevel::L1C)
+                | (ModelLevel::L2A, ProductLevel::L2A)
+        );
         if !agrees {
             warnings.push(format!(
                 "model {} was trained on {:?} products but the input is {:?}",
@@ -253,23 +262,38 @@ pub fn process_granule(
         )?;
         progress.finish();
         timings.insert("classify".to_string(), t.elapsed().as_secs_f64());
-        for s in [PatchStatus::Ok, PatchStatus::Nodata, PatchStatus::Cloudy, PatchStatus::Edge] {
+        for s in [
+            PatchStatus::Ok,
+            PatchStatus::Nodata,
+            PatchStatus::Cloudy,
+            PatchStatus::Edge,
+        ] {
             patch_counts.insert(format!("{s:?}").to_lowercase(), result.count(s));
         }
         let t = Instant::now();
         write_classification(&dir, &result)?;
-        timings.insert("write classification".to_string(), t.elapsed().as_secs_f64());
+        timings.insert(
+            "write classification".to_string(),
+            t.elapsed().as_secs_f64(),
+        );
         classification = Some(result);
     }
 
     let t = Instant::now();
     let quicklook = |b: Band| sr_bands.get(&b).or_else(|| scene.bands.get(&b));
-    if let (Some(r), Some(g), Some(b)) = (quicklook(Band::B04), quicklook(Band::B03), quicklook(Band::B02)) {
+    if let (Some(r), Some(g), Some(b)) = (
+        quicklook(Band::B04),
+        quicklook(Band::B03),
+        quicklook(Band::B02),
+    ) {
         write_quicklook(&dir.join("quicklook.png"), r, g, b, options.quicklook_size)?;
     }
     timings.insert("write quicklook".to_string(), t.elapsed().as_secs_f64());
 
-    let report_models: Vec<String> = model_entries.iter().map(|m| format!("{}@{}", m.name, m.version)).collect();
+    let report_models: Vec<String> = model_entries
+        .iter()
+        .map(|m| format!("{}@{}", m.name, m.version))
+        .collect();
     let providers: BTreeMap<String, String> = model_entries
         .iter()
         .map(|m| (m.name.clone(), m.provider.clone()))
@@ -292,7 +316,13 @@ pub fn process_granule(
         "s2edge:warnings": warnings,
         "s2edge:processed": started.to_rfc3339(),
     });
-    let item = product_item(source, &scene.grid10, classification.as_ref().map(|c| &c.grid), &dir, provenance)?;
+    let item = product_item(
+        source,
+        &scene.grid10,
+        classification.as_ref().map(|c| &c.grid),
+        &dir,
+        provenance,
+    )?;
     stac::write_item(&dir.join("item.json"), &item)?;
     let product = staging.publish()?;
 
@@ -310,7 +340,11 @@ pub fn process_granule(
 
 /// `superres.tif`: 12 bands at 10 m in [`Band::PRODUCT`] order, harmonised DN, the
 /// 10 m bands passed through.
-fn write_superres(path: &Path, scene: &Scene, sr: &BTreeMap<Band, Raster<u16>>) -> Result<(), PipelineError> {
+fn write_superres(
+    path: &Path,
+    scene: &Scene,
+    sr: &BTreeMap<Band, Raster<u16>>,
+) -> Result<(), PipelineError> {
     let mut bands = Vec::with_capacity(Band::PRODUCT.len());
     for band in Band::PRODUCT {
         let data = if band.resolution() == Resolution::R10 {
@@ -319,7 +353,9 @@ fn write_superres(path: &Path, scene: &Scene, sr: &BTreeMap<Band, Raster<u16>>) 
             sr.get(&band)
         };
         let data = data.ok_or_else(|| {
-            PipelineError::Options(format!("super-resolution produced no {band}: check the models' outputs"))
+            PipelineError::Options(format!(
+                "super-resolution produced no {band}: check the models' outputs"
+            ))
         })?;
         bands.push(CogBand {
             description: band.name(),
@@ -345,13 +381,22 @@ fn write_classification(dir: &Path, c: &Classification) -> Result<(), PipelineEr
     write_cog(&dir.join("classification.tif"), &c.grid, &bands, Some(-1.0))?;
 
     let t = c.grid.transform;
+    // Patch edges are 1.2 km: straight enough in lon/lat that no densification is needed.
+    let to_lonlat = UtmToLonLat::new(c.grid.epsg)?;
     let mut features = Vec::with_capacity(c.patches.len());
     for p in &c.patches {
         // The patch footprint on the 10 m grid (partial patches clipped to the image).
         let fine = t.refined(c.patch);
         let (x0, y0) = fine.apply(p.rect.col as f64, p.rect.row as f64);
-        let (x1, y1) = fine.apply((p.rect.col + p.rect.width) as f64, (p.rect.row + p.rect.height) as f64);
-        let geometry = map_polygon(c.grid.epsg, &[(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])?;
+        let (x1, y1) = fine.apply(
+            (p.rect.col + p.rect.width) as f64,
+            (p.rect.row + p.rect.height) as f64,
+        );
+        let geometry = map_polygon_with(
+            &to_lonlat,
+            &[(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)],
+            1,
+        )?;
         let scores = p.scores.as_ref().map(|s| {
             c.classes
                 .iter()
@@ -439,13 +484,23 @@ fn product_item(
         assets.insert("classification".to_string(), a);
         assets.insert(
             "labels".to_string(),
-            Asset::new("./labels.geojson", stac::MEDIA_GEOJSON, "Patch labels", &["data"]),
+            Asset::new(
+                "./labels.geojson",
+                stac::MEDIA_GEOJSON,
+                "Patch labels",
+                &["data"],
+            ),
         );
     }
     if dir.join("quicklook.png").is_file() {
         assets.insert(
             "quicklook".to_string(),
-            Asset::new("./quicklook.png", stac::MEDIA_PNG, "Quicklook", &["overview"]),
+            Asset::new(
+                "./quicklook.png",
+                stac::MEDIA_PNG,
+                "Quicklook",
+                &["overview"],
+            ),
         );
     }
     let properties = match provenance {

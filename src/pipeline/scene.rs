@@ -81,18 +81,25 @@ impl Scene {
     /// # Errors
     /// [`PipelineError::MissingBand`].
     pub fn band(&self, band: Band, model: &str, id: &str) -> Result<&Raster<u16>, PipelineError> {
-        self.bands.get(&band).ok_or_else(|| PipelineError::MissingBand {
-            id: id.to_string(),
-            model: model.to_string(),
-            band,
-        })
+        self.bands
+            .get(&band)
+            .ok_or_else(|| PipelineError::MissingBand {
+                id: id.to_string(),
+                model: model.to_string(),
+                band,
+            })
     }
 
     /// The window `rect` of the 10 m grid for `band`, as `f32` harmonised DN with NaN
     /// for nodata. Coarser bands are upsampled with `kernel`; the result equals the same
     /// window of a whole-image upsampling exactly, since the cut includes a margin
     /// wider than the kernel (or the real image edge).
-    pub fn window_10m(band: &Raster<u16>, factor: usize, kernel: Kernel, rect: Rect) -> Raster<f32> {
+    pub fn window_10m(
+        band: &Raster<u16>,
+        factor: usize,
+        kernel: Kernel,
+        rect: Rect,
+    ) -> Raster<f32> {
         if factor == 1 {
             return to_f32(&band.window(rect.col, rect.row, rect.width, rect.height));
         }
@@ -115,7 +122,13 @@ impl Scene {
     /// A classifier patch for `band`: its own-grid block covering `rect` (10 m grid),
     /// upsampled on its own with its own edges replicated, as BigEarthNet's patch files
     /// were made. Partial edge blocks are padded by edge replication to the full patch.
-    pub fn patch_10m(band: &Raster<u16>, factor: usize, kernel: Kernel, rect: Rect, patch: usize) -> Raster<f32> {
+    pub fn patch_10m(
+        band: &Raster<u16>,
+        factor: usize,
+        kernel: Kernel,
+        rect: Rect,
+        patch: usize,
+    ) -> Raster<f32> {
         let block = patch / factor;
         let block_raster = band.window_clamped(
             (rect.col / factor) as isize,

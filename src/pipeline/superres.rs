@@ -44,11 +44,15 @@ struct OutBand {
 fn output_bands(model: &dyn Infer) -> Result<(String, Vec<OutBand>), PipelineError> {
     let spec = model.spec();
     let inputs = input_layouts(spec);
-    let (name, out) = spec.outputs.iter().next().ok_or_else(|| PipelineError::BadOutput {
-        model: spec.name.clone(),
-        output: "-".into(),
-        reason: "the manifest lists no output".into(),
-    })?;
+    let (name, out) = spec
+        .outputs
+        .iter()
+        .next()
+        .ok_or_else(|| PipelineError::BadOutput {
+            model: spec.name.clone(),
+            output: "-".into(),
+            reason: "the manifest lists no output".into(),
+        })?;
     let mut bands = Vec::new();
     for &band in &out.bands {
         let channel = inputs
@@ -59,7 +63,9 @@ fn output_bands(model: &dyn Infer) -> Result<(String, Vec<OutBand>), PipelineErr
             .ok_or_else(|| PipelineError::BadOutput {
                 model: spec.name.clone(),
                 output: name.to_string(),
-                reason: format!("output band {band} is not among the inputs, so it has no normalisation"),
+                reason: format!(
+                    "output band {band} is not among the inputs, so it has no normalisation"
+                ),
             })?;
         bands.push(OutBand {
             band,
@@ -74,7 +80,11 @@ fn output_bands(model: &dyn Infer) -> Result<(String, Vec<OutBand>), PipelineErr
 ///
 /// # Errors
 /// [`PipelineError::Options`] when the manifest has no `[superres]` section.
-pub fn tile_plan(scene: &Scene, model: &dyn Infer, tiling: SrTiling) -> Result<Vec<Tile>, PipelineError> {
+pub fn tile_plan(
+    scene: &Scene,
+    model: &dyn Infer,
+    tiling: SrTiling,
+) -> Result<Vec<Tile>, PipelineError> {
     let spec = model.spec();
     let sr = spec.superres.as_ref().ok_or_else(|| {
         PipelineError::Options(format!("model {} has no [superres] section", spec.name))
@@ -113,7 +123,10 @@ pub fn run_tiled(
     // Batch tiles of the same padded shape together.
     let mut groups: BTreeMap<(usize, usize), Vec<Tile>> = BTreeMap::new();
     for t in &tiles {
-        groups.entry((t.padded.width, t.padded.height)).or_default().push(*t);
+        groups
+            .entry((t.padded.width, t.padded.height))
+            .or_default()
+            .push(*t);
     }
     let total = tiles.len();
     let mut done = 0;
@@ -122,9 +135,20 @@ pub fn run_tiled(
             let inputs = build_batch(scene, &layouts, chunk, w, h, &model_name, id)?;
             let outputs = model.infer(inputs)?;
             let y = pick_output(&outputs, &out_name, &model_name)?;
-            check_output_shape(y, chunk.len(), out_bands.len(), h, w, &model_name, &out_name)?;
+            check_output_shape(
+                y,
+                chunk.len(),
+                out_bands.len(),
+                h,
+                w,
+                &model_name,
+                &out_name,
+            )?;
             for (i, tile) in chunk.iter().enumerate() {
-                let (ox, oy) = (tile.core.col - tile.padded.col, tile.core.row - tile.padded.row);
+                let (ox, oy) = (
+                    tile.core.col - tile.padded.col,
+                    tile.core.row - tile.padded.row,
+                );
                 for c in 0..out_bands.len() {
                     let plane = y.index_axis(Axis(0), i);
                     let plane = plane.index_axis(Axis(0), c);
@@ -159,7 +183,8 @@ fn build_batch(
         for (i, tile) in tiles.iter().enumerate() {
             for (c, ch) in layout.channels.iter().enumerate() {
                 let band = scene.band(ch.band, model, id)?;
-                let window = Scene::window_10m(band, ch.band.resolution().factor(), ch.kernel, tile.padded);
+                let window =
+                    Scene::window_10m(band, ch.band.resolution().factor(), ch.kernel, tile.padded);
                 fill_channel(&mut batch, i, c, ch, &window);
             }
         }
@@ -222,7 +247,10 @@ pub fn superres(
         .map(|c| c.band)
         .collect();
     let (w, h) = (scene.grid10.width, scene.grid10.height);
-    let mut outs: Vec<Raster<u16>> = out_bands.iter().map(|_| Raster::filled(w, h, NODATA_DN)).collect();
+    let mut outs: Vec<Raster<u16>> = out_bands
+        .iter()
+        .map(|_| Raster::filled(w, h, NODATA_DN))
+        .collect();
     let model_name = model.spec().name.clone();
     let mut lowres = Vec::new();
     for ob in &out_bands {
@@ -232,28 +260,37 @@ pub fn superres(
     for g in &guides {
         guide_rasters.push(scene.band(*g, &model_name, id)?);
     }
-    run_tiled(scene, model, id, tiling, progress, &mut |c, rect, values| {
-        let ob = out_bands[c];
-        let src = lowres[c];
-        let out = &mut outs[c];
-        for r in 0..rect.height {
-            let row = rect.row + r;
-            for col0 in 0..rect.width {
-                let col = rect.col + col0;
-                let low = src.get(
-                    (col / ob.factor).min(src.width - 1),
-                    (row / ob.factor).min(src.height - 1),
-                );
-                let v = if low == NODATA_DN || guide_rasters.iter().any(|g| g.get(col, row) == NODATA_DN) {
-                    NODATA_DN
-                } else if low == SATURATED_DN {
-                    SATURATED_DN
-                } else {
-                    to_u16(ob.channel.denormalise(values.get(col0, r)))
-                };
-                *out.get_mut(col, row) = v;
+    run_tiled(
+        scene,
+        model,
+        id,
+        tiling,
+        progress,
+        &mut |c, rect, values| {
+            let ob = out_bands[c];
+            let src = lowres[c];
+            let out = &mut outs[c];
+            for r in 0..rect.height {
+                let row = rect.row + r;
+                for col0 in 0..rect.width {
+                    let col = rect.col + col0;
+                    let low = src.get(
+                        (col / ob.factor).min(src.width - 1),
+                        (row / ob.factor).min(src.height - 1),
+                    );
+                    let v = if low == NODATA_DN
+                        || guide_rasters.iter().any(|g| g.get(col, row) == NODATA_DN)
+                    {
+                        NODATA_DN
+                    } else if low == SATURATED_DN {
+                        SATURATED_DN
+                    } else {
+                        to_u16(ob.channel.denormalise(values.get(col0, r)))
+                    };
+                    *out.get_mut(col, row) = v;
+                }
             }
-        }
-    })?;
+        },
+    )?;
     Ok(out_bands.iter().map(|b| b.band).zip(outs).collect())
 }

@@ -80,7 +80,13 @@ pub fn input_layouts(spec: &ModelSpec) -> Vec<InputLayout> {
 }
 
 /// Fills `batch[index, channel]` from a `f32` window of harmonised DN, normalising.
-pub fn fill_channel(batch: &mut Array4<f32>, index: usize, channel: usize, ch: &Channel, window: &Raster<f32>) {
+pub fn fill_channel(
+    batch: &mut Array4<f32>,
+    index: usize,
+    channel: usize,
+    ch: &Channel,
+    window: &Raster<f32>,
+) {
     let mut plane = batch.slice_mut(ndarray::s![index, channel, .., ..]);
     for (dst, src) in plane.iter_mut().zip(window.data.iter()) {
         *dst = ch.normalise(*src);
