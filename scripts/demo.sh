@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --bin s2edge
-bin="${CARGO_TARGET_DIR:-target}/release/s2edge"
+cargo build --bin s2edge   # the dev profile optimises dependencies (Cargo.toml); shares the test build
+bin="${CARGO_TARGET_DIR:-target}/debug/s2edge"
 work=${1:-/tmp/s2edge-demo}
 mkdir -p "$work"
 granule=$("$bin" sample "$work/ingest")

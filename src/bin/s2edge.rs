@@ -15,6 +15,7 @@ use s2edge::granule::GranuleSource;
 use s2edge::model::registry::Registry;
 use s2edge::model::set::ModelSet;
 use s2edge::model::{init_runtime, ModelSelection};
+use s2edge::pipeline::pooled::PooledSet;
 use s2edge::pipeline::process::{process_granule, Models, ProcessOptions, Progress};
 use s2edge::pipeline::Infer;
 
@@ -213,7 +214,19 @@ fn process(
     let selection = settings.model_selection()?;
     let source =
         GranuleSource::open(granule).with_context(|| format!("opening {}", granule.display()))?;
-    let mut set = load_models(&settings, &dir, &selection)?;
+    let rt =
+        init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
+    tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");
+    let mut set = PooledSet::start(
+        &Registry::new(&dir),
+        &selection,
+        &settings.runtime.provider_options(),
+        settings.runtime.inference_workers,
+    )
+    .with_context(|| format!("loading models from {}", dir.display()))?;
+    for s in &set.skipped {
+        eprintln!("warning   skipped model version {s}");
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut models = Models {
         classifier: set.classifier.as_mut().map(|m| m as &mut dyn Infer),

@@ -7,7 +7,7 @@
 //! `ok`. Only `ok` patches are inferred, in batches. Classifiers output probabilities
 //! (the sigmoid is inside the graph); the pipeline never applies another one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use ndarray::{Array4, Axis};
 use serde::Serialize;
@@ -20,7 +20,8 @@ use crate::raster::Raster;
 
 use super::scene::Scene;
 use super::tensor::{fill_channel, input_layouts};
-use super::{Infer, PipelineError};
+use super::{Infer, Pending, PipelineError};
+use crate::model::manifest::ClassifySpec;
 
 /// Why a patch was or was not classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -196,6 +197,9 @@ pub fn classify(
         .collect();
     let total = todo.len();
     let mut done = 0;
+    let depth = model.depth();
+    // Batches in flight, oldest first: while a worker runs one, the next is prepared.
+    let mut inflight: VecDeque<(Pending, &[usize])> = VecDeque::new();
     for chunk in todo.chunks(options.batch.max(1)) {
         let mut inputs = Vec::with_capacity(layouts.len());
         for layout in &layouts {
@@ -218,44 +222,17 @@ pub fn classify(
             }
             inputs.push((layout.name.clone(), batch));
         }
-        let outputs = model.infer(inputs)?;
-        let (out_name, probs) = outputs.first().ok_or_else(|| PipelineError::BadOutput {
-            model: spec.name.clone(),
-            output: "-".into(),
-            reason: "the session returned no output".into(),
-        })?;
-        if probs.shape() != [chunk.len(), cls.classes.len()] {
-            return Err(PipelineError::BadOutput {
-                model: spec.name.clone(),
-                output: out_name.clone(),
-                reason: format!(
-                    "shape {:?}, expected [{}, {}]",
-                    probs.shape(),
-                    chunk.len(),
-                    cls.classes.len()
-                ),
-            });
-        }
-        for (i, &p) in chunk.iter().enumerate() {
-            let scores: Vec<f32> = probs.index_axis(Axis(0), i).iter().copied().collect();
-            if let Some(bad) = scores.iter().find(|s| !(0.0..=1.0).contains(*s)) {
-                return Err(PipelineError::BadOutput {
-                    model: spec.name.clone(),
-                    output: out_name.clone(),
-                    reason: format!(
-                        "score {bad} is not a probability; classifiers must end in a sigmoid \
-                         (output_kind = \"probabilities\")"
-                    ),
-                });
+        inflight.push_back((model.submit(inputs), chunk));
+        while inflight.len() > depth {
+            if let Some((pending, chunk)) = inflight.pop_front() {
+                apply_scores(&mut patches, chunk, pending, &spec.name, cls)?;
+                done += chunk.len();
+                progress(done, total);
             }
-            patches[p].labels = scores
-                .iter()
-                .zip(cls.classes.iter().zip(cls.thresholds.iter()))
-                .filter(|(s, (_, t))| **s >= **t)
-                .map(|(_, (name, _))| name.clone())
-                .collect();
-            patches[p].scores = Some(scores);
         }
+    }
+    while let Some((pending, chunk)) = inflight.pop_front() {
+        apply_scores(&mut patches, chunk, pending, &spec.name, cls)?;
         done += chunk.len();
         progress(done, total);
     }
@@ -273,6 +250,55 @@ pub fn classify(
         grid,
         patches,
     })
+}
+
+/// Waits for one batch and records its scores and labels on its patches.
+fn apply_scores(
+    patches: &mut [PatchResult],
+    chunk: &[usize],
+    pending: Pending,
+    model: &str,
+    cls: &ClassifySpec,
+) -> Result<(), PipelineError> {
+    let outputs = pending.wait()?;
+    let (out_name, probs) = outputs.first().ok_or_else(|| PipelineError::BadOutput {
+        model: model.to_string(),
+        output: "-".into(),
+        reason: "the session returned no output".into(),
+    })?;
+    if probs.shape() != [chunk.len(), cls.classes.len()] {
+        return Err(PipelineError::BadOutput {
+            model: model.to_string(),
+            output: out_name.clone(),
+            reason: format!(
+                "shape {:?}, expected [{}, {}]",
+                probs.shape(),
+                chunk.len(),
+                cls.classes.len()
+            ),
+        });
+    }
+    for (i, &p) in chunk.iter().enumerate() {
+        let scores: Vec<f32> = probs.index_axis(Axis(0), i).iter().copied().collect();
+        if let Some(bad) = scores.iter().find(|s| !(0.0..=1.0).contains(*s)) {
+            return Err(PipelineError::BadOutput {
+                model: model.to_string(),
+                output: out_name.clone(),
+                reason: format!(
+                    "score {bad} is not a probability; classifiers must end in a sigmoid \
+                     (output_kind = \"probabilities\")"
+                ),
+            });
+        }
+        patches[p].labels = scores
+            .iter()
+            .zip(cls.classes.iter().zip(cls.thresholds.iter()))
+            .filter(|(s, (_, t))| **s >= **t)
+            .map(|(_, (name, _))| name.clone())
+            .collect();
+        patches[p].scores = Some(scores);
+    }
+    Ok(())
 }
 
 /// True when the band's own-grid block under `rect` holds a nodata pixel.

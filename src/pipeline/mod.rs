@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod error;
+pub mod pooled;
 pub mod process;
 pub mod scene;
 pub mod superres;
@@ -19,7 +20,39 @@ pub use error::PipelineError;
 
 use crate::model::manifest::{ModelSpec, TrainingStatus};
 use crate::model::session::LoadedModel;
+use crate::model::worker::{Outputs, Reply};
 use crate::model::ModelError;
+
+/// A batch submitted to a model: answered already, or on its way from a worker.
+pub enum Pending {
+    /// Run synchronously; here is the answer.
+    Ready(Result<Outputs, ModelError>),
+    /// Queued on an inference worker.
+    Waiting {
+        /// The model, for error messages.
+        model: String,
+        /// Where the answer arrives.
+        reply: Reply,
+    },
+}
+
+impl Pending {
+    /// The batch's outputs, waiting for them if needed.
+    ///
+    /// # Errors
+    /// The run's error, or [`ModelError::Inference`] when the worker exited unanswered.
+    pub fn wait(self) -> Result<Outputs, ModelError> {
+        match self {
+            Pending::Ready(r) => r,
+            Pending::Waiting { model, reply } => {
+                reply.recv().map_err(|_| ModelError::Inference {
+                    model,
+                    reason: "the inference worker exited without answering".into(),
+                })?
+            }
+        }
+    }
+}
 
 /// What a product's provenance records about a model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,6 +83,16 @@ pub trait Infer {
         &mut self,
         inputs: Vec<(String, Array4<f32>)>,
     ) -> Result<Vec<(String, ArrayD<f32>)>, ModelError>;
+    /// Submits one batch without waiting for it, so the caller can prepare the next batch
+    /// while this one runs. The default runs it now.
+    fn submit(&mut self, inputs: Vec<(String, Array4<f32>)>) -> Pending {
+        Pending::Ready(self.infer(inputs))
+    }
+    /// How many batches a caller should keep in flight beyond the one it is preparing
+    /// (0 for a synchronous model).
+    fn depth(&self) -> usize {
+        0
+    }
 }
 
 impl Infer for LoadedModel {

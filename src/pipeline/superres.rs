@@ -9,7 +9,7 @@
 //! wrap-around, nodata where the band's own low-resolution pixel (or a 10 m guide band)
 //! is nodata, and 65535 on the whole block a saturated low-resolution pixel covers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use ndarray::{Array4, ArrayD, Axis};
 
@@ -20,7 +20,7 @@ use crate::raster::Raster;
 
 use super::scene::Scene;
 use super::tensor::{fill_channel, input_layouts, Channel, InputLayout};
-use super::{Infer, PipelineError};
+use super::{Infer, Pending, PipelineError};
 
 /// How super-resolution is tiled and batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,40 +130,60 @@ pub fn run_tiled(
     }
     let total = tiles.len();
     let mut done = 0;
+    let depth = model.depth();
+    // Batches in flight, oldest first: while a worker runs one, the next is prepared.
+    let mut inflight: VecDeque<(Pending, Vec<Tile>, usize, usize)> = VecDeque::new();
+    let mut drain = |pending: Pending,
+                     chunk: Vec<Tile>,
+                     w: usize,
+                     h: usize,
+                     done: &mut usize|
+     -> Result<(), PipelineError> {
+        let outputs = pending.wait()?;
+        let y = pick_output(&outputs, &out_name, &model_name)?;
+        check_output_shape(
+            y,
+            chunk.len(),
+            out_bands.len(),
+            h,
+            w,
+            &model_name,
+            &out_name,
+        )?;
+        for (i, tile) in chunk.iter().enumerate() {
+            let (ox, oy) = (
+                tile.core.col - tile.padded.col,
+                tile.core.row - tile.padded.row,
+            );
+            let item = y.index_axis(Axis(0), i);
+            for c in 0..out_bands.len() {
+                let plane = item.index_axis(Axis(0), c);
+                let mut core = Raster::filled(tile.core.width, tile.core.height, 0.0f32);
+                for r in 0..tile.core.height {
+                    for col in 0..tile.core.width {
+                        *core.get_mut(col, r) = plane[[oy + r, ox + col]];
+                    }
+                }
+                sink(c, tile.core, &core);
+            }
+        }
+        *done += chunk.len();
+        progress(*done, total);
+        Ok(())
+    };
     for ((w, h), group) in groups {
         for chunk in group.chunks(tiling.batch.max(1)) {
             let inputs = build_batch(scene, &layouts, chunk, w, h, &model_name, id)?;
-            let outputs = model.infer(inputs)?;
-            let y = pick_output(&outputs, &out_name, &model_name)?;
-            check_output_shape(
-                y,
-                chunk.len(),
-                out_bands.len(),
-                h,
-                w,
-                &model_name,
-                &out_name,
-            )?;
-            for (i, tile) in chunk.iter().enumerate() {
-                let (ox, oy) = (
-                    tile.core.col - tile.padded.col,
-                    tile.core.row - tile.padded.row,
-                );
-                for c in 0..out_bands.len() {
-                    let plane = y.index_axis(Axis(0), i);
-                    let plane = plane.index_axis(Axis(0), c);
-                    let mut core = Raster::filled(tile.core.width, tile.core.height, 0.0f32);
-                    for r in 0..tile.core.height {
-                        for col in 0..tile.core.width {
-                            *core.get_mut(col, r) = plane[[oy + r, ox + col]];
-                        }
-                    }
-                    sink(c, tile.core, &core);
+            inflight.push_back((model.submit(inputs), chunk.to_vec(), w, h));
+            while inflight.len() > depth {
+                if let Some((p, c, w, h)) = inflight.pop_front() {
+                    drain(p, c, w, h, &mut done)?;
                 }
             }
-            done += chunk.len();
-            progress(done, total);
         }
+    }
+    while let Some((p, c, w, h)) = inflight.pop_front() {
+        drain(p, c, w, h, &mut done)?;
     }
     Ok(())
 }

@@ -1,0 +1,131 @@
+//! Models served by inference worker threads ([`InferencePool`]): each worker owns its
+//! session, and the stage that feeds them keeps batches in flight, so the next batch is
+//! prepared while the current one runs. This is how `s2edge process` runs models; the
+//! `[runtime] inference_workers` key sets the number of workers per model.
+
+use crate::model::registry::{ModelRef, Registry};
+use crate::model::session::LoadedModel;
+use crate::model::worker::InferencePool;
+use crate::model::{ModelError, ModelSelection, ModelSpec, ProviderOptions};
+
+use super::{Infer, ModelInfo, Pending};
+
+/// One model behind a pool of workers.
+pub struct PooledModel {
+    spec: ModelSpec,
+    info: ModelInfo,
+    pool: InferencePool,
+}
+
+impl PooledModel {
+    /// Resolves `model` in `registry` and starts `workers` threads, each loading it.
+    ///
+    /// # Errors
+    /// The registry's or the first worker's load error.
+    pub fn start(
+        registry: &Registry,
+        model: &ModelRef,
+        providers: &ProviderOptions,
+        workers: usize,
+    ) -> Result<(PooledModel, Vec<String>), ModelError> {
+        let resolved = registry.resolve(model)?;
+        let skipped = resolved
+            .skipped
+            .iter()
+            .map(|s| format!("{}@{}: {}", model.name, s.version, s.error))
+            .collect();
+        let dir = resolved.dir.clone();
+        let opts = providers.clone();
+        let workers = workers.max(1);
+        // Two batches queued per worker keep each busy while the stage prepares more.
+        let pool =
+            InferencePool::spawn(workers, move || LoadedModel::load(&dir, &opts), 2 * workers)?;
+        let report = pool.provider();
+        for (p, why) in &report.failures {
+            tracing::warn!(model = %pool.label(), provider = %p, "execution provider unavailable: {why}");
+        }
+        let info = ModelInfo {
+            name: resolved.spec.name.clone(),
+            version: resolved.spec.version,
+            sha256: resolved.sha256.clone(),
+            status: resolved.spec.training.status,
+            provider: report.used.to_string(),
+        };
+        Ok((
+            PooledModel {
+                spec: resolved.spec,
+                info,
+                pool,
+            },
+            skipped,
+        ))
+    }
+}
+
+impl Infer for PooledModel {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+    fn infer(
+        &mut self,
+        inputs: Vec<(String, ndarray::Array4<f32>)>,
+    ) -> Result<crate::model::worker::Outputs, ModelError> {
+        self.pool.run(inputs)
+    }
+    fn submit(&mut self, inputs: Vec<(String, ndarray::Array4<f32>)>) -> Pending {
+        match self.pool.submit(inputs) {
+            Ok(reply) => Pending::Waiting {
+                model: self.pool.label().to_string(),
+                reply,
+            },
+            Err(e) => Pending::Ready(Err(e)),
+        }
+    }
+    fn depth(&self) -> usize {
+        self.pool.workers()
+    }
+}
+
+/// The models of a run, each behind its own pool.
+#[derive(Default)]
+pub struct PooledSet {
+    /// The classifier.
+    pub classifier: Option<PooledModel>,
+    /// 20 m → 10 m.
+    pub superres_2x: Option<PooledModel>,
+    /// 60 m → 10 m.
+    pub superres_6x: Option<PooledModel>,
+    /// Versions skipped during selection, as `name@version: reason`.
+    pub skipped: Vec<String>,
+}
+
+impl PooledSet {
+    /// Starts a pool for every selected model.
+    ///
+    /// # Errors
+    /// The first model that cannot be resolved or loaded.
+    pub fn start(
+        registry: &Registry,
+        selection: &ModelSelection,
+        providers: &ProviderOptions,
+        workers: usize,
+    ) -> Result<PooledSet, ModelError> {
+        let mut set = PooledSet::default();
+        let mut start = |r: &Option<ModelRef>| -> Result<Option<PooledModel>, ModelError> {
+            let Some(r) = r else { return Ok(None) };
+            let (m, skipped) = PooledModel::start(registry, r, providers, workers)?;
+            set.skipped.extend(skipped);
+            Ok(Some(m))
+        };
+        let classifier = start(&selection.classifier)?;
+        let superres_2x = start(&selection.superres_2x)?;
+        let superres_6x = start(&selection.superres_6x)?;
+        set.classifier = classifier;
+        set.superres_2x = superres_2x;
+        set.superres_6x = superres_6x;
+        Ok(set)
+    }
+}
