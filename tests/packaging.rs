@@ -150,9 +150,10 @@ fn timespan_us(value: &str) -> u64 {
 
 /// The value of `key=` in the unit (the last assignment wins, as in systemd).
 fn unit_value(unit: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
     unit.lines()
-        .filter_map(|l| l.trim().strip_prefix(&format!("{key}=")))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
         .map(str::to_string)
 }
 
