@@ -69,7 +69,8 @@ if [ -n "$binary" ]; then
   cp "$binary" "$CARGO_TARGET_DIR/release/s2edge.tmp"
   mv "$CARGO_TARGET_DIR/release/s2edge.tmp" "$CARGO_TARGET_DIR/release/s2edge"
   args+=(--no-build --strip)
+  cargo deb "${args[@]}"
+  rm -f "$CARGO_TARGET_DIR/release/s2edge"   # a copy of a ~130 MB debug binary
 else
-  args+=(--locked)
+  cargo deb --locked "${args[@]}"
 fi
-cargo deb "${args[@]}"
