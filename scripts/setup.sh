@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything s2edge needs on a fresh Debian machine with Rust, Python 3 and pip:
 #   - Debian packages: GDAL tools (the independent reader in tests), OpenJPEG tools,
-#     sqlite3, OpenMPI (trainer), clang (bindgen);
+#     sqlite3, OpenMPI (trainer), clang (bindgen), systemd (systemd-analyze checks the
+#     unit in tests/packaging.rs; installing it does not make it PID 1);
 #   - a project venv (.venv) with the PyPI onnxruntime wheel (libonnxruntime.so), onnx
 #     (test-model generator) and rio-cogeo (COG validation);
 #   - the ONNX Runtime library copied to ~/.local/lib/s2edge, where the binary looks
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 ORT_VERSION=1.32.0
 need_apt=()
-for pair in gdalinfo:gdal-bin opj_compress:libopenjp2-tools sqlite3:sqlite3; do
+for pair in gdalinfo:gdal-bin opj_compress:libopenjp2-tools sqlite3:sqlite3 systemd-analyze:systemd; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
