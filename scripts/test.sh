@@ -9,5 +9,5 @@ cargo test --all-targets "$@"
 # Installing the .deb changes the machine (/etc/s2edge, a system user): run that test
 # alone, after everything else, when root can install packages.
 if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
-  S2EDGE_TEST_DPKG=1 cargo test --test tests packaging::deb_installs -- --exact --nocapture 2>&1 | tail -5
+  S2EDGE_TEST_DPKG=1 cargo test --test tests packaging::deb_installs_validates_as_service_user_and_purges -- --exact --nocapture 2>&1 | tail -5
 fi

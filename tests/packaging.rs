@@ -10,8 +10,8 @@
 //!   Its file list, control data and packaged config are checked unpacked
 //!   (`dpkg-deb -x`), and the unpacked binary validates its own packaged config.
 //! - Installing for real (`dpkg -i`, then `s2edge validate` as the `s2edge` user, then
-//!   `dpkg --purge`) changes the machine: it runs only when `S2EDGE_TEST_DPKG=1` or `CI`
-//!   is set, as root. While it runs, `/etc/s2edge/s2edge.toml` exists on the machine.
+//!   `dpkg --purge`) changes the machine: it runs only when `S2EDGE_TEST_DPKG=1`
+//!   is set, as root (`scripts/test.sh` runs it alone at the end). While it runs, `/etc/s2edge/s2edge.toml` exists on the machine.
 //!
 //! Missing tools (systemd-analyze, dpkg-deb, cargo-deb, the venv) skip with a message,
 //! except in CI, where they are required.
