@@ -1,6 +1,7 @@
 //! The integration test binary (one binary, modules per area; helpers in `util`).
 
 mod model;
+mod pipeline;
 mod product;
 mod raster;
 mod readers_safe;
