@@ -2,6 +2,7 @@
 
 mod model;
 mod packaging;
+mod pipeline;
 mod product;
 mod raster;
 mod readers_safe;
