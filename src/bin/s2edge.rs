@@ -152,14 +152,30 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::from(2)
         }
         Err(Failure::Run(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: the library's messages already
+/// quote their source (so they read well on their own, e.g. in a quarantine reason).
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn init_logging(settings: &Settings) {
@@ -420,7 +436,7 @@ fn validate(settings: Settings, models: Option<PathBuf>) -> Result<(), Failure> 
                 println!("model {} ok on {}", m.label(), m.provider);
             }
         }
-        Err(Failure::Run(e) | Failure::Config(e)) => problems.push(format!("{e:#}")),
+        Err(Failure::Run(e) | Failure::Config(e)) => problems.push(render(&e)),
     }
     if problems.is_empty() {
         println!("configuration ok");
