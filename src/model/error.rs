@@ -28,7 +28,11 @@ pub enum ModelError {
         hint: String,
     },
     /// A library was found but could not be loaded or initialised.
-    #[error("cannot initialise ONNX Runtime from {}: {reason}", path.display())]
+    #[error(
+        "cannot initialise ONNX Runtime from {}: {reason} (s2edge needs ONNX Runtime 1.32, API 31; to install: {})",
+        path.display(),
+        INSTALL_HINT
+    )]
     RuntimeInit {
         /// The library that failed.
         path: PathBuf,
