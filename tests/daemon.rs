@@ -151,9 +151,11 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_for("the daemon to serve /healthz", Duration::from_secs(60), |d| {
-            d.http("/healthz").is_some()
-        });
+        self.wait_for(
+            "the daemon to serve /healthz",
+            Duration::from_secs(60),
+            |d| d.http("/healthz").is_some(),
+        );
     }
 
     fn signal(&self, sig: i32) {
@@ -173,7 +175,10 @@ impl Daemon {
             if t.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("daemon did not exit within {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -193,7 +198,11 @@ impl Daemon {
     fn http(&self, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
@@ -304,7 +313,10 @@ fn item_models(product: &Path) -> Vec<String> {
 fn item_processed(product: &Path) -> String {
     let item: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(product.join("item.json")).unwrap()).unwrap();
-    item["properties"]["s2edge:processed"].as_str().unwrap().to_string()
+    item["properties"]["s2edge:processed"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Parses Prometheus text exposition: every sample line is `name{labels} value`.
@@ -312,10 +324,15 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.starts_with('#') || line.is_empty() {
-            assert!(line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "), "{line}");
+            assert!(
+                line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
         let name_end = series.find('{').unwrap_or(series.len());
         let name = &series[..name_end];
         assert!(
@@ -325,7 +342,9 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
         if name_end < series.len() {
             assert!(series.ends_with('}'), "{line}");
         }
-        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         out.push((series.to_string(), v));
     }
     out
@@ -356,7 +375,11 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
     let bad = ingest.join("S2B_GARBAGE");
     std::fs::create_dir(&bad).unwrap();
     for b in Band::PRODUCT {
-        std::fs::write(bad.join(format!("{}.tif", b.name())), b"II*\0 not really a tiff").unwrap();
+        std::fs::write(
+            bad.join(format!("{}.tif", b.name())),
+            b"II*\0 not really a tiff",
+        )
+        .unwrap();
     }
     std::fs::write(ingest.join("S2B_GARBAGE.ready"), b"").unwrap();
     // An empty folder with a marker.
@@ -366,8 +389,11 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
     let zip_path = ingest.join("S2B_BROKEN.zip");
     {
         let mut w = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
-        w.start_file("S2B_BROKEN.SAFE/manifest.safe", zip::write::SimpleFileOptions::default())
-            .unwrap();
+        w.start_file(
+            "S2B_BROKEN.SAFE/manifest.safe",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
         w.write_all(&[b'x'; 4096]).unwrap();
         w.finish().unwrap();
         let bytes = std::fs::read(&zip_path).unwrap();
@@ -375,10 +401,20 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
     }
     std::fs::write(ingest.join("S2B_BROKEN.zip.ready"), b"").unwrap();
 
-    let ids = ["S2B_GOOD_1", "S2B_GOOD_2", "S2B_GARBAGE", "S2B_EMPTY", "S2B_BROKEN"];
+    let ids = [
+        "S2B_GOOD_1",
+        "S2B_GOOD_2",
+        "S2B_GARBAGE",
+        "S2B_EMPTY",
+        "S2B_BROKEN",
+    ];
     d.wait_for("every input to settle", Duration::from_secs(120), |d| {
-        ids.iter()
-            .all(|id| matches!(d.state(id), Some(GranuleState::Done | GranuleState::Quarantined)))
+        ids.iter().all(|id| {
+            matches!(
+                d.state(id),
+                Some(GranuleState::Done | GranuleState::Quarantined)
+            )
+        })
     });
     for id in ["S2B_GOOD_1", "S2B_GOOD_2"] {
         assert_eq!(d.state(id), Some(GranuleState::Done));
@@ -406,11 +442,17 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
         assert!(q.join(entry).exists(), "{id}: input kept in quarantine");
         let reason = std::fs::read_to_string(q.join("reason.txt")).unwrap();
         assert!(reason.contains(why), "{id}: {reason}");
-        assert!(reason.contains("attempts:") && reason.contains("time:"), "{reason}");
+        assert!(
+            reason.contains("attempts:") && reason.contains("time:"),
+            "{reason}"
+        );
     }
     // Still up and healthy, with nothing left in work.
     assert_eq!(d.healthz()["status"], "ready");
-    assert_eq!(std::fs::read_dir(tmp.path().join("work")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("work")).unwrap().count(),
+        0
+    );
     let m = parse_metrics(&d.http("/metrics").unwrap());
     assert_eq!(metric(&m, "s2edge_granules{state=\"done\"}"), 2.0);
     assert_eq!(metric(&m, "s2edge_granules{state=\"quarantined\"}"), 3.0);
@@ -419,26 +461,51 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
     // Every input that reached the worker (the two good ones, the garbage and the empty
     // folder) has a ready-to-start latency; the broken zip never did.
     assert_eq!(metric(&m, "s2edge_ready_to_start_seconds_count"), 4.0);
-    assert!(m.iter().any(|(s, v)| s.starts_with("s2edge_model_info{") && s.contains("tiny-ben19") && *v == 1.0));
-    assert!(m.iter().any(|(s, _)| s.starts_with("s2edge_stage_seconds_bucket{stage=\"read\"")));
+    assert!(m.iter().any(|(s, v)| s.starts_with("s2edge_model_info{")
+        && s.contains("tiny-ben19")
+        && *v == 1.0));
+    assert!(m
+        .iter()
+        .any(|(s, _)| s.starts_with("s2edge_stage_seconds_bucket{stage=\"read\"")));
 
     // The ledger CLI beside the running daemon.
     let out = d.cli(&["ledger", "list"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8(out.stdout).unwrap();
     assert_eq!(table.lines().count(), 6, "{table}");
-    assert!(table.lines().any(|l| l.starts_with("S2B_EMPTY") && l.contains("quarantined")));
+    assert!(table
+        .lines()
+        .any(|l| l.starts_with("S2B_EMPTY") && l.contains("quarantined")));
     let out = d.cli(&["ledger", "show", "S2B_GOOD_1"]);
     let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(row["state"], "done");
-    assert!(row["models"].as_array().unwrap().iter().any(|m| m == "tiny-dsen2-2x@1"));
+    assert!(row["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "tiny-dsen2-2x@1"));
 
     // A quarantined input requeued (still bad) comes back to quarantine with 2 deliveries.
     let out = d.cli(&["ledger", "requeue", "S2B_EMPTY"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    d.wait_for("the requeued input to be quarantined again", Duration::from_secs(60), |d| {
-        d.ledger().get("S2B_EMPTY").unwrap().is_some_and(|r| r.deliveries == 2 && r.state == GranuleState::Quarantined)
-    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_for(
+        "the requeued input to be quarantined again",
+        Duration::from_secs(60),
+        |d| {
+            d.ledger()
+                .get("S2B_EMPTY")
+                .unwrap()
+                .is_some_and(|r| r.deliveries == 2 && r.state == GranuleState::Quarantined)
+        },
+    );
     let out = d.cli(&["ledger", "purge", "S2B_EMPTY"]);
     assert!(out.status.success());
     assert_eq!(d.state("S2B_EMPTY"), None);
@@ -457,19 +524,31 @@ fn redelivery_is_a_duplicate_until_requeued() {
     let mut d = Daemon::new(tmp.path(), &ingest, &fixtures_models(), "");
     d.start();
     deliver(&ingest, "S2B_AGAIN");
-    d.wait_for("done", Duration::from_secs(60), |d| d.state("S2B_AGAIN") == Some(GranuleState::Done));
+    d.wait_for("done", Duration::from_secs(60), |d| {
+        d.state("S2B_AGAIN") == Some(GranuleState::Done)
+    });
     let first = item_processed(&d.out("S2B_AGAIN"));
     // Delivered again: recorded, not reprocessed.
     deliver(&ingest, "S2B_AGAIN");
-    d.wait_for("the duplicate to be recorded", Duration::from_secs(60), |d| {
-        d.ledger().get("S2B_AGAIN").unwrap().unwrap().deliveries == 2
-    });
-    d.wait_for("the duplicate input to be archived", Duration::from_secs(10), |_| !ingest.join("S2B_AGAIN").exists());
+    d.wait_for(
+        "the duplicate to be recorded",
+        Duration::from_secs(60),
+        |d| d.ledger().get("S2B_AGAIN").unwrap().unwrap().deliveries == 2,
+    );
+    d.wait_for(
+        "the duplicate input to be archived",
+        Duration::from_secs(10),
+        |_| !ingest.join("S2B_AGAIN").exists(),
+    );
     assert_eq!(item_processed(&d.out("S2B_AGAIN")), first);
     assert_eq!(d.state("S2B_AGAIN"), Some(GranuleState::Done));
     // Requeued: the archived input comes back and the product is rebuilt in place.
     let out = d.cli(&["ledger", "requeue", "S2B_AGAIN"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("reprocessed"));
     d.wait_for("the rebuilt product", Duration::from_secs(60), |d| {
         d.state("S2B_AGAIN") == Some(GranuleState::Done)
@@ -497,10 +576,15 @@ fn kill9_mid_run_then_restart_finishes_each_granule_once() {
         deliver(&ingest, id);
     }
     d.wait_for("a granule in processing", Duration::from_secs(60), |d| {
-        ids.iter().any(|id| d.state(id) == Some(GranuleState::Processing))
+        ids.iter()
+            .any(|id| d.state(id) == Some(GranuleState::Processing))
     });
     d.kill9();
-    let claimed_before: Vec<String> = ids.iter().filter(|id| d.state(id).is_some()).cloned().collect();
+    let claimed_before: Vec<String> = ids
+        .iter()
+        .filter(|id| d.state(id).is_some())
+        .cloned()
+        .collect();
     assert!(!claimed_before.is_empty());
     d.start();
     d.wait_for("every granule done", Duration::from_secs(120), |d| {
@@ -509,7 +593,11 @@ fn kill9_mid_run_then_restart_finishes_each_granule_once() {
     for id in &ids {
         let row = d.ledger().get(id).unwrap().unwrap();
         assert_eq!(row.deliveries, 1, "{id}: claimed exactly once");
-        assert!(row.attempts >= 1 && row.attempts <= 2, "{id}: {} attempts", row.attempts);
+        assert!(
+            row.attempts >= 1 && row.attempts <= 2,
+            "{id}: {} attempts",
+            row.attempts
+        );
         assert!(d.out(id).join("item.json").is_file());
     }
     // No half product, nothing left in work.
@@ -517,8 +605,13 @@ fn kill9_mid_run_then_restart_finishes_each_granule_once() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "leftover staging {name}");
     }
-    assert_eq!(std::fs::read_dir(tmp.path().join("work")).unwrap().count(), 0);
-    assert!(d.log_text().contains("resuming a granule claimed before the restart"));
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("work")).unwrap().count(),
+        0
+    );
+    assert!(d
+        .log_text()
+        .contains("resuming a granule claimed before the restart"));
 }
 
 #[test]
@@ -532,10 +625,19 @@ fn sighup_reloads_and_sigterm_drains() {
     d.start();
     // A broken configuration is refused and the running one kept.
     let good = std::fs::read_to_string(&d.config).unwrap();
-    std::fs::write(&d.config, format!("{good}\n[pipeline]\nmax_cloud_fraction = 7.0\n")).unwrap();
+    std::fs::write(
+        &d.config,
+        format!("{good}\n[pipeline]\nmax_cloud_fraction = 7.0\n"),
+    )
+    .unwrap();
     d.signal(libc::SIGHUP);
-    d.wait_for("the refused reload", Duration::from_secs(10), |d| d.healthz()["status"] == "degraded");
-    assert!(d.healthz()["reasons"][0].as_str().unwrap().contains("max_cloud_fraction"));
+    d.wait_for("the refused reload", Duration::from_secs(10), |d| {
+        d.healthz()["status"] == "degraded"
+    });
+    assert!(d.healthz()["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("max_cloud_fraction"));
     // A good one with on_publish is taken.
     let marker = tmp.path().join("published.txt");
     let cfg = merge_toml(&format!(
@@ -544,15 +646,22 @@ fn sighup_reloads_and_sigterm_drains() {
     ));
     std::fs::write(&d.config, cfg).unwrap();
     d.signal(libc::SIGHUP);
-    d.wait_for("the reload", Duration::from_secs(10), |d| d.healthz()["status"] == "ready");
+    d.wait_for("the reload", Duration::from_secs(10), |d| {
+        d.healthz()["status"] == "ready"
+    });
     deliver(&ingest, "S2B_HUP");
-    d.wait_for("on_publish to run", Duration::from_secs(60), |_| marker.is_file());
-    assert!(std::fs::read_to_string(&marker).unwrap().contains("S2B_HUP"));
+    d.wait_for("on_publish to run", Duration::from_secs(60), |_| {
+        marker.is_file()
+    });
+    assert!(std::fs::read_to_string(&marker)
+        .unwrap()
+        .contains("S2B_HUP"));
 
     // SIGTERM with a granule in flight: it finishes, then the daemon exits 0.
     deliver(&ingest, "S2B_DRAIN");
     d.wait_for("the granule in flight", Duration::from_secs(30), |d| {
-        d.state("S2B_DRAIN") == Some(GranuleState::Processing) || d.state("S2B_DRAIN") == Some(GranuleState::Done)
+        d.state("S2B_DRAIN") == Some(GranuleState::Processing)
+            || d.state("S2B_DRAIN") == Some(GranuleState::Done)
     });
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(40)), Some(0));
@@ -569,7 +678,10 @@ fn add_version(models: &Path, name: &str, from: u32, version: u32, bad_sha: bool
     std::fs::copy(src.join("model.onnx"), dst.join("model.onnx")).unwrap();
     let mut toml = std::fs::read_to_string(src.join("model.toml"))
         .unwrap()
-        .replace(&format!("version = {from}"), &format!("version = {version}"));
+        .replace(
+            &format!("version = {from}"),
+            &format!("version = {version}"),
+        );
     if bad_sha {
         let start = toml.find("onnx_sha256 = \"").unwrap() + "onnx_sha256 = \"".len();
         toml.replace_range(start..start + 64, &"0".repeat(64));
@@ -586,31 +698,63 @@ fn model_hot_swap_refuses_a_bad_version_and_takes_a_good_one() {
     let tmp = util::tempdir();
     let models = tmp.path().join("models");
     for name in ["tiny-ben19", "tiny-dsen2-6x"] {
-        copy_dir(&fixtures_models().join(name).join("1"), &models.join(name).join("1"));
+        copy_dir(
+            &fixtures_models().join(name).join("1"),
+            &models.join(name).join("1"),
+        );
     }
-    copy_dir(&fixtures_models().join("tiny-dsen2-2x/1"), &models.join("tiny-dsen2-2x/1"));
+    copy_dir(
+        &fixtures_models().join("tiny-dsen2-2x/1"),
+        &models.join("tiny-dsen2-2x/1"),
+    );
     let ingest = tmp.path().join("ingest");
     let mut d = Daemon::new(tmp.path(), &ingest, &models, "");
     d.start();
 
     add_version(&models, "tiny-dsen2-2x", 1, 2, true);
-    d.wait_for("the bad version to be refused", Duration::from_secs(20), |d| d.healthz()["status"] == "degraded");
+    d.wait_for(
+        "the bad version to be refused",
+        Duration::from_secs(20),
+        |d| d.healthz()["status"] == "degraded",
+    );
     let h = d.healthz();
-    assert!(h["reasons"][0].as_str().unwrap().contains("tiny-dsen2-2x@2"), "{h}");
-    assert!(h["models"].as_array().unwrap().iter().any(|m| m["model"] == "tiny-dsen2-2x@1"));
+    assert!(
+        h["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("tiny-dsen2-2x@2"),
+        "{h}"
+    );
+    assert!(h["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["model"] == "tiny-dsen2-2x@1"));
     let m = parse_metrics(&d.http("/metrics").unwrap());
     assert!(metric(&m, "s2edge_model_rejected_total") >= 1.0);
     deliver(&ingest, "S2B_V1");
-    d.wait_for("done", Duration::from_secs(60), |d| d.state("S2B_V1") == Some(GranuleState::Done));
+    d.wait_for("done", Duration::from_secs(60), |d| {
+        d.state("S2B_V1") == Some(GranuleState::Done)
+    });
     assert!(item_models(&d.out("S2B_V1")).contains(&"tiny-dsen2-2x@1".to_string()));
 
     add_version(&models, "tiny-dsen2-2x", 1, 3, false);
-    d.wait_for("the good version to be swapped in", Duration::from_secs(20), |d| {
-        d.healthz()["models"].as_array().unwrap().iter().any(|m| m["model"] == "tiny-dsen2-2x@3")
-    });
+    d.wait_for(
+        "the good version to be swapped in",
+        Duration::from_secs(20),
+        |d| {
+            d.healthz()["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["model"] == "tiny-dsen2-2x@3")
+        },
+    );
     assert_eq!(d.healthz()["status"], "ready");
     deliver(&ingest, "S2B_V3");
-    d.wait_for("done", Duration::from_secs(60), |d| d.state("S2B_V3") == Some(GranuleState::Done));
+    d.wait_for("done", Duration::from_secs(60), |d| {
+        d.state("S2B_V3") == Some(GranuleState::Done)
+    });
     let used = item_models(&d.out("S2B_V3"));
     assert!(used.contains(&"tiny-dsen2-2x@3".to_string()), "{used:?}");
     let m = parse_metrics(&d.http("/metrics").unwrap());
@@ -633,14 +777,19 @@ fn two_instances_on_one_ingest_directory_process_each_granule_once() {
         deliver(&ingest, id);
     }
     let done = |d: &Daemon, id: &str| d.state(id) == Some(GranuleState::Done);
-    a.wait_for("every granule done by one instance", Duration::from_secs(180), |a| {
-        ids.iter().all(|id| done(a, id) || done(&b, id))
-    });
+    a.wait_for(
+        "every granule done by one instance",
+        Duration::from_secs(180),
+        |a| ids.iter().all(|id| done(a, id) || done(&b, id)),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let mut per = [0usize; 2];
     for id in &ids {
         let (in_a, in_b) = (a.state(id).is_some(), b.state(id).is_some());
-        assert!(in_a ^ in_b, "{id} claimed by both instances (a: {in_a}, b: {in_b})");
+        assert!(
+            in_a ^ in_b,
+            "{id} claimed by both instances (a: {in_a}, b: {in_b})"
+        );
         per[usize::from(in_b)] += 1;
         let d = if in_a { &a } else { &b };
         assert_eq!(d.ledger().get(id).unwrap().unwrap().attempts, 1);

@@ -56,8 +56,11 @@ pub fn list(ledger: &Ledger, out: &mut dyn Write) -> Result<(), AdminError> {
 /// # Errors
 /// [`super::LedgerError::NotFound`] and other ledger errors.
 pub fn show(ledger: &Ledger, id: &str) -> Result<String, AdminError> {
-    let row = ledger.get(id)?.ok_or_else(|| super::LedgerError::NotFound(id.to_string()))?;
-    Ok(serde_json::to_string_pretty(&row).unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string()))
+    let row = ledger
+        .get(id)?
+        .ok_or_else(|| super::LedgerError::NotFound(id.to_string()))?;
+    Ok(serde_json::to_string_pretty(&row)
+        .unwrap_or_else(|e| json!({ "error": e.to_string() }).to_string()))
 }
 
 /// Requeues `id` (see the module docs); returns what was done, for the operator.
@@ -65,15 +68,21 @@ pub fn show(ledger: &Ledger, id: &str) -> Result<String, AdminError> {
 /// # Errors
 /// Ledger errors; [`AdminError::Io`] when the input cannot be moved back.
 pub fn requeue(settings: &Settings, ledger: &Ledger, id: &str) -> Result<String, AdminError> {
-    let row: GranuleRow = ledger.get(id)?.ok_or_else(|| super::LedgerError::NotFound(id.to_string()))?;
+    let row: GranuleRow = ledger
+        .get(id)?
+        .ok_or_else(|| super::LedgerError::NotFound(id.to_string()))?;
     let make_marker = settings.ingest.ready == Readiness::Marker;
     let msg = match row.state {
         GranuleState::Quarantined => {
-            let back = restore(&settings.paths.quarantine, id, &settings.paths.ingest, make_marker).map_err(|e| {
-                AdminError::Io {
-                    path: settings.paths.quarantine.join(id),
-                    source: e,
-                }
+            let back = restore(
+                &settings.paths.quarantine,
+                id,
+                &settings.paths.ingest,
+                make_marker,
+            )
+            .map_err(|e| AdminError::Io {
+                path: settings.paths.quarantine.join(id),
+                source: e,
             })?;
             ledger.requeue(id, None)?;
             format!("{id}: moved back to {} and queued", back.display())
@@ -87,15 +96,24 @@ pub fn requeue(settings: &Settings, ledger: &Ledger, id: &str) -> Result<String,
                 .filter(|p| p.exists());
             match archived {
                 Some(a) => {
-                    let dst = settings.paths.ingest.join(a.file_name().unwrap_or_default());
-                    rename_noreplace(&a, &dst).map_err(|e| AdminError::Io { path: a.clone(), source: e })?;
+                    let dst = settings
+                        .paths
+                        .ingest
+                        .join(a.file_name().unwrap_or_default());
+                    rename_noreplace(&a, &dst).map_err(|e| AdminError::Io {
+                        path: a.clone(),
+                        source: e,
+                    })?;
                     if make_marker {
                         std::fs::write(marker_of(&dst), b"").map_err(|e| AdminError::Io {
                             path: marker_of(&dst),
                             source: e,
                         })?;
                     }
-                    format!("{id}: archived input moved back to {}; it will be reprocessed", dst.display())
+                    format!(
+                        "{id}: archived input moved back to {}; it will be reprocessed",
+                        dst.display()
+                    )
                 }
                 None => format!("{id}: queued; its next delivery will be reprocessed"),
             }

@@ -56,10 +56,21 @@ pub enum ClaimOutcome {
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
     let (f, t) = (c(from)?, c(to)?);
     // SAFETY: both are valid NUL-terminated paths living across the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
     if rc == 0 {
         return Ok(());
     }
@@ -82,12 +93,18 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 /// # Errors
 /// An I/O error other than losing the race or finding the name taken.
 pub fn claim(c: &Candidate, work: &Path) -> io::Result<ClaimOutcome> {
-    let name = c.path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let name = c
+        .path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let input = work.join(name);
     match rename_noreplace(&c.path, &input) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ClaimOutcome::Lost),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+        Err(e)
+            if e.kind() == io::ErrorKind::AlreadyExists
+                || e.raw_os_error() == Some(libc::ENOTEMPTY) =>
+        {
             return Ok(ClaimOutcome::Occupied)
         }
         Err(e) => return Err(e),
@@ -125,7 +142,11 @@ pub fn remove_any(path: &Path) -> io::Result<()> {
 ///
 /// # Errors
 /// The I/O error of the removal or move.
-pub fn dispose(claimed: &Claimed, after: AfterSuccess, archive: &Path) -> io::Result<Option<PathBuf>> {
+pub fn dispose(
+    claimed: &Claimed,
+    after: AfterSuccess,
+    archive: &Path,
+) -> io::Result<Option<PathBuf>> {
     if let Some(m) = &claimed.marker {
         remove_any(m)?;
     }
@@ -155,7 +176,11 @@ mod tests {
     #[test]
     fn only_one_claim_wins_and_the_marker_follows() {
         let d = tempfile::tempdir().unwrap();
-        let (ingest, w1, w2) = (d.path().join("in"), d.path().join("w1"), d.path().join("w2"));
+        let (ingest, w1, w2) = (
+            d.path().join("in"),
+            d.path().join("w1"),
+            d.path().join("w2"),
+        );
         for p in [&ingest, &w1, &w2] {
             std::fs::create_dir(p).unwrap();
         }
@@ -163,7 +188,9 @@ mod tests {
         std::fs::write(ingest.join("g/B01.tif"), b"x").unwrap();
         let c = Candidate::new(ingest.join("g"));
         std::fs::write(&c.marker, b"").unwrap();
-        let ClaimOutcome::Claimed(got) = claim(&c, &w1).unwrap() else { panic!() };
+        let ClaimOutcome::Claimed(got) = claim(&c, &w1).unwrap() else {
+            panic!()
+        };
         assert_eq!(claim(&c, &w2).unwrap(), ClaimOutcome::Lost);
         assert!(got.input.join("B01.tif").is_file());
         assert_eq!(got.marker, Some(w1.join("g.ready")));
@@ -184,11 +211,18 @@ mod tests {
         std::fs::write(work.join("g.ready"), b"").unwrap();
         let c = Claimed::in_work(work.join("g"));
         assert!(c.marker.is_some());
-        let archived = dispose(&c, AfterSuccess::Archive, &d.path().join("archive")).unwrap().unwrap();
+        let archived = dispose(&c, AfterSuccess::Archive, &d.path().join("archive"))
+            .unwrap()
+            .unwrap();
         assert!(archived.is_dir());
         assert!(!work.join("g").exists() && !work.join("g.ready").exists());
         std::fs::write(work.join("h.zip"), b"z").unwrap();
-        dispose(&Claimed::in_work(work.join("h.zip")), AfterSuccess::Delete, Path::new("/nonexistent")).unwrap();
+        dispose(
+            &Claimed::in_work(work.join("h.zip")),
+            AfterSuccess::Delete,
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
         assert!(!work.join("h.zip").exists());
     }
 }

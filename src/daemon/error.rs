@@ -94,7 +94,9 @@ pub enum LedgerError {
         source: std::io::Error,
     },
     /// The file was written by a newer s2edge (its schema version is unknown).
-    #[error("ledger {path}: schema version {found} is newer than this s2edge understands ({supported})")]
+    #[error(
+        "ledger {path}: schema version {found} is newer than this s2edge understands ({supported})"
+    )]
     NewerSchema {
         /// The ledger file.
         path: PathBuf,

@@ -104,8 +104,17 @@ impl Health {
     /// The current document.
     pub fn report(&self) -> Report {
         self.with(|i| Report {
-            status: i.problems.values().map(|(s, _)| *s).max().unwrap_or(Status::Ready),
-            reasons: i.problems.iter().map(|(k, (_, r))| format!("{k}: {r}")).collect(),
+            status: i
+                .problems
+                .values()
+                .map(|(s, _)| *s)
+                .max()
+                .unwrap_or(Status::Ready),
+            reasons: i
+                .problems
+                .iter()
+                .map(|(k, (_, r))| format!("{k}: {r}"))
+                .collect(),
             models: i.models.clone(),
             in_flight: i.in_flight,
             draining: i.draining,

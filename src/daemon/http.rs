@@ -25,7 +25,10 @@ pub struct Observed {
 
 async fn metrics(State(o): State<Observed>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         o.metrics.render(),
     )
 }

@@ -180,9 +180,12 @@ fn is_zip(path: &Path) -> bool {
 /// Why it does not.
 pub fn zip_parses(path: &Path) -> Result<(), String> {
     let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    zip::ZipArchive::new(f)
-        .map(|_| ())
-        .map_err(|e| format!("{}: the zip's central directory does not parse: {e}", path.display()))
+    zip::ZipArchive::new(f).map(|_| ()).map_err(|e| {
+        format!(
+            "{}: the zip's central directory does not parse: {e}",
+            path.display()
+        )
+    })
 }
 
 /// One file `manifest.safe` lists.
@@ -213,14 +216,19 @@ pub fn parse_manifest(xml: &str) -> Result<Vec<ManifestFile>, String> {
         };
         let href = href.trim_start_matches("./").to_string();
         if href.contains("..") {
-            return Err(format!("manifest.safe: refusing path {href:?} outside the product"));
+            return Err(format!(
+                "manifest.safe: refusing path {href:?} outside the product"
+            ));
         }
-        let checksum = bs.children().find(|n| n.has_tag_name("checksum")).and_then(|n| {
-            Some((
-                n.attribute("checksumName")?.to_string(),
-                n.text()?.trim().to_ascii_lowercase(),
-            ))
-        });
+        let checksum = bs
+            .children()
+            .find(|n| n.has_tag_name("checksum"))
+            .and_then(|n| {
+                Some((
+                    n.attribute("checksumName")?.to_string(),
+                    n.text()?.trim().to_ascii_lowercase(),
+                ))
+            });
         out.push(ManifestFile {
             size: bs.attribute("size").and_then(|s| s.parse().ok()),
             href,
@@ -230,7 +238,11 @@ pub fn parse_manifest(xml: &str) -> Result<Vec<ManifestFile>, String> {
     Ok(out)
 }
 
-fn digest_matches(algorithm: &str, expected: &str, reader: &mut dyn Read) -> Result<Option<bool>, String> {
+fn digest_matches(
+    algorithm: &str,
+    expected: &str,
+    reader: &mut dyn Read,
+) -> Result<Option<bool>, String> {
     use sha3::Digest;
     let mut buf = vec![0u8; 1 << 16];
     macro_rules! hash {
@@ -264,19 +276,27 @@ pub fn manifest_complete(path: &Path, verify: bool) -> Result<(), String> {
         return manifest_complete_zip(path, verify);
     }
     let manifest = path.join("manifest.safe");
-    let xml = std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let xml =
+        std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
     for f in parse_manifest(&xml)? {
         let p = path.join(&f.href);
         let meta = std::fs::metadata(&p).map_err(|_| format!("{} is missing", p.display()))?;
         if let Some(size) = f.size {
             if meta.len() != size {
-                return Err(format!("{} has {} bytes of {size}", p.display(), meta.len()));
+                return Err(format!(
+                    "{} has {} bytes of {size}",
+                    p.display(),
+                    meta.len()
+                ));
             }
         }
         if let (true, Some((alg, sum))) = (verify, &f.checksum) {
             let mut file = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
             if digest_matches(alg, sum, &mut file)? == Some(false) {
-                return Err(format!("{}: {alg} checksum differs from the manifest", p.display()));
+                return Err(format!(
+                    "{}: {alg} checksum differs from the manifest",
+                    p.display()
+                ));
             }
         }
     }
@@ -285,8 +305,12 @@ pub fn manifest_complete(path: &Path, verify: bool) -> Result<(), String> {
 
 fn manifest_complete_zip(path: &Path, verify: bool) -> Result<(), String> {
     let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut zip = zip::ZipArchive::new(f)
-        .map_err(|e| format!("{}: the zip's central directory does not parse: {e}", path.display()))?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| {
+        format!(
+            "{}: the zip's central directory does not parse: {e}",
+            path.display()
+        )
+    })?;
     let manifest_name = zip
         .file_names()
         .filter(|n| n.ends_with("manifest.safe"))
@@ -305,12 +329,19 @@ fn manifest_complete_zip(path: &Path, verify: bool) -> Result<(), String> {
             .map_err(|_| format!("{}: {name} is missing", path.display()))?;
         if let Some(size) = f.size {
             if entry.size() != size {
-                return Err(format!("{}: {name} has {} bytes of {size}", path.display(), entry.size()));
+                return Err(format!(
+                    "{}: {name} has {} bytes of {size}",
+                    path.display(),
+                    entry.size()
+                ));
             }
         }
         if let (true, Some((alg, sum))) = (verify, &f.checksum) {
             if digest_matches(alg, sum, &mut entry)? == Some(false) {
-                return Err(format!("{}: {name}: {alg} checksum differs from the manifest", path.display()));
+                return Err(format!(
+                    "{}: {name}: {alg} checksum differs from the manifest",
+                    path.display()
+                ));
             }
         }
     }
@@ -397,7 +428,9 @@ impl Tracker {
             Completeness::Complete { ready_at } => Verdict::Ready { ready_at },
         };
         match verdict {
-            Verdict::Wait(why) if now.saturating_duration_since(seen.first) >= rules.incomplete_timeout => {
+            Verdict::Wait(why)
+                if now.saturating_duration_since(seen.first) >= rules.incomplete_timeout =>
+            {
                 Verdict::Expired(format!(
                     "still incomplete after {:?} (incomplete_timeout): {why}",
                     rules.incomplete_timeout
@@ -424,9 +457,19 @@ impl Tracker {
 ///
 /// # Errors
 /// The I/O error of listing `dir`.
-pub fn scan(dir: &Path, tracker: &mut Tracker, rules: &Rules, now: Instant) -> std::io::Result<Vec<(Candidate, Verdict)>> {
+pub fn scan(
+    dir: &Path,
+    tracker: &mut Tracker,
+    rules: &Rules,
+    now: Instant,
+) -> std::io::Result<Vec<(Candidate, Verdict)>> {
     let candidates = list_candidates(dir)?;
-    tracker.retain(&candidates.iter().map(|c| c.path.clone()).collect::<Vec<_>>());
+    tracker.retain(
+        &candidates
+            .iter()
+            .map(|c| c.path.clone())
+            .collect::<Vec<_>>(),
+    );
     let mut out = Vec::with_capacity(candidates.len());
     for c in candidates {
         let completeness = check_complete(&c, rules.ready, rules.verify_checksums);
@@ -446,18 +489,22 @@ pub fn scan(dir: &Path, tracker: &mut Tracker, rules: &Rules, now: Instant) -> s
 ///
 /// # Errors
 /// The watcher could not be created (inotify limits) or `dir` not watched.
-pub fn spawn_watcher(dir: &Path, poke: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+pub fn spawn_watcher(
+    dir: &Path,
+    poke: mpsc::Sender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if ev.kind.is_access() => {}
-        Ok(_) => {
-            let _ = poke.try_send(());
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "inotify error; the periodic rescan covers it");
-            let _ = poke.try_send(());
-        }
-    })?;
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if ev.kind.is_access() => {}
+            Ok(_) => {
+                let _ = poke.try_send(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "inotify error; the periodic rescan covers it");
+                let _ = poke.try_send(());
+            }
+        })?;
     watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
@@ -484,7 +531,10 @@ mod tests {
         for n in ["g.zip.ready", ".hidden", "g.zip.part", "x.tmp", "x~", ""] {
             assert!(!is_entry_name(n), "{n}");
         }
-        assert_eq!(marker_of(Path::new("/a/g.zip")), PathBuf::from("/a/g.zip.ready"));
+        assert_eq!(
+            marker_of(Path::new("/a/g.zip")),
+            PathBuf::from("/a/g.zip.ready")
+        );
     }
 
     #[test]
@@ -493,7 +543,10 @@ mod tests {
         let g = d.path().join("g");
         std::fs::create_dir(&g).unwrap();
         let c = Candidate::new(g);
-        assert!(matches!(check_complete(&c, Readiness::Marker, false), Completeness::Incomplete(_)));
+        assert!(matches!(
+            check_complete(&c, Readiness::Marker, false),
+            Completeness::Incomplete(_)
+        ));
         std::fs::write(&c.marker, b"").unwrap();
         assert!(matches!(
             check_complete(&c, Readiness::Marker, false),
@@ -502,12 +555,16 @@ mod tests {
         // A zip whose central directory is cut off is incomplete even with a marker.
         let z = d.path().join("h.zip");
         let mut w = zip::ZipWriter::new(File::create(&z).unwrap());
-        w.start_file("a.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        w.start_file("a.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
         w.write_all(&[7u8; 1000]).unwrap();
         w.finish().unwrap();
         let zc = Candidate::new(z.clone());
         std::fs::write(&zc.marker, b"").unwrap();
-        assert!(matches!(check_complete(&zc, Readiness::Marker, false), Completeness::Complete { .. }));
+        assert!(matches!(
+            check_complete(&zc, Readiness::Marker, false),
+            Completeness::Complete { .. }
+        ));
         let bytes = std::fs::read(&z).unwrap();
         std::fs::write(&z, &bytes[..bytes.len() - 30]).unwrap();
         match check_complete(&zc, Readiness::Marker, false) {
@@ -542,7 +599,9 @@ mod tests {
         let err = manifest_complete(&safe, false).unwrap_err();
         assert!(err.contains("B01.jp2 is missing"), "{err}");
         std::fs::write(safe.join("GRANULE/B01.jp2"), b"01234").unwrap();
-        assert!(manifest_complete(&safe, false).unwrap_err().contains("5 bytes of 10"));
+        assert!(manifest_complete(&safe, false)
+            .unwrap_err()
+            .contains("5 bytes of 10"));
         std::fs::write(safe.join("GRANULE/B01.jp2"), b"0123456780").unwrap();
         manifest_complete(&safe, false).unwrap();
         assert!(manifest_complete(&safe, true).unwrap_err().contains("MD5"));
@@ -561,7 +620,11 @@ mod tests {
             let m = d.unwrap().path().join("manifest.safe");
             if let Ok(xml) = std::fs::read_to_string(&m) {
                 let files = parse_manifest(&xml).unwrap();
-                assert!(files.iter().any(|f| f.href.starts_with("GRANULE/")), "{}", m.display());
+                assert!(
+                    files.iter().any(|f| f.href.starts_with("GRANULE/")),
+                    "{}",
+                    m.display()
+                );
                 assert!(files.iter().all(|f| f.size.is_some()));
             }
         }
@@ -578,12 +641,21 @@ mod tests {
             files: 1,
         };
         let complete = || Completeness::Complete { ready_at: None };
-        assert!(matches!(t.observe(p, complete(), Some(snap(1)), &r, Instant::now()), Verdict::Wait(_)));
+        assert!(matches!(
+            t.observe(p, complete(), Some(snap(1)), &r, Instant::now()),
+            Verdict::Wait(_)
+        ));
         tokio::time::advance(Duration::from_secs(20)).await;
         // It grew: the quiet period starts again.
-        assert!(matches!(t.observe(p, complete(), Some(snap(2)), &r, Instant::now()), Verdict::Wait(_)));
+        assert!(matches!(
+            t.observe(p, complete(), Some(snap(2)), &r, Instant::now()),
+            Verdict::Wait(_)
+        ));
         tokio::time::advance(Duration::from_secs(29)).await;
-        assert!(matches!(t.observe(p, complete(), Some(snap(2)), &r, Instant::now()), Verdict::Wait(_)));
+        assert!(matches!(
+            t.observe(p, complete(), Some(snap(2)), &r, Instant::now()),
+            Verdict::Wait(_)
+        ));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(matches!(
             t.observe(p, complete(), Some(snap(2)), &r, Instant::now()),
@@ -597,9 +669,15 @@ mod tests {
         let mut t = Tracker::default();
         let p = Path::new("/in/g");
         let inc = || Completeness::Incomplete("no marker".into());
-        assert!(matches!(t.observe(p, inc(), None, &r, Instant::now()), Verdict::Wait(_)));
+        assert!(matches!(
+            t.observe(p, inc(), None, &r, Instant::now()),
+            Verdict::Wait(_)
+        ));
         tokio::time::advance(Duration::from_secs(599)).await;
-        assert!(matches!(t.observe(p, inc(), None, &r, Instant::now()), Verdict::Wait(_)));
+        assert!(matches!(
+            t.observe(p, inc(), None, &r, Instant::now()),
+            Verdict::Wait(_)
+        ));
         tokio::time::advance(Duration::from_secs(1)).await;
         match t.observe(p, inc(), None, &r, Instant::now()) {
             Verdict::Expired(why) => assert!(why.contains("no marker"), "{why}"),
@@ -607,6 +685,9 @@ mod tests {
         }
         // Forgotten (e.g. removed and delivered again): the clock starts over.
         t.retain(&[]);
-        assert!(matches!(t.observe(p, inc(), None, &r, Instant::now()), Verdict::Wait(_)));
+        assert!(matches!(
+            t.observe(p, inc(), None, &r, Instant::now()),
+            Verdict::Wait(_)
+        ));
     }
 }

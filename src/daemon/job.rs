@@ -72,12 +72,19 @@ pub async fn wait_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bo
 }
 
 /// Runs one claimed granule to its end (or until a shutdown); see the module docs.
-pub async fn run(ctx: Ctx, id: GranuleId, claimed: Claimed, permit: OwnedSemaphorePermit, drain: mpsc::Sender<()>) {
+pub async fn run(
+    ctx: Ctx,
+    id: GranuleId,
+    claimed: Claimed,
+    permit: OwnedSemaphorePermit,
+    drain: mpsc::Sender<()>,
+) {
     let idstr = id.to_string();
     if let Err(e) = run_inner(&ctx, &id, &claimed).await {
         // The input stays claimed; the next start resumes it.
         tracing::error!(granule = %idstr, error = %e, "job stopped");
-        ctx.health.raise("jobs", Status::Failing, format!("{idstr}: {e}"));
+        ctx.health
+            .raise("jobs", Status::Failing, format!("{idstr}: {e}"));
     }
     drop(permit);
     drop(drain);
@@ -102,7 +109,8 @@ async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), D
         };
         if let (1, Some(t)) = (attempt, ready_at) {
             let latency = (Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3;
-            ctx.metrics.observe("s2edge_ready_to_start_seconds", &[], latency);
+            ctx.metrics
+                .observe("s2edge_ready_to_start_seconds", &[], latency);
         }
         let limit = settings.service.retry_limit + 1;
         if attempt > limit {
@@ -134,14 +142,22 @@ async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), D
                     seconds = claimed_at.elapsed().as_secs_f64(),
                     "published"
                 );
-                ctx.metrics
-                    .observe("s2edge_granule_seconds", &[], claimed_at.elapsed().as_secs_f64());
+                ctx.metrics.observe(
+                    "s2edge_granule_seconds",
+                    &[],
+                    claimed_at.elapsed().as_secs_f64(),
+                );
                 return finish(ctx, &settings, id, claimed, report).await;
             }
             Err(f) if f.transient && attempt <= settings.service.retry_limit => {
-                let delay = backoff(attempt, settings.service.retry_backoff, settings.service.retry_backoff_max);
+                let delay = backoff(
+                    attempt,
+                    settings.service.retry_backoff,
+                    settings.service.retry_backoff_max,
+                );
                 tracing::warn!(granule = %idstr, attempt, error = %f.message, retry_in = ?delay, "transient failure; will retry");
-                ctx.metrics.inc("s2edge_granules_total", &[("outcome", "retried")]);
+                ctx.metrics
+                    .inc("s2edge_granules_total", &[("outcome", "retried")]);
                 let (l, i, m) = (ledger.clone(), idstr.clone(), f.message.clone());
                 blocking(move || l.failed(&i, &m)).await??;
                 if !wait_or_shutdown(delay, &mut shutdown).await {
@@ -151,7 +167,10 @@ async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), D
             }
             Err(f) => {
                 let why = if f.transient {
-                    format!("{} (transient, but {} retries are exhausted)", f.message, settings.service.retry_limit)
+                    format!(
+                        "{} (transient, but {} retries are exhausted)",
+                        f.message, settings.service.retry_limit
+                    )
                 } else {
                     f.message
                 };
@@ -176,7 +195,11 @@ async fn finish(
     for (status, n) in &report.patches {
         m.add("s2edge_patches_total", &[("status", status)], *n as f64);
     }
-    m.add("s2edge_superres_pixels_total", &[], report.superres_pixels as f64);
+    m.add(
+        "s2edge_superres_pixels_total",
+        &[],
+        report.superres_pixels as f64,
+    );
     m.inc("s2edge_granules_total", &[("outcome", "done")]);
     let mut models = report.models.clone();
     models.sort();
@@ -187,7 +210,11 @@ async fn finish(
     }
     let (l, i, p) = (ctx.ledger.clone(), id.to_string(), report.product.clone());
     blocking(move || l.done(&i, &p, &models)).await??;
-    let (c, after, archive) = (claimed.clone(), settings.ingest.after, settings.paths.archive.clone());
+    let (c, after, archive) = (
+        claimed.clone(),
+        settings.ingest.after,
+        settings.paths.archive.clone(),
+    );
     if let Err(e) = blocking(move || dispose(&c, after, &archive)).await? {
         // The product is safe; the input lingers in work and is disposed at the next start.
         tracing::warn!(granule = %id, error = %e, "could not dispose of the input");
@@ -200,10 +227,15 @@ async fn finish(
 /// Runs `[service] on_publish` (no shell); a failure is logged and counted, the product
 /// stays published.
 async fn run_on_publish(ctx: &Ctx, command: &[String], product: &std::path::Path) {
-    let Some((prog, args)) = command.split_first() else { return };
+    let Some((prog, args)) = command.split_first() else {
+        return;
+    };
     let product = product.display().to_string();
     let prog = prog.replace("{product}", &product);
-    let args: Vec<String> = args.iter().map(|a| a.replace("{product}", &product)).collect();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{product}", &product))
+        .collect();
     let shown = format!("{prog} {}", args.join(" "));
     let result = blocking(move || std::process::Command::new(&prog).args(&args).status()).await;
     let failure = match result {
@@ -217,7 +249,8 @@ async fn run_on_publish(ctx: &Ctx, command: &[String], product: &std::path::Path
         Some(why) => {
             tracing::warn!(command = %shown, error = %why, "on_publish failed; the product is published regardless");
             ctx.metrics.inc("s2edge_on_publish_failures_total", &[]);
-            ctx.health.raise("on_publish", Status::Degraded, format!("`{shown}` {why}"));
+            ctx.health
+                .raise("on_publish", Status::Degraded, format!("`{shown}` {why}"));
         }
     }
 }
@@ -232,9 +265,17 @@ pub async fn to_quarantine(
     attempts: u32,
 ) -> Result<(), DaemonError> {
     tracing::error!(granule = %id, attempts, reason = %why, "quarantined");
-    quarantine_blocking(&ctx.ledger, settings.paths.quarantine.clone(), id.to_string(), claimed.clone(), why, attempts)
-        .await?;
-    ctx.metrics.inc("s2edge_granules_total", &[("outcome", "quarantined")]);
+    quarantine_blocking(
+        &ctx.ledger,
+        settings.paths.quarantine.clone(),
+        id.to_string(),
+        claimed.clone(),
+        why,
+        attempts,
+    )
+    .await?;
+    ctx.metrics
+        .inc("s2edge_granules_total", &[("outcome", "quarantined")]);
     systemd::status("idle");
     Ok(())
 }
@@ -260,8 +301,14 @@ pub async fn quarantine_blocking(
             at: Utc::now(),
             source: claimed.source.clone(),
         };
-        quarantine(&root, &name, &claimed.input, claimed.marker.as_deref(), &reason)
-            .map_err(|e| DaemonError::io(&claimed.input, e))?;
+        quarantine(
+            &root,
+            &name,
+            &claimed.input,
+            claimed.marker.as_deref(),
+            &reason,
+        )
+        .map_err(|e| DaemonError::io(&claimed.input, e))?;
         ledger.quarantined(&name, &claimed.source, &why)?;
         Ok(())
     })
@@ -289,7 +336,8 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(120));
         // A shutdown 10 s into the next wait ends it there.
         let start = tokio::time::Instant::now();
-        let waiter = tokio::spawn(async move { wait_or_shutdown(Duration::from_secs(240), &mut rx).await });
+        let waiter =
+            tokio::spawn(async move { wait_or_shutdown(Duration::from_secs(240), &mut rx).await });
         tokio::time::sleep(Duration::from_secs(10)).await;
         tx.send(true).unwrap();
         assert!(!waiter.await.unwrap());

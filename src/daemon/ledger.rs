@@ -149,7 +149,11 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
-    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc)))
+    s.and_then(|s| {
+        DateTime::parse_from_rfc3339(&s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    })
 }
 
 const COLUMNS: &str = "id, source, work_path, state, attempts, last_error, deliveries, ready_at, \
@@ -182,10 +186,12 @@ impl Ledger {
         let mut conn = Connection::open(path).map_err(sql)?;
         // Another instance or the CLI may hold the write lock for a moment.
         conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
         // NORMAL is durable across application crashes in WAL mode; a power cut may lose
         // the last transactions, which the restart logic tolerates (work is redone).
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql)?;
@@ -199,7 +205,8 @@ impl Ledger {
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             let tx = conn.transaction().map_err(sql)?;
             tx.execute_batch(migration).map_err(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(sql)?;
             tx.commit().map_err(sql)?;
         }
         Ok(Ledger {
@@ -213,7 +220,10 @@ impl Ledger {
         &self.path
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         f(&conn).map_err(|source| LedgerError::Sqlite {
             path: self.path.clone(),
@@ -264,8 +274,12 @@ impl Ledger {
     /// [`LedgerError::Sqlite`] or [`LedgerError::BadRow`].
     pub fn get(&self, id: &str) -> Result<Option<GranuleRow>, LedgerError> {
         let row = self.with(|c| {
-            c.query_row(&format!("SELECT {COLUMNS} FROM granules WHERE id = ?1"), [id], |r| self.row(r))
-                .optional()
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM granules WHERE id = ?1"),
+                [id],
+                |r| self.row(r),
+            )
+            .optional()
         })?;
         row.transpose()
     }
@@ -471,7 +485,8 @@ impl Ledger {
             let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        let mut out: BTreeMap<GranuleState, u64> = GranuleState::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut out: BTreeMap<GranuleState, u64> =
+            GranuleState::ALL.iter().map(|s| (*s, 0)).collect();
         for (state, n) in pairs {
             let state = state.parse().map_err(|reason| LedgerError::BadRow {
                 path: self.path.clone(),
@@ -497,7 +512,8 @@ mod tests {
     #[test]
     fn lifecycle_and_redelivery() {
         let (_d, l) = ledger();
-        l.claimed("g1", Path::new("/in/g1"), Path::new("/work/g1"), None).unwrap();
+        l.claimed("g1", Path::new("/in/g1"), Path::new("/work/g1"), None)
+            .unwrap();
         assert_eq!(l.get("g1").unwrap().unwrap().state, GranuleState::Queued);
         assert_eq!(l.start("g1").unwrap(), 1);
         l.failed("g1", "io: busy").unwrap();
@@ -513,24 +529,33 @@ mod tests {
         l.duplicate("g1").unwrap();
         assert_eq!(l.get("g1").unwrap().unwrap().deliveries, 2);
         // A claim of a known id restarts its attempts.
-        l.claimed("g1", Path::new("/in/g1"), Path::new("/work/g1"), None).unwrap();
+        l.claimed("g1", Path::new("/in/g1"), Path::new("/work/g1"), None)
+            .unwrap();
         let row = l.get("g1").unwrap().unwrap();
-        assert_eq!((row.state, row.attempts, row.deliveries), (GranuleState::Queued, 0, 3));
+        assert_eq!(
+            (row.state, row.attempts, row.deliveries),
+            (GranuleState::Queued, 0, 3)
+        );
         assert_eq!(l.unfinished().unwrap().len(), 1);
     }
 
     #[test]
     fn counts_requeue_purge() {
         let (_d, l) = ledger();
-        l.quarantined("bad", Path::new("/in/bad"), "garbage").unwrap();
-        l.claimed("g", Path::new("/in/g"), Path::new("/work/g"), None).unwrap();
+        l.quarantined("bad", Path::new("/in/bad"), "garbage")
+            .unwrap();
+        l.claimed("g", Path::new("/in/g"), Path::new("/work/g"), None)
+            .unwrap();
         let c = l.counts().unwrap();
         assert_eq!(c[&GranuleState::Quarantined], 1);
         assert_eq!(c[&GranuleState::Queued], 1);
         assert_eq!(c[&GranuleState::Done], 0);
         l.requeue("bad", None).unwrap();
         assert_eq!(l.get("bad").unwrap().unwrap().state, GranuleState::Queued);
-        assert!(matches!(l.requeue("nope", None), Err(LedgerError::NotFound(_))));
+        assert!(matches!(
+            l.requeue("nope", None),
+            Err(LedgerError::NotFound(_))
+        ));
         assert!(l.purge("bad").unwrap());
         assert!(!l.purge("bad").unwrap());
         assert!(l.get("bad").unwrap().is_none());
@@ -542,13 +567,21 @@ mod tests {
         let path = l.path().to_path_buf();
         drop(l);
         let c = Connection::open(&path).unwrap();
-        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
-        let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = c
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
         drop(c);
-        assert!(matches!(Ledger::open_file(&path), Err(LedgerError::NewerSchema { .. })));
+        assert!(matches!(
+            Ledger::open_file(&path),
+            Err(LedgerError::NewerSchema { .. })
+        ));
         drop(d);
     }
 }

@@ -22,24 +22,82 @@ pub enum Kind {
 
 /// Every metric: (name, kind, help).
 pub const CATALOGUE: &[(&str, Kind, &str)] = &[
-    ("s2edge_granules", Kind::Gauge, "Granules in the ledger by state."),
-    ("s2edge_queue_depth", Kind::Gauge, "Complete inputs waiting in the ingest directory for a free slot."),
-    ("s2edge_in_flight", Kind::Gauge, "Granules claimed and being processed or retried."),
-    ("s2edge_granules_total", Kind::Counter, "Granules finished, by outcome (done, quarantined, duplicate, retried)."),
-    ("s2edge_stage_seconds", Kind::Histogram, "Duration of each pipeline stage."),
-    ("s2edge_granule_seconds", Kind::Histogram, "Duration of a whole granule, claim to publish."),
-    ("s2edge_ready_to_start_seconds", Kind::Histogram, "Latency from an input becoming ready to its processing starting."),
-    ("s2edge_patches_total", Kind::Counter, "Classifier patches by status."),
-    ("s2edge_superres_pixels_total", Kind::Counter, "Output pixels super-resolved (10 m grid x bands)."),
-    ("s2edge_on_publish_failures_total", Kind::Counter, "on_publish commands that failed."),
-    ("s2edge_model_rejected_total", Kind::Counter, "Model versions refused (sha256, I/O check or test inference)."),
-    ("s2edge_model_swaps_total", Kind::Counter, "Model sets swapped in while running."),
-    ("s2edge_model_info", Kind::Gauge, "Models in use (value 1), with role, version and execution provider."),
-    ("s2edge_build_info", Kind::Gauge, "s2edge and ONNX Runtime versions (value 1)."),
+    (
+        "s2edge_granules",
+        Kind::Gauge,
+        "Granules in the ledger by state.",
+    ),
+    (
+        "s2edge_queue_depth",
+        Kind::Gauge,
+        "Complete inputs waiting in the ingest directory for a free slot.",
+    ),
+    (
+        "s2edge_in_flight",
+        Kind::Gauge,
+        "Granules claimed and being processed or retried.",
+    ),
+    (
+        "s2edge_granules_total",
+        Kind::Counter,
+        "Granules finished, by outcome (done, quarantined, duplicate, retried).",
+    ),
+    (
+        "s2edge_stage_seconds",
+        Kind::Histogram,
+        "Duration of each pipeline stage.",
+    ),
+    (
+        "s2edge_granule_seconds",
+        Kind::Histogram,
+        "Duration of a whole granule, claim to publish.",
+    ),
+    (
+        "s2edge_ready_to_start_seconds",
+        Kind::Histogram,
+        "Latency from an input becoming ready to its processing starting.",
+    ),
+    (
+        "s2edge_patches_total",
+        Kind::Counter,
+        "Classifier patches by status.",
+    ),
+    (
+        "s2edge_superres_pixels_total",
+        Kind::Counter,
+        "Output pixels super-resolved (10 m grid x bands).",
+    ),
+    (
+        "s2edge_on_publish_failures_total",
+        Kind::Counter,
+        "on_publish commands that failed.",
+    ),
+    (
+        "s2edge_model_rejected_total",
+        Kind::Counter,
+        "Model versions refused (sha256, I/O check or test inference).",
+    ),
+    (
+        "s2edge_model_swaps_total",
+        Kind::Counter,
+        "Model sets swapped in while running.",
+    ),
+    (
+        "s2edge_model_info",
+        Kind::Gauge,
+        "Models in use (value 1), with role, version and execution provider.",
+    ),
+    (
+        "s2edge_build_info",
+        Kind::Gauge,
+        "s2edge and ONNX Runtime versions (value 1).",
+    ),
 ];
 
 /// Histogram bucket upper bounds, seconds (a tile takes seconds to minutes).
-const BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+const BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
 
 type Labels = Vec<(String, String)>;
 
@@ -63,11 +121,16 @@ pub struct Metrics {
 }
 
 fn labels(l: &[(&str, &str)]) -> Labels {
-    l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    l.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn known(name: &'static str) -> &'static str {
-    debug_assert!(CATALOGUE.iter().any(|(n, _, _)| *n == name), "metric {name} is not in CATALOGUE");
+    debug_assert!(
+        CATALOGUE.iter().any(|(n, _, _)| *n == name),
+        "metric {name} is not in CATALOGUE"
+    );
     name
 }
 
@@ -145,11 +208,16 @@ impl Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn fmt_labels(l: &Labels, le: Option<&str>) -> String {
-    let mut parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
     }
@@ -173,8 +241,14 @@ mod tests {
         m.observe("s2edge_stage_seconds", &[("stage", "read")], 0.3);
         m.observe("s2edge_stage_seconds", &[("stage", "read")], 3.0);
         let text = m.render();
-        assert!(text.contains("s2edge_granules_total{outcome=\"done\"} 2\n"), "{text}");
-        assert!(text.contains("s2edge_model_info{model=\"a\\\"b\"} 1\n"), "{text}");
+        assert!(
+            text.contains("s2edge_granules_total{outcome=\"done\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("s2edge_model_info{model=\"a\\\"b\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("s2edge_stage_seconds_bucket{stage=\"read\",le=\"0.25\"} 0\n"));
         assert!(text.contains("s2edge_stage_seconds_bucket{stage=\"read\",le=\"0.5\"} 1\n"));
         assert!(text.contains("s2edge_stage_seconds_bucket{stage=\"read\",le=\"+Inf\"} 2\n"));

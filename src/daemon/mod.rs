@@ -70,7 +70,9 @@ const MODEL_LOAD_EXTENSION: Duration = Duration::from_secs(600);
 ///
 /// # Errors
 /// [`DaemonError::Panicked`] when `f` panicked.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, DaemonError> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DaemonError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| DaemonError::Panicked(e.to_string()))
@@ -83,11 +85,22 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 /// [`DaemonError::CrossDevice`] when `work` and `ingest` are on different file systems.
 pub fn prepare_dirs(settings: &Settings) -> Result<(), DaemonError> {
     let p = &settings.paths;
-    for dir in [&p.ingest, &p.work, &p.output, &p.quarantine, &p.archive, &p.state] {
+    for dir in [
+        &p.ingest,
+        &p.work,
+        &p.output,
+        &p.quarantine,
+        &p.archive,
+        &p.state,
+    ] {
         std::fs::create_dir_all(dir).map_err(|e| DaemonError::io(dir, e))?;
     }
     use std::os::unix::fs::MetadataExt;
-    let dev = |d: &Path| std::fs::metadata(d).map(|m| m.dev()).map_err(|e| DaemonError::io(d, e));
+    let dev = |d: &Path| {
+        std::fs::metadata(d)
+            .map(|m| m.dev())
+            .map_err(|e| DaemonError::io(d, e))
+    };
     if dev(&p.ingest)? != dev(&p.work)? {
         return Err(DaemonError::CrossDevice {
             ingest: p.ingest.clone(),
@@ -112,7 +125,8 @@ pub fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(), Dae
     }
     systemd::status("loading models");
     systemd::extend_timeout(MODEL_LOAD_EXTENSION);
-    let rt_info = init_runtime(settings.runtime.onnxruntime.as_deref()).map_err(DaemonError::Models)?;
+    let rt_info =
+        init_runtime(settings.runtime.onnxruntime.as_deref()).map_err(DaemonError::Models)?;
     tracing::info!(path = %rt_info.path.display(), version = %rt_info.version, "ONNX Runtime loaded");
     let models = models::load_validated(&settings)?;
     let resume = Dispatcher::recover(&settings, &ledger)?;
@@ -125,7 +139,14 @@ pub fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(), Dae
             what: "the async runtime",
             source,
         })?;
-    let result = rt.block_on(run(settings, config_file, ledger, models, resume, rt_info.version));
+    let result = rt.block_on(run(
+        settings,
+        config_file,
+        ledger,
+        models,
+        resume,
+        rt_info.version,
+    ));
     // A job still on the worker after the shutdown deadline must not hold the exit up.
     rt.shutdown_timeout(Duration::from_secs(1));
     result
@@ -143,7 +164,10 @@ async fn run(
     let health = Arc::new(Health::default());
     metrics.set(
         "s2edge_build_info",
-        &[("version", env!("CARGO_PKG_VERSION")), ("onnxruntime", &ort_version)],
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("onnxruntime", &ort_version),
+        ],
         1.0,
     );
     let max_in_flight = settings.service.max_in_flight;

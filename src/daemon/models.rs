@@ -27,8 +27,8 @@ use super::worker::error_chain;
 pub fn load_validated(settings: &Settings) -> Result<ModelSet, DaemonError> {
     let selection = settings.model_selection()?;
     let registry = Registry::new(&settings.paths.models);
-    let mut set =
-        ModelSet::load(&registry, &selection, &settings.runtime.provider_options()).map_err(DaemonError::Models)?;
+    let mut set = ModelSet::load(&registry, &selection, &settings.runtime.provider_options())
+        .map_err(DaemonError::Models)?;
     for m in set.iter_mut() {
         let t = m.smoke_test().map_err(DaemonError::Models)?;
         tracing::info!(model = %m.label(), ms = t.as_secs_f64() * 1e3, "test inference passed");
@@ -76,7 +76,10 @@ impl ModelWatch {
             ("superres_6x", &selection.superres_6x),
         ] {
             let Some(r) = r else { continue };
-            let current = in_use.iter().find(|m| m.role == role).map(|m| m.model.clone());
+            let current = in_use
+                .iter()
+                .find(|m| m.role == role)
+                .map(|m| m.model.clone());
             let versions = match registry.versions(&r.name) {
                 Ok(v) => v,
                 Err(e) => {
@@ -94,7 +97,8 @@ impl ModelWatch {
                     for s in &res.skipped {
                         let label = format!("{}@{}", r.name, s.version);
                         if self.reported.insert(label.clone()) {
-                            out.refused.push(format!("{label}: {}", error_chain(&s.error)));
+                            out.refused
+                                .push(format!("{label}: {}", error_chain(&s.error)));
                         }
                     }
                     if current.as_deref() != Some(res.spec.label().as_str()) {

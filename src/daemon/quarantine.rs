@@ -49,7 +49,13 @@ impl Reason {
 ///
 /// # Errors
 /// The I/O error of creating the directory, moving the input or writing the reason.
-pub fn quarantine(root: &Path, id: &str, input: &Path, marker: Option<&Path>, reason: &Reason) -> io::Result<PathBuf> {
+pub fn quarantine(
+    root: &Path,
+    id: &str,
+    input: &Path,
+    marker: Option<&Path>,
+    reason: &Reason,
+) -> io::Result<PathBuf> {
     std::fs::create_dir_all(root)?;
     let dir = root.join(id);
     if dir.exists() {
@@ -89,8 +95,15 @@ pub fn restore(root: &Path, id: &str, ingest: &Path, make_marker: bool) -> io::R
             input = Some(dir.join(&name));
         }
     }
-    let input = input.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no input in {}", dir.display())))?;
-    let name = input.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let input = input.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no input in {}", dir.display()),
+        )
+    })?;
+    let name = input
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let dst = ingest.join(name);
     // The input first, its marker after: a daemon must never see a marker whose input
     // is still arriving.
@@ -112,7 +125,11 @@ mod tests {
     #[test]
     fn quarantine_and_restore_round_trip() {
         let d = tempfile::tempdir().unwrap();
-        let (work, q, ingest) = (d.path().join("work"), d.path().join("q"), d.path().join("in"));
+        let (work, q, ingest) = (
+            d.path().join("work"),
+            d.path().join("q"),
+            d.path().join("in"),
+        );
         std::fs::create_dir_all(work.join("g")).unwrap();
         std::fs::create_dir_all(&ingest).unwrap();
         std::fs::write(work.join("g/B01.tif"), b"garbage").unwrap();
@@ -123,10 +140,20 @@ mod tests {
             at: Utc::now(),
             source: ingest.join("g"),
         };
-        let dir = quarantine(&q, "g", &work.join("g"), Some(&work.join("g.ready")), &reason).unwrap();
+        let dir = quarantine(
+            &q,
+            "g",
+            &work.join("g"),
+            Some(&work.join("g.ready")),
+            &reason,
+        )
+        .unwrap();
         assert!(dir.join("g/B01.tif").is_file() && dir.join("g.ready").is_file());
         let text = std::fs::read_to_string(dir.join(REASON_FILE)).unwrap();
-        assert!(text.contains("not a TIFF") && text.contains("attempts: 1"), "{text}");
+        assert!(
+            text.contains("not a TIFF") && text.contains("attempts: 1"),
+            "{text}"
+        );
         assert!(!work.join("g").exists());
         // A second quarantine of the same id keeps the first.
         std::fs::create_dir_all(work.join("g")).unwrap();

@@ -114,7 +114,9 @@ impl Dispatcher {
             match ledger.get(id.as_str())? {
                 Some(row) if row.state == GranuleState::Done => {
                     tracing::info!(granule = %id, "input of a done granule left in work; disposing of it");
-                    if let Err(e) = dispose(&claimed, settings.ingest.after, &settings.paths.archive) {
+                    if let Err(e) =
+                        dispose(&claimed, settings.ingest.after, &settings.paths.archive)
+                    {
                         tracing::warn!(granule = %id, error = %e, "could not dispose of the input");
                     }
                 }
@@ -129,7 +131,11 @@ impl Dispatcher {
     }
 
     /// Runs until a shutdown signal; returns when the dispatcher stops taking work.
-    pub async fn run(&mut self, mut pokes: mpsc::Receiver<()>, mut signals: mpsc::Receiver<Signal>) {
+    pub async fn run(
+        &mut self,
+        mut pokes: mpsc::Receiver<()>,
+        mut signals: mpsc::Receiver<Signal>,
+    ) {
         let mut pokes_open = true;
         loop {
             self.round().await;
@@ -151,7 +157,12 @@ impl Dispatcher {
         max.saturating_sub(self.slots.available_permits())
     }
 
-    fn start_job(&self, id: GranuleId, claimed: Claimed, permit: tokio::sync::OwnedSemaphorePermit) {
+    fn start_job(
+        &self,
+        id: GranuleId,
+        claimed: Claimed,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let ctx = self.ctx.clone();
         let drain = self.drain.clone();
         tokio::spawn(job::run(ctx, id, claimed, permit, drain));
@@ -161,13 +172,28 @@ impl Dispatcher {
     async fn round(&mut self) {
         let settings = self.ctx.settings();
         while !self.resume.is_empty() {
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else { break };
-            let Some(claimed) = self.resume.pop_front() else { break };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(claimed) = self.resume.pop_front() else {
+                break;
+            };
             match GranuleId::from_path(&claimed.input) {
                 Ok(id) => self.start_job(id, claimed, permit),
                 Err(e) => {
-                    let name = claimed.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    let r = quarantine_blocking(&self.ctx.ledger, settings.paths.quarantine.clone(), name, claimed, e.to_string(), 0);
+                    let name = claimed
+                        .input
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let r = quarantine_blocking(
+                        &self.ctx.ledger,
+                        settings.paths.quarantine.clone(),
+                        name,
+                        claimed,
+                        e.to_string(),
+                        0,
+                    );
                     if let Err(e) = r.await {
                         tracing::error!(error = %e, "quarantine failed");
                     }
@@ -175,7 +201,11 @@ impl Dispatcher {
             }
         }
         let tracker = self.tracker.clone();
-        let (dir, r, now) = (settings.paths.ingest.clone(), rules(&settings), Instant::now());
+        let (dir, r, now) = (
+            settings.paths.ingest.clone(),
+            rules(&settings),
+            Instant::now(),
+        );
         let verdicts = match blocking(move || {
             let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
             scan(&dir, &mut t, &r, now)
@@ -187,7 +217,11 @@ impl Dispatcher {
                 v
             }
             Ok(Err(e)) => {
-                self.ctx.health.raise("ingest", Status::Failing, format!("{}: {e}", settings.paths.ingest.display()));
+                self.ctx.health.raise(
+                    "ingest",
+                    Status::Failing,
+                    format!("{}: {e}", settings.paths.ingest.display()),
+                );
                 return;
             }
             Err(e) => {
@@ -198,7 +232,9 @@ impl Dispatcher {
         let mut waiting = 0usize;
         for (cand, verdict) in verdicts {
             match verdict {
-                Verdict::Wait(why) => tracing::debug!(entry = %cand.path.display(), %why, "not complete yet"),
+                Verdict::Wait(why) => {
+                    tracing::debug!(entry = %cand.path.display(), %why, "not complete yet")
+                }
                 Verdict::Ready { ready_at } => {
                     let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                         waiting += 1;
@@ -212,15 +248,21 @@ impl Dispatcher {
                         Ok(Taken::Duplicate(id)) => {
                             self.forget(&cand);
                             tracing::info!(granule = %id, "duplicate delivery of a done granule (same models); not reprocessed");
-                            self.ctx.metrics.inc("s2edge_granules_total", &[("outcome", "duplicate")]);
+                            self.ctx
+                                .metrics
+                                .inc("s2edge_granules_total", &[("outcome", "duplicate")]);
                         }
                         Ok(Taken::Quarantined(id)) => {
                             self.forget(&cand);
-                            self.ctx.metrics.inc("s2edge_granules_total", &[("outcome", "quarantined")]);
+                            self.ctx
+                                .metrics
+                                .inc("s2edge_granules_total", &[("outcome", "quarantined")]);
                             tracing::error!(granule = %id, "quarantined: no usable granule id");
                         }
                         Ok(Taken::Skipped) => {}
-                        Err(e) => tracing::error!(entry = %cand.path.display(), error = %e, "claim failed"),
+                        Err(e) => {
+                            tracing::error!(entry = %cand.path.display(), error = %e, "claim failed")
+                        }
                     }
                 }
                 Verdict::Expired(why) => {
@@ -229,29 +271,44 @@ impl Dispatcher {
                     match blocking(move || claim(&c, &work)).await {
                         Ok(Ok(ClaimOutcome::Claimed(claimed))) => {
                             self.forget(&cand);
-                            let name = GranuleId::from_path(&cand.path).map(|i| i.to_string()).unwrap_or_else(|_| cand.name());
+                            let name = GranuleId::from_path(&cand.path)
+                                .map(|i| i.to_string())
+                                .unwrap_or_else(|_| cand.name());
                             tracing::error!(granule = %name, reason = %why, "quarantined: incomplete");
                             let q = settings.paths.quarantine.clone();
-                            if let Err(e) = quarantine_blocking(&self.ctx.ledger, q, name, claimed, why, 0).await {
+                            if let Err(e) =
+                                quarantine_blocking(&self.ctx.ledger, q, name, claimed, why, 0)
+                                    .await
+                            {
                                 tracing::error!(error = %e, "quarantine failed");
                             }
-                            self.ctx.metrics.inc("s2edge_granules_total", &[("outcome", "quarantined")]);
+                            self.ctx
+                                .metrics
+                                .inc("s2edge_granules_total", &[("outcome", "quarantined")]);
                         }
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::error!(entry = %cand.path.display(), error = %e, "claim failed"),
+                        Ok(Err(e)) => {
+                            tracing::error!(entry = %cand.path.display(), error = %e, "claim failed")
+                        }
                         Err(e) => tracing::error!(error = %e, "claim failed"),
                     }
                 }
             }
         }
-        self.ctx.metrics.set("s2edge_queue_depth", &[], waiting as f64);
+        self.ctx
+            .metrics
+            .set("s2edge_queue_depth", &[], waiting as f64);
         let in_flight = self.in_flight();
-        self.ctx.metrics.set("s2edge_in_flight", &[], in_flight as f64);
+        self.ctx
+            .metrics
+            .set("s2edge_in_flight", &[], in_flight as f64);
         self.ctx.health.set_in_flight(in_flight);
         let l = self.ctx.ledger.clone();
         if let Ok(Ok(counts)) = blocking(move || l.counts()).await {
             for (state, n) in counts {
-                self.ctx.metrics.set("s2edge_granules", &[("state", state.as_str())], n as f64);
+                self.ctx
+                    .metrics
+                    .set("s2edge_granules", &[("state", state.as_str())], n as f64);
             }
         }
         if in_flight == 0 {
@@ -260,7 +317,10 @@ impl Dispatcher {
     }
 
     fn forget(&self, c: &Candidate) {
-        self.tracker.lock().unwrap_or_else(|p| p.into_inner()).forget(&c.path);
+        self.tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(&c.path);
     }
 
     /// Claims `cand` and decides what it is: a job, a duplicate delivery, or a bad id.
@@ -320,21 +380,35 @@ impl Dispatcher {
         systemd::reloading();
         let old = self.ctx.settings();
         let file = self.config_file.clone();
-        let loaded = blocking(move || Settings::load(file.as_deref()).and_then(|s| s.validate().map(|_| s))).await;
+        let loaded =
+            blocking(move || Settings::load(file.as_deref()).and_then(|s| s.validate().map(|_| s)))
+                .await;
         match loaded {
             Ok(Ok(mut new)) => {
                 let json = |v: &crate::config::PathsConfig| serde_json::to_value(v).ok();
                 if json(&new.paths) != json(&old.paths) || new.http.listen != old.http.listen {
-                    tracing::warn!("[paths] and [http] changes need a restart; keeping the running ones");
+                    tracing::warn!(
+                        "[paths] and [http] changes need a restart; keeping the running ones"
+                    );
                     new.paths = old.paths.clone();
                     new.http = old.http.clone();
                 }
-                if new.service.max_in_flight != old.service.max_in_flight || new.runtime.onnxruntime != old.runtime.onnxruntime {
+                if new.service.max_in_flight != old.service.max_in_flight
+                    || new.runtime.onnxruntime != old.runtime.onnxruntime
+                {
                     tracing::warn!("max_in_flight and runtime.onnxruntime changes need a restart");
                     new.service.max_in_flight = old.service.max_in_flight;
                 }
                 let options = ProcessOptions::from_settings(&new);
-                if let Err(e) = self.ctx.worker.submit(Request::Configure { models: None, options }).await {
+                if let Err(e) = self
+                    .ctx
+                    .worker
+                    .submit(Request::Configure {
+                        models: None,
+                        options,
+                    })
+                    .await
+                {
                     tracing::error!(error = %e, "could not pass the new options to the worker");
                 }
                 self.ctx.health.clear("config");
@@ -343,7 +417,9 @@ impl Dispatcher {
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reload refused; keeping the running configuration");
-                self.ctx.health.raise("config", Status::Degraded, format!("reload refused: {e}"));
+                self.ctx
+                    .health
+                    .raise("config", Status::Degraded, format!("reload refused: {e}"));
             }
             Err(e) => tracing::error!(error = %e, "reload failed"),
         }
@@ -391,7 +467,8 @@ pub async fn watch_models(ctx: Ctx) {
         for r in &outcome.refused {
             tracing::error!(reason = %r, "model version refused; the models in use keep running");
             ctx.metrics.inc("s2edge_model_rejected_total", &[]);
-            ctx.health.raise("models", Status::Degraded, format!("refused {r}"));
+            ctx.health
+                .raise("models", Status::Degraded, format!("refused {r}"));
         }
         if !outcome.reload {
             continue;
@@ -417,7 +494,8 @@ pub async fn watch_models(ctx: Ctx) {
                 let why = super::worker::error_chain(&e);
                 tracing::error!(reason = %why, "new models refused; the models in use keep running");
                 ctx.metrics.inc("s2edge_model_rejected_total", &[]);
-                ctx.health.raise("models", Status::Degraded, format!("refused: {why}"));
+                ctx.health
+                    .raise("models", Status::Degraded, format!("refused: {why}"));
             }
             Err(e) => tracing::error!(error = %e, "model loading failed"),
         }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::granule::{GranuleId, GranuleSource};
-use crate::model::set::ModelSet;
 use crate::model::session::LoadedModel;
+use crate::model::set::ModelSet;
 use crate::pipeline::process::{process_granule, Models, ProcessOptions, ProcessReport, Progress};
 use crate::pipeline::{Infer, PipelineError};
 
@@ -78,7 +78,9 @@ impl WorkerHandle {
     pub async fn submit(&self, req: Request) -> Result<(), DaemonError> {
         match self.tx.try_send(req) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(DaemonError::WorkerGone("channel closed".into())),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(DaemonError::WorkerGone("channel closed".into()))
+            }
             Err(TrySendError::Full(req)) => {
                 let tx = self.tx.clone();
                 tokio::task::spawn_blocking(move || tx.send(req))
@@ -139,7 +141,12 @@ fn publish_models(set: &ModelSet, health: &Health, metrics: &Metrics) {
         let (name, version) = m.model.split_once('@').unwrap_or((&m.model, ""));
         metrics.set(
             "s2edge_model_info",
-            &[("role", &m.role), ("model", name), ("version", version), ("provider", &m.provider)],
+            &[
+                ("role", &m.role),
+                ("model", name),
+                ("version", version),
+                ("provider", &m.provider),
+            ],
             1.0,
         );
     }
@@ -199,7 +206,13 @@ pub fn spawn(
     Ok((WorkerHandle { tx }, thread))
 }
 
-fn run(rx: Receiver<Request>, mut models: ModelSet, mut options: ProcessOptions, health: Arc<Health>, metrics: Arc<Metrics>) {
+fn run(
+    rx: Receiver<Request>,
+    mut models: ModelSet,
+    mut options: ProcessOptions,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) {
     let period = systemd::watchdog_period();
     let idle_wake = period.unwrap_or(Duration::from_secs(3600));
     loop {
@@ -212,7 +225,10 @@ fn run(rx: Receiver<Request>, mut models: ModelSet, mut options: ProcessOptions,
             Err(RecvTimeoutError::Disconnected) => return,
         };
         match req {
-            Request::Configure { models: new, options: o } => {
+            Request::Configure {
+                models: new,
+                options: o,
+            } => {
                 options = o;
                 if let Some(new) = new {
                     models = *new;
