@@ -220,6 +220,12 @@ pub struct ServiceConfig {
     pub shutdown_timeout: Duration,
     /// Transient failures retried this many times before quarantine.
     pub retry_limit: u32,
+    /// The first retry waits this long; each further one twice as long.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// The longest wait between retries.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
     /// Command and arguments run after each publish, `{product}` replaced; no shell.
     pub on_publish: Vec<String>,
 }

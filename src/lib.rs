@@ -16,6 +16,7 @@
 //! | [`pipeline`] | the classify and superres stages, pure functions over rasters |
 //! | [`product`] | COG writer, GeoJSON labels, STAC Item, quicklook, atomic publish |
 //! | [`config`] | typed configuration: embedded defaults, file, environment |
+//! | [`daemon`] | the ingest daemon (tokio): watcher, claims, ledger, worker thread, metrics, systemd |
 //! | [`sample`] | a synthetic demo granule (`s2edge sample`) |
 //!
 //! Only the daemon knows tokio; everything listed here is synchronous so the trainer,
@@ -25,6 +26,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod daemon;
 pub mod granule;
 pub mod model;
 pub mod pipeline;

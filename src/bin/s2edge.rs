@@ -75,12 +75,32 @@ enum Command {
         /// Directory to write `<id>/` into.
         dir: PathBuf,
     },
-    /// Inspect and act on the daemon's ledger.
+    /// Inspect and act on the daemon's ledger (works without a running daemon).
     Ledger {
-        /// list, show, requeue or purge.
-        action: String,
-        /// Granule id for show / requeue / purge.
-        id: Option<String>,
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerAction {
+    /// Every granule as a table.
+    List,
+    /// One granule's row as JSON.
+    Show {
+        /// Granule id.
+        id: String,
+    },
+    /// Process a granule again: a quarantined input moves back into ingest, a done one
+    /// is marked for reprocessing.
+    Requeue {
+        /// Granule id.
+        id: String,
+    },
+    /// Delete a granule's row.
+    Purge {
+        /// Granule id.
+        id: String,
     },
 }
 
@@ -110,6 +130,12 @@ impl From<ConfigError> for Failure {
     }
 }
 
+impl From<s2edge::daemon::AdminError> for Failure {
+    fn from(e: s2edge::daemon::AdminError) -> Self {
+        Failure::Run(e.into())
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure::Run(e)
@@ -134,10 +160,7 @@ fn main() -> ExitCode {
             only,
             models,
         } => process(settings, &granule, &out, only, models),
-        Command::Serve => Err(Failure::Run(anyhow::anyhow!(
-            "`s2edge serve` is not implemented yet: the ingest daemon is open work (issue 5); \
-             use `s2edge process` per granule"
-        ))),
+        Command::Serve => serve(settings, cli.config.clone()),
         Command::Validate { models } => validate(settings, models),
         Command::Info { granule } => info(&granule),
         Command::Models { action, models } => match action {
@@ -145,9 +168,7 @@ fn main() -> ExitCode {
             ModelsAction::Verify => models_verify(settings, models),
         },
         Command::Sample { dir } => sample(&dir),
-        Command::Ledger { action, .. } => Err(Failure::Run(anyhow::anyhow!(
-            "`s2edge ledger {action}` is not implemented yet: the ledger comes with the daemon (issue 5)"
-        ))),
+        Command::Ledger { action } => ledger(&settings, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -313,6 +334,42 @@ impl Progress for Bars {
             b.finish();
         }
     }
+}
+
+fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), Failure> {
+    use s2edge::daemon::DaemonError;
+    match s2edge::daemon::serve(settings, config) {
+        Ok(()) => Ok(()),
+        Err(e @ (DaemonError::Config(_) | DaemonError::CrossDevice { .. } | DaemonError::Bind { .. })) => {
+            Err(Failure::Config(e.into()))
+        }
+        Err(e) => Err(Failure::Run(e.into())),
+    }
+}
+
+fn ledger(settings: &Settings, action: LedgerAction) -> Result<(), Failure> {
+    use s2edge::daemon::{admin, ledger::Ledger};
+    let state = &settings.paths.state;
+    let file = state.join(s2edge::daemon::ledger::LEDGER_FILE);
+    if !file.is_file() {
+        return Err(Failure::Run(anyhow::anyhow!(
+            "no ledger at {} (has `s2edge serve` run with this configuration?)",
+            file.display()
+        )));
+    }
+    let l = Ledger::open_file(&file).with_context(|| format!("opening {}", file.display()))?;
+    match action {
+        LedgerAction::List => admin::list(&l, &mut std::io::stdout().lock()).context("listing the ledger")?,
+        LedgerAction::Show { id } => println!("{}", admin::show(&l, &id)?),
+        LedgerAction::Requeue { id } => println!("{}", admin::requeue(settings, &l, &id)?),
+        LedgerAction::Purge { id } => {
+            if !admin::purge(&l, &id)? {
+                return Err(Failure::Run(anyhow::anyhow!("no granule {id} in the ledger")));
+            }
+            println!("{id}: purged");
+        }
+    }
+    Ok(())
 }
 
 fn info(granule: &Path) -> Result<(), Failure> {

@@ -1,0 +1,60 @@
+//! `/metrics` (Prometheus text exposition) and `/healthz` (JSON, HTTP 503 when failing)
+//! on `[http] listen`, loopback by default.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::health::{Health, Status};
+use super::metrics::Metrics;
+
+/// What the endpoints read.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The health state.
+    pub health: Arc<Health>,
+}
+
+async fn metrics(State(o): State<Observed>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        o.metrics.render(),
+    )
+}
+
+async fn healthz(State(o): State<Observed>) -> impl IntoResponse {
+    let report = o.health.report();
+    let code = if report.status == Status::Failing {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(report))
+}
+
+/// Serves both endpoints on `listener` until `shutdown` changes.
+pub async fn serve(listener: TcpListener, observed: Observed, mut shutdown: watch::Receiver<bool>) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(observed);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the HTTP endpoint stopped");
+    }
+}

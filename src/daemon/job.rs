@@ -1,0 +1,346 @@
+//! One claimed granule's life: attempts on the worker, retries with exponential
+//! backoff for transient errors, then `done` (input deleted or archived, `on_publish`
+//! run) or quarantine with the reason.
+//!
+//! Each job task holds a semaphore permit (the `max_in_flight` bound) and a clone of the
+//! drain sender, which it drops when it ends: the shutdown waits for those clones.
+//! A shutdown during a backoff abandons the wait; the input stays claimed in `work` and
+//! the next start resumes it. Ledger writes and file moves run on the blocking pool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
+
+use crate::config::Settings;
+use crate::granule::GranuleId;
+use crate::pipeline::process::ProcessReport;
+
+use super::claim::{dispose, Claimed};
+use super::error::DaemonError;
+use super::health::{Health, Status};
+use super::ledger::Ledger;
+use super::metrics::Metrics;
+use super::quarantine::{quarantine, Reason};
+use super::worker::{model_labels, Job, Request, WorkerHandle};
+use super::{blocking, systemd};
+
+/// What every job task shares.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The current configuration (replaced on SIGHUP).
+    pub settings: watch::Receiver<Arc<Settings>>,
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// The inference worker.
+    pub worker: WorkerHandle,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `/healthz`.
+    pub health: Arc<Health>,
+    /// Flips to `true` on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    /// Wakes the dispatcher when a slot frees up.
+    pub wake: Arc<Notify>,
+}
+
+impl Ctx {
+    /// The configuration now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.borrow().clone()
+    }
+}
+
+/// The wait before retry number `attempt` (1-based): `base · 2^(attempt−1)`, at most
+/// `max`.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+    base.saturating_mul(factor).min(max)
+}
+
+/// Sleeps `delay` unless a shutdown comes first; returns whether the full delay passed.
+pub async fn wait_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
+/// Runs one claimed granule to its end (or until a shutdown); see the module docs.
+pub async fn run(
+    ctx: Ctx,
+    id: GranuleId,
+    claimed: Claimed,
+    permit: OwnedSemaphorePermit,
+    drain: mpsc::Sender<()>,
+) {
+    let idstr = id.to_string();
+    if let Err(e) = run_inner(&ctx, &id, &claimed).await {
+        // The input stays claimed; the next start resumes it.
+        tracing::error!(granule = %idstr, error = %e, "job stopped");
+        ctx.health
+            .raise("jobs", Status::Failing, format!("{idstr}: {e}"));
+    }
+    drop(permit);
+    drop(drain);
+    ctx.wake.notify_one();
+}
+
+async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), DaemonError> {
+    let idstr = id.to_string();
+    let ledger = ctx.ledger.clone();
+    let row = {
+        let (l, i) = (ledger.clone(), idstr.clone());
+        blocking(move || l.get(&i)).await??
+    };
+    let ready_at = row.and_then(|r| r.ready_at);
+    let claimed_at = std::time::Instant::now();
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let settings = ctx.settings();
+        let attempt = {
+            let (l, i) = (ledger.clone(), idstr.clone());
+            blocking(move || l.start(&i)).await??
+        };
+        if let (1, Some(t)) = (attempt, ready_at) {
+            let latency = (Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3;
+            ctx.metrics
+                .observe("s2edge_ready_to_start_seconds", &[], latency);
+        }
+        let limit = settings.service.retry_limit + 1;
+        if attempt > limit {
+            let why = format!(
+                "gave up: {} attempts did not finish (the daemon stopped or crashed during each)",
+                attempt - 1
+            );
+            return to_quarantine(ctx, &settings, id, claimed, why, attempt - 1).await;
+        }
+        tracing::info!(granule = %idstr, attempt, "processing");
+        systemd::status(&format!("processing {idstr}"));
+        let (tx, rx) = oneshot::channel();
+        ctx.worker
+            .submit(Request::Process(Job {
+                id: id.clone(),
+                input: claimed.input.clone(),
+                out_dir: settings.paths.output.clone(),
+                reply: tx,
+            }))
+            .await?;
+        let result = rx
+            .await
+            .map_err(|_| DaemonError::WorkerGone("no reply to a job".into()))?;
+        match result {
+            Ok(report) => {
+                tracing::info!(
+                    granule = %idstr,
+                    product = %report.product.display(),
+                    seconds = claimed_at.elapsed().as_secs_f64(),
+                    "published"
+                );
+                ctx.metrics.observe(
+                    "s2edge_granule_seconds",
+                    &[],
+                    claimed_at.elapsed().as_secs_f64(),
+                );
+                return finish(ctx, &settings, id, claimed, report).await;
+            }
+            Err(f) if f.transient && attempt <= settings.service.retry_limit => {
+                let delay = backoff(
+                    attempt,
+                    settings.service.retry_backoff,
+                    settings.service.retry_backoff_max,
+                );
+                tracing::warn!(granule = %idstr, attempt, error = %f.message, retry_in = ?delay, "transient failure; will retry");
+                ctx.metrics
+                    .inc("s2edge_granules_total", &[("outcome", "retried")]);
+                let (l, i, m) = (ledger.clone(), idstr.clone(), f.message.clone());
+                blocking(move || l.failed(&i, &m)).await??;
+                if !wait_or_shutdown(delay, &mut shutdown).await {
+                    tracing::info!(granule = %idstr, "shutdown during backoff; it stays claimed");
+                    return Ok(());
+                }
+            }
+            Err(f) => {
+                let why = if f.transient {
+                    format!(
+                        "{} (transient, but {} retries are exhausted)",
+                        f.message, settings.service.retry_limit
+                    )
+                } else {
+                    f.message
+                };
+                return to_quarantine(ctx, &settings, id, claimed, why, attempt).await;
+            }
+        }
+    }
+}
+
+/// Records success: ledger, metrics, input disposal, `on_publish`.
+async fn finish(
+    ctx: &Ctx,
+    settings: &Settings,
+    id: &GranuleId,
+    claimed: &Claimed,
+    report: ProcessReport,
+) -> Result<(), DaemonError> {
+    let m = &ctx.metrics;
+    for (stage, secs) in &report.timings {
+        m.observe("s2edge_stage_seconds", &[("stage", stage)], *secs);
+    }
+    for (status, n) in &report.patches {
+        m.add("s2edge_patches_total", &[("status", status)], *n as f64);
+    }
+    m.add(
+        "s2edge_superres_pixels_total",
+        &[],
+        report.superres_pixels as f64,
+    );
+    m.inc("s2edge_granules_total", &[("outcome", "done")]);
+    let mut models = report.models.clone();
+    models.sort();
+    // The ledger's copy of the versions is what re-delivery compares with the models
+    // in use; prefer the worker's labels when the report lists none (no stage ran).
+    if models.is_empty() {
+        models = model_labels(&ctx.health.models());
+    }
+    let (l, i, p) = (ctx.ledger.clone(), id.to_string(), report.product.clone());
+    blocking(move || l.done(&i, &p, &models)).await??;
+    let (c, after, archive) = (
+        claimed.clone(),
+        settings.ingest.after,
+        settings.paths.archive.clone(),
+    );
+    if let Err(e) = blocking(move || dispose(&c, after, &archive)).await? {
+        // The product is safe; the input lingers in work and is disposed at the next start.
+        tracing::warn!(granule = %id, error = %e, "could not dispose of the input");
+    }
+    run_on_publish(ctx, &settings.service.on_publish, &report.product).await;
+    systemd::status("idle");
+    Ok(())
+}
+
+/// Runs `[service] on_publish` (no shell); a failure is logged and counted, the product
+/// stays published.
+async fn run_on_publish(ctx: &Ctx, command: &[String], product: &std::path::Path) {
+    let Some((prog, args)) = command.split_first() else {
+        return;
+    };
+    let product = product.display().to_string();
+    let prog = prog.replace("{product}", &product);
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{product}", &product))
+        .collect();
+    let shown = format!("{prog} {}", args.join(" "));
+    let result = blocking(move || std::process::Command::new(&prog).args(&args).status()).await;
+    let failure = match result {
+        Ok(Ok(s)) if s.success() => None,
+        Ok(Ok(s)) => Some(format!("exited with {s}")),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    match failure {
+        None => ctx.health.clear("on_publish"),
+        Some(why) => {
+            tracing::warn!(command = %shown, error = %why, "on_publish failed; the product is published regardless");
+            ctx.metrics.inc("s2edge_on_publish_failures_total", &[]);
+            ctx.health
+                .raise("on_publish", Status::Degraded, format!("`{shown}` {why}"));
+        }
+    }
+}
+
+/// Moves a claimed input to quarantine and records it.
+pub async fn to_quarantine(
+    ctx: &Ctx,
+    settings: &Settings,
+    id: &GranuleId,
+    claimed: &Claimed,
+    why: String,
+    attempts: u32,
+) -> Result<(), DaemonError> {
+    tracing::error!(granule = %id, attempts, reason = %why, "quarantined");
+    quarantine_blocking(
+        &ctx.ledger,
+        settings.paths.quarantine.clone(),
+        id.to_string(),
+        claimed.clone(),
+        why,
+        attempts,
+    )
+    .await?;
+    ctx.metrics
+        .inc("s2edge_granules_total", &[("outcome", "quarantined")]);
+    systemd::status("idle");
+    Ok(())
+}
+
+/// Quarantines `claimed` under `name` and records it in the ledger (blocking pool).
+///
+/// # Errors
+/// [`DaemonError::Io`] when the move fails (the input then stays in `work`), or a
+/// ledger error.
+pub async fn quarantine_blocking(
+    ledger: &Arc<Ledger>,
+    root: PathBuf,
+    name: String,
+    claimed: Claimed,
+    why: String,
+    attempts: u32,
+) -> Result<(), DaemonError> {
+    let ledger = ledger.clone();
+    blocking(move || {
+        let reason = Reason {
+            error: why.clone(),
+            attempts,
+            at: Utc::now(),
+            source: claimed.source.clone(),
+        };
+        quarantine(
+            &root,
+            &name,
+            &claimed.input,
+            claimed.marker.as_deref(),
+            &reason,
+        )
+        .map_err(|e| DaemonError::io(&claimed.input, e))?;
+        ledger.quarantined(&name, &claimed.source, &why)?;
+        Ok(())
+    })
+    .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (b, m) = (Duration::from_secs(30), Duration::from_secs(600));
+        let got: Vec<u64> = (1..=7).map(|a| backoff(a, b, m).as_secs()).collect();
+        assert_eq!(got, vec![30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(backoff(200, b, m), m);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_wait_runs_its_full_delay_unless_shut_down() {
+        let (tx, mut rx) = watch::channel(false);
+        let start = tokio::time::Instant::now();
+        let delay = backoff(3, Duration::from_secs(30), Duration::from_secs(600));
+        assert!(wait_or_shutdown(delay, &mut rx).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(120));
+        // A shutdown 10 s into the next wait ends it there.
+        let start = tokio::time::Instant::now();
+        let waiter =
+            tokio::spawn(async move { wait_or_shutdown(Duration::from_secs(240), &mut rx).await });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.send(true).unwrap();
+        assert!(!waiter.await.unwrap());
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+}

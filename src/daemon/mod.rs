@@ -1,0 +1,253 @@
+//! The ingest daemon (`s2edge serve`): the only module that knows tokio.
+//!
+//! Granules dropped into `[paths] ingest` are noticed (inotify plus a periodic rescan),
+//! taken only once complete by the readiness rule, claimed by an atomic rename into
+//! `[paths] work`, processed by the inference worker thread, published atomically, and
+//! recorded in a SQLite ledger so that a restart resumes exactly where it stopped.
+//!
+//! # Layout
+//!
+//! | module | role |
+//! | --- | --- |
+//! | [`ingest`] | readiness rules (marker, manifest, quiet, zip check) and the inotify watcher |
+//! | [`claim`] | the claim rename (the arbiter between instances) and input disposal |
+//! | [`ledger`] | the SQLite ledger (sync; used from `spawn_blocking` and by the CLI) |
+//! | [`service`] | the dispatcher loop, SIGHUP reloads, the model watcher task |
+//! | [`job`] | one granule's attempts, retries with backoff, success or quarantine |
+//! | [`worker`] | the OS thread that owns the models and runs the pipeline |
+//! | [`models`] | model hot swap: validation before swapping in |
+//! | [`quarantine`] | moving bad inputs aside with a `reason.txt`, and back |
+//! | [`admin`] | `s2edge ledger list/show/requeue/purge` |
+//! | [`http`], [`metrics`], [`health`] | `/metrics` and `/healthz` |
+//! | [`signals`], [`systemd`] | SIGTERM/SIGHUP, sd_notify |
+//! | [`error`] | `DaemonError`, `LedgerError`, `AdminError` |
+//!
+//! Invariants: nothing CPU- or file-heavy runs on the async threads (the worker thread
+//! or `spawn_blocking` does it); every channel is bounded and at most `max_in_flight`
+//! granules are claimed, so a backlog waits on disk; a bad granule never stops the
+//! daemon.
+
+pub mod admin;
+pub mod claim;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod ingest;
+pub mod job;
+pub mod ledger;
+pub mod metrics;
+pub mod models;
+pub mod quarantine;
+pub mod service;
+pub mod signals;
+pub mod systemd;
+pub mod worker;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+pub use error::{AdminError, DaemonError, LedgerError};
+
+use crate::config::Settings;
+use crate::model::init_runtime;
+use crate::pipeline::process::ProcessOptions;
+use crate::product::publish::sweep_stale;
+
+use health::{Health, Status};
+use ledger::Ledger;
+use metrics::Metrics;
+use service::Dispatcher;
+
+/// How long systemd is asked to wait while models load (a TensorRT engine build can
+/// take minutes).
+const MODEL_LOAD_EXTENSION: Duration = Duration::from_secs(600);
+
+/// Runs `f` on the blocking pool.
+///
+/// # Errors
+/// [`DaemonError::Panicked`] when `f` panicked.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Panicked(e.to_string()))
+}
+
+/// Creates the daemon's directories and checks that claims can be renames.
+///
+/// # Errors
+/// [`DaemonError::Io`] for a directory that cannot be created;
+/// [`DaemonError::CrossDevice`] when `work` and `ingest` are on different file systems.
+pub fn prepare_dirs(settings: &Settings) -> Result<(), DaemonError> {
+    let p = &settings.paths;
+    for dir in [
+        &p.ingest,
+        &p.work,
+        &p.output,
+        &p.quarantine,
+        &p.archive,
+        &p.state,
+    ] {
+        std::fs::create_dir_all(dir).map_err(|e| DaemonError::io(dir, e))?;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dev = |d: &Path| {
+        std::fs::metadata(d)
+            .map(|m| m.dev())
+            .map_err(|e| DaemonError::io(d, e))
+    };
+    if dev(&p.ingest)? != dev(&p.work)? {
+        return Err(DaemonError::CrossDevice {
+            ingest: p.ingest.clone(),
+            work: p.work.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; `config_file` is reread on SIGHUP.
+///
+/// # Errors
+/// [`DaemonError`] when it cannot start (directories, ledger, models, HTTP bind) or
+/// the worker thread dies. A bad granule is never an error here.
+pub fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
+    prepare_dirs(&settings)?;
+    let ledger = Arc::new(Ledger::open_in(&settings.paths.state)?);
+    match sweep_stale(&settings.paths.output) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed staging directories left by a crash"),
+        Err(e) => tracing::warn!(error = %e, "could not sweep stale staging directories"),
+    }
+    systemd::status("loading models");
+    systemd::extend_timeout(MODEL_LOAD_EXTENSION);
+    let rt_info =
+        init_runtime(settings.runtime.onnxruntime.as_deref()).map_err(DaemonError::Models)?;
+    tracing::info!(path = %rt_info.path.display(), version = %rt_info.version, "ONNX Runtime loaded");
+    let models = models::load_validated(&settings)?;
+    let resume = Dispatcher::recover(&settings, &ledger)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("s2edge-async")
+        .build()
+        .map_err(|source| DaemonError::Start {
+            what: "the async runtime",
+            source,
+        })?;
+    let result = rt.block_on(run(
+        settings,
+        config_file,
+        ledger,
+        models,
+        resume,
+        rt_info.version,
+    ));
+    // A job still on the worker after the shutdown deadline must not hold the exit up.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run(
+    settings: Settings,
+    config_file: Option<PathBuf>,
+    ledger: Arc<Ledger>,
+    models: crate::model::set::ModelSet,
+    resume: VecDeque<claim::Claimed>,
+    ort_version: String,
+) -> Result<(), DaemonError> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    metrics.set(
+        "s2edge_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("onnxruntime", &ort_version),
+        ],
+        1.0,
+    );
+    let max_in_flight = settings.service.max_in_flight;
+    let (worker, _thread) = worker::spawn(
+        models,
+        ProcessOptions::from_settings(&settings),
+        max_in_flight + 2,
+        health.clone(),
+        metrics.clone(),
+    )?;
+
+    let listener = tokio::net::TcpListener::bind(settings.http.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: settings.http.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: settings.http.listen,
+        source,
+    })?;
+    tracing::info!(listen = %bound, "serving /metrics and /healthz");
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let observed = http::Observed {
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let http_task = tokio::spawn(http::serve(listener, observed, shutdown_rx.clone()));
+
+    let (sig_tx, sig_rx) = mpsc::channel(4);
+    signals::spawn(sig_tx).map_err(|source| DaemonError::Start {
+        what: "the signal handlers",
+        source,
+    })?;
+    let (poke_tx, poke_rx) = mpsc::channel(1);
+    let _watcher = match ingest::spawn_watcher(&settings.paths.ingest, poke_tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "inotify unavailable; relying on the periodic rescan");
+            health.raise("inotify", Status::Degraded, e.to_string());
+            None
+        }
+    };
+
+    let (settings_tx, settings_rx) = watch::channel(Arc::new(settings.clone()));
+    let ctx = job::Ctx {
+        settings: settings_rx,
+        ledger,
+        worker,
+        metrics,
+        health: health.clone(),
+        shutdown: shutdown_rx,
+        wake: Arc::new(Notify::new()),
+    };
+    let model_task = tokio::spawn(service::watch_models(ctx.clone()));
+    let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+    let mut dispatcher = Dispatcher {
+        ctx,
+        settings_tx,
+        config_file,
+        slots: Arc::new(Semaphore::new(max_in_flight)),
+        drain: drain_tx,
+        tracker: Arc::new(Mutex::new(ingest::Tracker::default())),
+        resume,
+    };
+    systemd::ready("ready");
+    tracing::info!(ingest = %settings.paths.ingest.display(), "ready");
+    dispatcher.run(poke_rx, sig_rx).await;
+
+    // Drain: no new claims; running granules get `shutdown_timeout` to finish.
+    tracing::info!(timeout = ?settings.service.shutdown_timeout, "shutting down: draining");
+    systemd::stopping();
+    health.set_draining();
+    let _ = shutdown_tx.send(true);
+    drop(dispatcher);
+    match tokio::time::timeout(settings.service.shutdown_timeout, drain_rx.recv()).await {
+        Ok(_) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!("shutdown_timeout passed; unfinished granules stay claimed and resume at the next start"),
+    }
+    model_task.abort();
+    let _ = http_task.await;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Model hot swap: the models directory is polled (on the rescan interval, and at once
+//! after a SIGHUP); a new complete version of a selected model is loaded and validated
+//! off the worker (sha256 and graph I/O by [`ModelSet::load`], then one test inference
+//! per model) and only then swapped in, between granules.
+//!
+//! A version that fails any check is refused: logged, counted and reported on
+//! `/healthz` as degraded, while the models in use keep running. A poll only resolves a
+//! model again when its list of complete versions changed, so a refused version is not
+//! retried (nor its sha256 recomputed) on every poll.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::Settings;
+use crate::model::registry::Registry;
+use crate::model::set::ModelSet;
+
+use super::error::DaemonError;
+
+use super::health::ModelInUse;
+use super::worker::error_chain;
+
+/// Loads the configured models and runs one test inference on each.
+///
+/// # Errors
+/// [`DaemonError::Config`] for a model reference that does not parse;
+/// [`DaemonError::Models`] for the first model that fails to resolve, load or run.
+pub fn load_validated(settings: &Settings) -> Result<ModelSet, DaemonError> {
+    let selection = settings.model_selection()?;
+    let registry = Registry::new(&settings.paths.models);
+    let mut set = ModelSet::load(&registry, &selection, &settings.runtime.provider_options())
+        .map_err(DaemonError::Models)?;
+    for m in set.iter_mut() {
+        let t = m.smoke_test().map_err(DaemonError::Models)?;
+        tracing::info!(model = %m.label(), ms = t.as_secs_f64() * 1e3, "test inference passed");
+    }
+    Ok(set)
+}
+
+/// What one poll found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// Versions refused, as `name@version: reason` (each reported once).
+    pub refused: Vec<String>,
+    /// A selected model now resolves to a version other than the one in use.
+    pub reload: bool,
+}
+
+/// Memory between polls; see the module docs.
+#[derive(Debug, Default)]
+pub struct ModelWatch {
+    versions: BTreeMap<String, Vec<u32>>,
+    reported: BTreeSet<String>,
+}
+
+impl ModelWatch {
+    /// Forgets what earlier polls saw, so the next one resolves every model again (after
+    /// a configuration reload).
+    pub fn reset(&mut self) {
+        self.versions.clear();
+    }
+
+    /// Looks for new versions of the models `settings` selects (blocking file I/O).
+    pub fn poll(&mut self, settings: &Settings, in_use: &[ModelInUse]) -> PollOutcome {
+        let mut out = PollOutcome::default();
+        let selection = match settings.model_selection() {
+            Ok(s) => s,
+            Err(e) => {
+                out.refused.push(e.to_string());
+                return out;
+            }
+        };
+        let registry = Registry::new(&settings.paths.models);
+        for (role, r) in [
+            ("classifier", &selection.classifier),
+            ("superres_2x", &selection.superres_2x),
+            ("superres_6x", &selection.superres_6x),
+        ] {
+            let Some(r) = r else { continue };
+            let current = in_use
+                .iter()
+                .find(|m| m.role == role)
+                .map(|m| m.model.clone());
+            let versions = match registry.versions(&r.name) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.refused.push(format!("{r}: {}", error_chain(&e)));
+                    continue;
+                }
+            };
+            let changed = self.versions.get(&r.name) != Some(&versions);
+            self.versions.insert(r.name.clone(), versions);
+            if !changed && current.is_some() {
+                continue;
+            }
+            match registry.resolve(r) {
+                Ok(res) => {
+                    for s in &res.skipped {
+                        let label = format!("{}@{}", r.name, s.version);
+                        if self.reported.insert(label.clone()) {
+                            out.refused
+                                .push(format!("{label}: {}", error_chain(&s.error)));
+                        }
+                    }
+                    if current.as_deref() != Some(res.spec.label().as_str()) {
+                        out.reload = true;
+                    }
+                }
+                Err(e) => out.refused.push(format!("{r}: {}", error_chain(&e))),
+            }
+        }
+        out
+    }
+}

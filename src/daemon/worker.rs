@@ -1,0 +1,278 @@
+//! The inference worker: a dedicated OS thread that owns the [`ModelSet`] (and so every
+//! ONNX Runtime session) and runs [`process_granule`] for jobs arriving on a bounded
+//! channel. Reading, inference and product writing all happen here, never on the async
+//! threads.
+//!
+//! Model swaps arrive on the same channel as jobs, so a swap happens between granules,
+//! never during one. A panic inside the pipeline is caught and reported as a permanent
+//! failure of that granule; the thread carries on. While idle the thread wakes every
+//! watchdog half-period to ping systemd, so `WatchdogSec` proves this loop is alive;
+//! while busy, the pipeline's per-batch progress callback pings it.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::granule::{GranuleId, GranuleSource};
+use crate::model::session::LoadedModel;
+use crate::model::set::ModelSet;
+use crate::pipeline::process::{process_granule, Models, ProcessOptions, ProcessReport, Progress};
+use crate::pipeline::{Infer, PipelineError};
+
+use super::error::DaemonError;
+use super::health::{Health, ModelInUse};
+use super::metrics::Metrics;
+use super::systemd;
+
+/// Why a job failed.
+#[derive(Debug, Clone)]
+pub struct JobFailure {
+    /// Whether a retry may succeed.
+    pub transient: bool,
+    /// The error with its chain.
+    pub message: String,
+}
+
+/// One granule to process.
+#[derive(Debug)]
+pub struct Job {
+    /// Its id.
+    pub id: GranuleId,
+    /// The claimed input in `work`.
+    pub input: PathBuf,
+    /// `[paths] output`.
+    pub out_dir: PathBuf,
+    /// Where the result goes.
+    pub reply: oneshot::Sender<Result<ProcessReport, JobFailure>>,
+}
+
+/// A message to the worker.
+#[derive(Debug)]
+pub enum Request {
+    /// Process a granule.
+    Process(Job),
+    /// Swap in new models and/or options (between granules).
+    Configure {
+        /// New models; `None` keeps the current ones.
+        models: Option<Box<ModelSet>>,
+        /// The options from now on.
+        options: ProcessOptions,
+    },
+}
+
+/// The sending side; cloneable.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    tx: SyncSender<Request>,
+}
+
+impl WorkerHandle {
+    /// Sends `req`, waiting (off the async threads) when the channel is full.
+    ///
+    /// # Errors
+    /// [`DaemonError::WorkerGone`] when the worker thread has exited.
+    pub async fn submit(&self, req: Request) -> Result<(), DaemonError> {
+        match self.tx.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(DaemonError::WorkerGone("channel closed".into()))
+            }
+            Err(TrySendError::Full(req)) => {
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(req))
+                    .await
+                    .map_err(|e| DaemonError::WorkerGone(e.to_string()))?
+                    .map_err(|_| DaemonError::WorkerGone("channel closed".into()))
+            }
+        }
+    }
+}
+
+/// The error and its causes, joined with `: `.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The models of `set` as `/healthz` and the metrics show them.
+pub fn models_in_use(set: &ModelSet) -> Vec<ModelInUse> {
+    let roles: [(&str, &Option<LoadedModel>); 3] = [
+        ("classifier", &set.classifier),
+        ("superres_2x", &set.superres_2x),
+        ("superres_6x", &set.superres_6x),
+    ];
+    roles
+        .into_iter()
+        .filter_map(|(role, m)| {
+            m.as_ref().map(|m| ModelInUse {
+                role: role.to_string(),
+                model: m.label(),
+                provider: m.provider.to_string(),
+                sha256: m.sha256.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Model versions (`name@version`), sorted: what the ledger compares for re-delivery.
+pub fn model_labels(models: &[ModelInUse]) -> Vec<String> {
+    let mut v: Vec<String> = models.iter().map(|m| m.model.clone()).collect();
+    v.sort();
+    v
+}
+
+fn publish_models(set: &ModelSet, health: &Health, metrics: &Metrics) {
+    let models = models_in_use(set);
+    metrics.clear("s2edge_model_info");
+    for m in &models {
+        let (name, version) = m.model.split_once('@').unwrap_or((&m.model, ""));
+        metrics.set(
+            "s2edge_model_info",
+            &[
+                ("role", &m.role),
+                ("model", name),
+                ("version", version),
+                ("provider", &m.provider),
+            ],
+            1.0,
+        );
+    }
+    health.set_models(models);
+}
+
+/// Pings the watchdog at most once per period from the pipeline's progress callbacks.
+struct WatchdogProgress {
+    period: Option<Duration>,
+    last: Instant,
+}
+
+impl WatchdogProgress {
+    fn tick(&mut self) {
+        if let Some(p) = self.period {
+            if self.last.elapsed() >= p {
+                systemd::watchdog();
+                self.last = Instant::now();
+            }
+        }
+    }
+}
+
+impl Progress for WatchdogProgress {
+    fn start(&mut self, stage: &str, total: usize) {
+        tracing::debug!(stage, total, "stage started");
+        self.tick();
+    }
+    fn update(&mut self, _done: usize) {
+        self.tick();
+    }
+    fn finish(&mut self) {
+        self.tick();
+    }
+}
+
+/// Starts the worker thread owning `models`; `capacity` bounds the channel.
+///
+/// # Errors
+/// [`DaemonError::Start`] when the thread cannot be spawned.
+pub fn spawn(
+    models: ModelSet,
+    options: ProcessOptions,
+    capacity: usize,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) -> Result<(WorkerHandle, std::thread::JoinHandle<()>), DaemonError> {
+    let (tx, rx) = sync_channel(capacity.max(1));
+    publish_models(&models, &health, &metrics);
+    let thread = std::thread::Builder::new()
+        .name("s2edge-worker".into())
+        .spawn(move || run(rx, models, options, health, metrics))
+        .map_err(|source| DaemonError::Start {
+            what: "the inference worker thread",
+            source,
+        })?;
+    Ok((WorkerHandle { tx }, thread))
+}
+
+fn run(
+    rx: Receiver<Request>,
+    mut models: ModelSet,
+    mut options: ProcessOptions,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) {
+    let period = systemd::watchdog_period();
+    let idle_wake = period.unwrap_or(Duration::from_secs(3600));
+    loop {
+        let req = match rx.recv_timeout(idle_wake) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                systemd::watchdog();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        match req {
+            Request::Configure {
+                models: new,
+                options: o,
+            } => {
+                options = o;
+                if let Some(new) = new {
+                    models = *new;
+                    publish_models(&models, &health, &metrics);
+                    tracing::info!(models = ?model_labels(&models_in_use(&models)), "models swapped in");
+                }
+            }
+            Request::Process(job) => {
+                let mut progress = WatchdogProgress {
+                    period,
+                    last: Instant::now(),
+                };
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let source = GranuleSource::open(&job.input).map_err(PipelineError::from)?;
+                    let mut m = Models {
+                        classifier: models.classifier.as_mut().map(|m| m as &mut dyn Infer),
+                        superres_2x: models.superres_2x.as_mut().map(|m| m as &mut dyn Infer),
+                        superres_6x: models.superres_6x.as_mut().map(|m| m as &mut dyn Infer),
+                    };
+                    process_granule(&source, &mut m, &options, &job.out_dir, &mut progress)
+                }));
+                let result = match result {
+                    Ok(Ok(report)) => Ok(report),
+                    Ok(Err(e)) => Err(JobFailure {
+                        transient: e.is_transient(),
+                        message: error_chain(&e),
+                    }),
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        tracing::error!(granule = %job.id, panic = %what, "the pipeline panicked");
+                        Err(JobFailure {
+                            transient: false,
+                            message: format!("internal error (panic): {what}"),
+                        })
+                    }
+                };
+                systemd::watchdog();
+                // The job's task may have given up (shutdown deadline): nothing to tell.
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
