@@ -340,9 +340,11 @@ fn serve(settings: Settings, config: Option<PathBuf>) -> Result<(), Failure> {
     use s2edge::daemon::DaemonError;
     match s2edge::daemon::serve(settings, config) {
         Ok(()) => Ok(()),
-        Err(e @ (DaemonError::Config(_) | DaemonError::CrossDevice { .. } | DaemonError::Bind { .. })) => {
-            Err(Failure::Config(e.into()))
-        }
+        Err(
+            e @ (DaemonError::Config(_)
+            | DaemonError::CrossDevice { .. }
+            | DaemonError::Bind { .. }),
+        ) => Err(Failure::Config(e.into())),
         Err(e) => Err(Failure::Run(e.into())),
     }
 }
@@ -359,12 +361,16 @@ fn ledger(settings: &Settings, action: LedgerAction) -> Result<(), Failure> {
     }
     let l = Ledger::open_file(&file).with_context(|| format!("opening {}", file.display()))?;
     match action {
-        LedgerAction::List => admin::list(&l, &mut std::io::stdout().lock()).context("listing the ledger")?,
+        LedgerAction::List => {
+            admin::list(&l, &mut std::io::stdout().lock()).context("listing the ledger")?
+        }
         LedgerAction::Show { id } => println!("{}", admin::show(&l, &id)?),
         LedgerAction::Requeue { id } => println!("{}", admin::requeue(settings, &l, &id)?),
         LedgerAction::Purge { id } => {
             if !admin::purge(&l, &id)? {
-                return Err(Failure::Run(anyhow::anyhow!("no granule {id} in the ledger")));
+                return Err(Failure::Run(anyhow::anyhow!(
+                    "no granule {id} in the ledger"
+                )));
             }
             println!("{id}: purged");
         }
