@@ -197,7 +197,13 @@ fn main() -> Result<()> {
         let model = set.classifier.as_mut().context("no classifier loaded")?;
         // The bands `process_granule` reads for a classifier-only run.
         let mut bands = vec![Band::B02, Band::B03, Band::B04];
-        bands.extend(model.spec.inputs.iter().flat_map(|(_, i)| i.bands.iter().copied()));
+        bands.extend(
+            model
+                .spec
+                .inputs
+                .iter()
+                .flat_map(|(_, i)| i.bands.iter().copied()),
+        );
         bands.sort();
         bands.dedup();
         let t = Instant::now();
@@ -226,7 +232,10 @@ fn main() -> Result<()> {
             batch,
         };
         let px = scene.grid10.width * scene.grid10.height;
-        for model in [set.superres_2x.as_mut(), set.superres_6x.as_mut()].into_iter().flatten() {
+        for model in [set.superres_2x.as_mut(), set.superres_6x.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let label = model.label();
             let timing = time_stage(model, args.reps, &mut |m| {
                 superres(&scene, m, &id, tiling, &mut |_, _| {})?;

@@ -87,7 +87,8 @@ superres_6x = "tiny-dsen2-6x"
 TOML
 
 echo "# building s2edge" >&2
-(cd "$ROOT" && cargo build -q "${BUILD_FLAGS[@]}" --bin s2edge)
+# The same targets as bench_pipeline.sh, so that the two scripts share one build.
+(cd "$ROOT" && cargo build -q "${BUILD_FLAGS[@]}" --bin s2edge --example bench_infer)
 S2EDGE="$CARGO_TARGET_DIR/debug/s2edge"
 
 rm -rf "$WORK/out"
