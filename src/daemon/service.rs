@@ -449,6 +449,7 @@ pub async fn watch_models(ctx: Ctx) {
         }
         let settings = ctx.settings();
         let in_use = ctx.health.models();
+        let nothing_in_use = in_use.is_empty();
         let (s, w) = (settings.clone(), std::mem::take(&mut watch));
         let Ok((outcome, w)) = blocking(move || {
             let mut w = w;
@@ -460,17 +461,17 @@ pub async fn watch_models(ctx: Ctx) {
             return;
         };
         watch = w;
-        if first {
-            first = false;
-            continue;
-        }
+        let was_first = std::mem::replace(&mut first, false);
+        // A broken version already present at startup is reported like a later one: the
+        // operator must learn that the directory holds a version that will never run.
         for r in &outcome.refused {
             tracing::error!(reason = %r, "model version refused; the models in use keep running");
             ctx.metrics.inc("s2edge_model_rejected_total", &[]);
             ctx.health
                 .raise("models", Status::Degraded, format!("refused {r}"));
         }
-        if !outcome.reload {
+        // The first poll only reloads when a version appeared while the models loaded.
+        if !outcome.reload || (was_first && nothing_in_use) {
             continue;
         }
         systemd::status("loading new models");
