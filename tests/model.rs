@@ -20,24 +20,8 @@ use s2edge::model::{
 
 use crate::util;
 
-fn fixtures() -> PathBuf {
-    util::root().join("tests/fixtures/models")
-}
-
 fn shipped() -> PathBuf {
     util::root().join("models")
-}
-
-/// Loads ONNX Runtime with the default search; `false` (after printing SKIP) when absent.
-fn runtime(test: &str) -> bool {
-    match init_runtime(None) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIP {test}: ONNX Runtime unavailable: {e}");
-            false
-        }
-        Err(e) => panic!("{test}: ONNX Runtime is required in CI: {e}"),
-    }
 }
 
 fn cpu() -> ProviderOptions {
@@ -68,10 +52,10 @@ fn output<'a>(outs: &'a [(String, ArrayD<f32>)], name: &str) -> &'a ArrayD<f32> 
 
 #[test]
 fn tiny_dsen2_metadata_then_numbers_match_the_numpy_reference() {
-    if !runtime("tiny_dsen2_metadata_then_numbers_match_the_numpy_reference") {
+    if !util::runtime("tiny_dsen2_metadata_then_numbers_match_the_numpy_reference") {
         return;
     }
-    let dir = fixtures().join("tiny-dsen2-2x/1");
+    let dir = util::fixtures().join("tiny-dsen2-2x/1");
     let mut m = load(&dir, &cpu()).unwrap();
 
     // Metadata first: names, element types, dynamic batch and spatial dims.
@@ -179,11 +163,11 @@ fn tiny_dsen2_metadata_then_numbers_match_the_numpy_reference() {
 
 #[test]
 fn classifier_outputs_are_probabilities() {
-    if !runtime("classifier_outputs_are_probabilities") {
+    if !util::runtime("classifier_outputs_are_probabilities") {
         return;
     }
     for dir in [
-        fixtures().join("tiny-ben19/1"),
+        util::fixtures().join("tiny-ben19/1"),
         shipped().join("ben19-tiny/1"),
     ] {
         let mut m = load(&dir, &cpu()).unwrap();
@@ -217,7 +201,7 @@ fn classifier_outputs_are_probabilities() {
 
 #[test]
 fn shipped_superres_models_output_exactly_the_upsampled_input() {
-    if !runtime("shipped_superres_models_output_exactly_the_upsampled_input") {
+    if !util::runtime("shipped_superres_models_output_exactly_the_upsampled_input") {
         return;
     }
     for (name, target, radius, scale) in [
@@ -278,7 +262,7 @@ fn registry_lists_and_verifies_the_shipped_models() {
 
 #[test]
 fn wrong_sha256_is_refused_naming_both_digests() {
-    let dir = fixtures().join("broken-sha/1");
+    let dir = util::fixtures().join("broken-sha/1");
     let expected = s2edge::model::ModelSpec::load(&dir.join("model.toml"))
         .unwrap()
         .onnx_sha256;
@@ -289,7 +273,7 @@ fn wrong_sha256_is_refused_naming_both_digests() {
     let msg = e.to_string();
     assert!(msg.contains(&expected) && msg.contains(&actual), "{msg}");
     assert!(!e.is_transient());
-    let reg = Registry::new(fixtures());
+    let reg = Registry::new(util::fixtures());
     let e = reg.resolve(&"broken-sha".parse().unwrap()).unwrap_err();
     assert!(matches!(e, ModelError::ShaMismatch { .. }), "{e}");
     let row = reg
@@ -303,10 +287,10 @@ fn wrong_sha256_is_refused_naming_both_digests() {
 
 #[test]
 fn input_name_mismatch_is_refused_naming_the_input() {
-    if !runtime("input_name_mismatch_is_refused_naming_the_input") {
+    if !util::runtime("input_name_mismatch_is_refused_naming_the_input") {
         return;
     }
-    let e = load(&fixtures().join("broken-io/1"), &cpu()).unwrap_err();
+    let e = load(&util::fixtures().join("broken-io/1"), &cpu()).unwrap_err();
     assert!(matches!(e, ModelError::IoMismatch { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("\"x20m\""), "{msg}");
@@ -315,9 +299,11 @@ fn input_name_mismatch_is_refused_naming_the_input() {
 
 #[test]
 fn incomplete_version_is_invisible_and_pins_select() {
-    let reg = Registry::new(fixtures());
+    let reg = Registry::new(util::fixtures());
     // tiny-dsen2-2x/2 holds model.onnx but no model.toml: a half-copied version.
-    assert!(fixtures().join("tiny-dsen2-2x/2/model.onnx").is_file());
+    assert!(util::fixtures()
+        .join("tiny-dsen2-2x/2/model.onnx")
+        .is_file());
     assert_eq!(reg.versions("tiny-dsen2-2x").unwrap(), vec![1]);
     let r = reg.resolve(&"tiny-dsen2-2x".parse().unwrap()).unwrap();
     assert_eq!(r.spec.version, 1);
@@ -326,7 +312,7 @@ fn incomplete_version_is_invisible_and_pins_select() {
         "an incomplete version is not a skipped one"
     );
     let r = reg.resolve(&"tiny-dsen2-2x@1".parse().unwrap()).unwrap();
-    assert_eq!(r.dir, fixtures().join("tiny-dsen2-2x/1"));
+    assert_eq!(r.dir, util::fixtures().join("tiny-dsen2-2x/1"));
     let e = reg
         .resolve(&"tiny-dsen2-2x@2".parse().unwrap())
         .unwrap_err();
@@ -373,7 +359,7 @@ fn install(src: &Path, root: &Path, name: &str, version: u32) -> PathBuf {
 #[test]
 fn a_broken_higher_version_falls_back_with_a_report() {
     let t = util::tempdir();
-    let src = fixtures().join("tiny-dsen2-2x/1");
+    let src = util::fixtures().join("tiny-dsen2-2x/1");
     install(&src, t.path(), "sr", 1);
     let v3 = install(&src, t.path(), "sr", 3);
     // Corrupt version 3's graph after its manifest was written.
@@ -409,7 +395,7 @@ fn a_broken_higher_version_falls_back_with_a_report() {
 
 #[test]
 fn cuda_on_the_cpu_library_falls_back_with_its_reason() {
-    if !runtime("cuda_on_the_cpu_library_falls_back_with_its_reason") {
+    if !util::runtime("cuda_on_the_cpu_library_falls_back_with_its_reason") {
         return;
     }
     let info = s2edge::model::runtime_info().unwrap();
@@ -422,7 +408,7 @@ fn cuda_on_the_cpu_library_falls_back_with_its_reason() {
         );
         return;
     }
-    let dir = fixtures().join("tiny-dsen2-2x/1");
+    let dir = util::fixtures().join("tiny-dsen2-2x/1");
     let opts = ProviderOptions {
         order: vec![
             ExecutionProvider::TensorRt,
@@ -467,7 +453,7 @@ fn cuda_on_the_cpu_library_falls_back_with_its_reason() {
 
 #[test]
 fn runtime_reports_its_library_and_refuses_another() {
-    if !runtime("runtime_reports_its_library_and_refuses_another") {
+    if !util::runtime("runtime_reports_its_library_and_refuses_another") {
         return;
     }
     let info = init_runtime(None).unwrap();
@@ -501,10 +487,10 @@ fn bogus_configured_library_is_named() {
 
 #[test]
 fn worker_pool_answers_every_request_and_joins() {
-    if !runtime("worker_pool_answers_every_request_and_joins") {
+    if !util::runtime("worker_pool_answers_every_request_and_joins") {
         return;
     }
-    let dir = fixtures().join("tiny-dsen2-2x/1");
+    let dir = util::fixtures().join("tiny-dsen2-2x/1");
     let mut direct = load(&dir, &cpu()).unwrap();
     let loader_dir = dir.clone();
     let pool = InferencePool::spawn(2, move || load(&loader_dir, &cpu()), 2).unwrap();
@@ -533,7 +519,7 @@ fn worker_pool_answers_every_request_and_joins() {
 
 #[test]
 fn worker_pool_reports_load_failures_and_panics() {
-    let dir = fixtures().join("broken-sha/1");
+    let dir = util::fixtures().join("broken-sha/1");
     let e = InferencePool::spawn(2, move || load(&dir, &cpu()), 1)
         .err()
         .expect("a pool whose model is refused must not start");

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use s2edge::config::{ClassifyInput, EdgePatches};
 use s2edge::granule::{Band, CloudMask, GeoRef, GeoTransform, SATURATED_DN};
-use s2edge::model::{init_runtime, LoadedModel, ModelSpec, ProviderOptions};
+use s2edge::model::{LoadedModel, ModelSpec, ProviderOptions};
 use s2edge::pipeline::classify::{classify, Classification, ClassifyOptions, PatchStatus};
 use s2edge::pipeline::scene::Scene;
 use s2edge::pipeline::superres::{run_tiled, superres, SrTiling};
@@ -31,29 +31,13 @@ use crate::util;
 // Helpers
 // ---------------------------------------------------------------------------------
 
-fn fixtures() -> PathBuf {
-    util::root().join("tests/fixtures/models")
-}
-
-/// Loads ONNX Runtime with the default search; `false` (after printing SKIP) when absent.
-fn runtime(test: &str) -> bool {
-    match init_runtime(None) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIP {test}: ONNX Runtime unavailable: {e}");
-            false
-        }
-        Err(e) => panic!("{test}: ONNX Runtime is required in CI: {e}"),
-    }
-}
-
 /// A fixture model on one CPU thread (the machine is shared; results do not depend on it).
 fn load_fixture(name: &str) -> LoadedModel {
     let opts = ProviderOptions {
         intra_threads: 1,
         ..ProviderOptions::default()
     };
-    LoadedModel::load(&fixtures().join(name).join("1"), &opts).unwrap()
+    LoadedModel::load(&util::fixtures().join(name).join("1"), &opts).unwrap()
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -132,7 +116,7 @@ fn process_tiny(
         out.as_os_str(),
         OsStr::new("--models"),
     ];
-    let models = fixtures();
+    let models = util::fixtures();
     args.push(models.as_os_str());
     args.push(OsStr::new("--config"));
     args.push(config.as_os_str());
@@ -193,43 +177,6 @@ fn rio_validate(path: &Path, test: &str) {
         path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Map points of `epsg` to lon/lat with `gdaltransform` (OGC:CRS84: lon first).
-fn gdaltransform(epsg: u32, pts: &[(f64, f64)], test: &str) -> Option<Vec<(f64, f64)>> {
-    use std::io::Write;
-    let tool = util::tool("gdaltransform", test)?;
-    let mut child = Command::new(tool)
-        .args([
-            "-s_srs",
-            &format!("EPSG:{epsg}"),
-            "-t_srs",
-            "OGC:CRS84",
-            "-output_xy",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input: String = pts.iter().map(|(x, y)| format!("{x} {y}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    Some(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: Vec<f64> = l.split_whitespace().map(|s| s.parse().unwrap()).collect();
-                (v[0], v[1])
-            })
-            .collect(),
-    )
 }
 
 fn read_json(path: &Path) -> Value {
@@ -433,7 +380,7 @@ fn real_crop_end_to_end_products() {
     let Some(data) = util::shared_data(TEST) else {
         return;
     };
-    if !runtime(TEST) || util::tool("gdalinfo", TEST).is_none() {
+    if !util::runtime(TEST) || util::tool("gdalinfo", TEST).is_none() {
         return;
     }
     let crop = data.join("s2-crops/S2A_33UUB_20170527_0_L1C");
@@ -517,7 +464,7 @@ fn real_crop_end_to_end_products() {
         geotransform(&info),
         vec![300000.0, 1200.0, 0.0, 6200040.0, 0.0, -1200.0]
     );
-    let spec = ModelSpec::load(&fixtures().join("tiny-ben19/1/model.toml")).unwrap();
+    let spec = ModelSpec::load(&util::fixtures().join("tiny-ben19/1/model.toml")).unwrap();
     let classes = &spec.classify.as_ref().unwrap().classes;
     assert_eq!(classes.len(), 19);
     assert_eq!(&band_names(&info), classes);
@@ -533,7 +480,7 @@ fn real_crop_end_to_end_products() {
     let labels = read_json(&product.join("labels.geojson"));
     let features = labels["features"].as_array().unwrap();
     assert_eq!(features.len(), 25);
-    let corners = gdaltransform(
+    let corners = util::gdaltransform(
         32633,
         &[
             (300000.0, 6200040.0),
@@ -589,7 +536,7 @@ fn real_crop_end_to_end_products() {
     assert_eq!(names, ["tiny-ben19", "tiny-dsen2-2x", "tiny-dsen2-6x"]);
     for m in models {
         let name = m["name"].as_str().unwrap();
-        let onnx = fixtures().join(name).join("1/model.onnx");
+        let onnx = util::fixtures().join(name).join("1/model.onnx");
         assert_eq!(m["sha256"].as_str().unwrap(), sha256_hex(&onnx), "{name}");
         assert_eq!(m["status"], "untrained", "{name}");
         assert_eq!(m["provider"], "cpu", "{name}");
@@ -634,7 +581,7 @@ fn bigearthnet_patches_classify_as_one_patch() {
     let Some(data) = util::shared_data(TEST) else {
         return;
     };
-    if !runtime(TEST) || util::tool("gdalinfo", TEST).is_none() {
+    if !util::runtime(TEST) || util::tool("gdalinfo", TEST).is_none() {
         return;
     }
     let tmp = util::tempdir();
@@ -687,7 +634,7 @@ fn bigearthnet_patches_classify_as_one_patch() {
 #[test]
 fn tiled_superres_equals_whole_image_and_needs_the_halo() {
     const TEST: &str = "tiled_superres_equals_whole_image_and_needs_the_halo";
-    if !runtime(TEST) {
+    if !util::runtime(TEST) {
         return;
     }
     let scene = scene_with(300, 300, texture);
@@ -798,7 +745,7 @@ fn expected_saturated(band: Band, x: usize, y: usize) -> bool {
 #[test]
 fn nodata_stays_on_its_footprint_and_saturation_is_kept() {
     const TEST: &str = "nodata_stays_on_its_footprint_and_saturation_is_kept";
-    if !runtime(TEST) {
+    if !util::runtime(TEST) {
         return;
     }
     let scene = nodata_scene();
@@ -845,7 +792,7 @@ fn nodata_stays_on_its_footprint_and_saturation_is_kept() {
 #[test]
 fn nodata_and_saturation_in_the_product() {
     const TEST: &str = "nodata_and_saturation_in_the_product";
-    if !runtime(TEST) || util::tool("gdal_translate", TEST).is_none() {
+    if !util::runtime(TEST) || util::tool("gdal_translate", TEST).is_none() {
         return;
     }
     let tmp = util::tempdir();
@@ -894,7 +841,7 @@ fn nodata_and_saturation_in_the_product() {
 #[test]
 fn very_high_reflectance_clamps_without_wrapping() {
     const TEST: &str = "very_high_reflectance_clamps_without_wrapping";
-    if !runtime(TEST) {
+    if !util::runtime(TEST) {
         return;
     }
     let scene = scene_with(120, 120, |band, c, r| 60_000 + (texture(band, c, r) % 5000));
@@ -973,7 +920,7 @@ fn check_scores_raster(cls: &Path, status: &BTreeMap<(u64, u64), String>, cols: 
 #[test]
 fn patch_touching_nodata_is_nodata_in_the_product() {
     const TEST: &str = "patch_touching_nodata_is_nodata_in_the_product";
-    if !runtime(TEST) || util::tool("gdal_translate", TEST).is_none() {
+    if !util::runtime(TEST) || util::tool("gdal_translate", TEST).is_none() {
         return;
     }
     let tmp = util::tempdir();
@@ -1016,7 +963,7 @@ fn patch_touching_nodata_is_nodata_in_the_product() {
 #[test]
 fn edge_patches_skip_or_pad_from_the_config() {
     const TEST: &str = "edge_patches_skip_or_pad_from_the_config";
-    if !runtime(TEST) || util::tool("gdal_translate", TEST).is_none() {
+    if !util::runtime(TEST) || util::tool("gdal_translate", TEST).is_none() {
         return;
     }
     let tmp = util::tempdir();
@@ -1055,7 +1002,7 @@ fn classify_options(input: ClassifyInput) -> ClassifyOptions {
 #[test]
 fn cloudy_patch_is_not_classified() {
     const TEST: &str = "cloudy_patch_is_not_classified";
-    if !runtime(TEST) {
+    if !util::runtime(TEST) {
         return;
     }
     let mut scene = scene_with(240, 240, texture);
@@ -1110,7 +1057,7 @@ fn cloudy_patch_is_not_classified() {
 #[test]
 fn classify_input_superres_uses_the_superresolved_bands() {
     const TEST: &str = "classify_input_superres_uses_the_superresolved_bands";
-    if !runtime(TEST) || util::tool("gdalinfo", TEST).is_none() {
+    if !util::runtime(TEST) || util::tool("gdalinfo", TEST).is_none() {
         return;
     }
     let scene = scene_with(240, 240, texture);
@@ -1211,7 +1158,7 @@ fn classify_input_superres_uses_the_superresolved_bands() {
 #[test]
 fn unavailable_accelerator_warns_or_fails_as_configured() {
     const TEST: &str = "unavailable_accelerator_warns_or_fails_as_configured";
-    if !runtime(TEST) {
+    if !util::runtime(TEST) {
         return;
     }
     let tmp = util::tempdir();
@@ -1267,7 +1214,7 @@ fn unavailable_accelerator_warns_or_fails_as_configured() {
 #[test]
 fn bad_models_are_refused_with_the_reason() {
     const TEST: &str = "bad_models_are_refused_with_the_reason";
-    if !runtime(TEST) {
+    if !util::runtime(TEST) {
         return;
     }
     let tmp = util::tempdir();
@@ -1275,9 +1222,9 @@ fn bad_models_are_refused_with_the_reason() {
     let out = tmp.path().join("out");
 
     // broken-sha is a superres (2x) model whose manifest has the wrong sha256.
-    let spec = ModelSpec::load(&fixtures().join("broken-sha/1/model.toml")).unwrap();
+    let spec = ModelSpec::load(&util::fixtures().join("broken-sha/1/model.toml")).unwrap();
     assert!(spec.superres.as_ref().is_some_and(|s| s.scale == 2));
-    let actual = sha256_hex(&fixtures().join("broken-sha/1/model.onnx"));
+    let actual = sha256_hex(&util::fixtures().join("broken-sha/1/model.onnx"));
     assert_ne!(actual, spec.onnx_sha256);
     let config = tiny_config(tmp.path(), &[]);
     let run = process_tiny(
@@ -1300,7 +1247,7 @@ fn bad_models_are_refused_with_the_reason() {
     );
 
     // broken-io names an input (x20m) that the graph lacks.
-    let spec = ModelSpec::load(&fixtures().join("broken-io/1/model.toml")).unwrap();
+    let spec = ModelSpec::load(&util::fixtures().join("broken-io/1/model.toml")).unwrap();
     assert!(spec.inputs.get("x20m").is_some());
     let run = process_tiny(
         &folder,
@@ -1431,7 +1378,7 @@ fn info_on_metadata_only_safes() {
 #[test]
 fn readme_sample_job_with_shipped_models() {
     const TEST: &str = "readme_sample_job_with_shipped_models";
-    if !runtime(TEST) || util::tool("gdalinfo", TEST).is_none() {
+    if !util::runtime(TEST) || util::tool("gdalinfo", TEST).is_none() {
         return;
     }
     let tmp = util::tempdir();

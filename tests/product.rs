@@ -336,43 +336,6 @@ fn cog_rejects_bands_of_different_sizes() {
     assert!(err.to_string().contains("band 2"), "{err}");
 }
 
-/// `gdaltransform` of map points to lon/lat (OGC:CRS84 axis order).
-fn gdaltransform(epsg: u32, pts: &[(f64, f64)], test: &str) -> Option<Vec<(f64, f64)>> {
-    use std::io::Write;
-    let tool = util::tool("gdaltransform", test)?;
-    let mut child = Command::new(tool)
-        .args([
-            "-s_srs",
-            &format!("EPSG:{epsg}"),
-            "-t_srs",
-            "OGC:CRS84",
-            "-output_xy",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input: String = pts.iter().map(|(x, y)| format!("{x} {y}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    Some(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: Vec<f64> = l.split_whitespace().map(|s| s.parse().unwrap()).collect();
-                (v[0], v[1])
-            })
-            .collect(),
-    )
-}
-
 fn rings(geom: &Value) -> Vec<Vec<(f64, f64)>> {
     let polys: Vec<&Value> = match geom["type"].as_str().unwrap() {
         "Polygon" => vec![&geom["coordinates"]],
@@ -426,7 +389,7 @@ fn zone33_polygon_matches_gdaltransform() {
         (300000.0, 100.0),
         (800000.0, 9_000_000.0),
     ]);
-    let Some(reference) = gdaltransform(32633, &pts, t) else {
+    let Some(reference) = util::gdaltransform(32633, &pts, t) else {
         return;
     };
     for (p, r) in pts.iter().zip(&reference) {
@@ -449,7 +412,7 @@ fn zone33_polygon_matches_gdaltransform() {
         );
     }
     // Southern hemisphere too.
-    let Some(south) = gdaltransform(32733, &[(600000.0, 7000000.0)], t) else {
+    let Some(south) = util::gdaltransform(32733, &[(600000.0, 7000000.0)], t) else {
         return;
     };
     let (lon, lat) = utm_to_lonlat(32733, 600000.0, 7000000.0).unwrap();
@@ -561,7 +524,8 @@ fn t01wcp_footprint_is_split_at_the_antimeridian() {
 
     // The corners agree with GDAL, and the bbox wraps (west > east).
     let (x0, y0, x1, y1) = g.bounds();
-    let Some(corners) = gdaltransform(32601, &[(x0, y0), (x1, y0), (x1, y1), (x0, y1)], t) else {
+    let Some(corners) = util::gdaltransform(32601, &[(x0, y0), (x1, y0), (x1, y1), (x0, y1)], t)
+    else {
         return;
     };
     let all: Vec<(f64, f64)> = parts.concat();

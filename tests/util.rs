@@ -70,3 +70,57 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+
+/// The committed test models (`tests/fixtures/models`, made by `scripts/gen_models.py`).
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures/models")
+}
+
+/// Loads ONNX Runtime with the default search; `false` (after printing SKIP) when absent.
+pub fn runtime(test: &str) -> bool {
+    match s2edge::model::init_runtime(None) {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIP {test}: ONNX Runtime unavailable: {e}");
+            false
+        }
+        Err(e) => panic!("{test}: ONNX Runtime is required in CI: {e}"),
+    }
+}
+
+/// `gdaltransform` of map points to lon/lat (OGC:CRS84 axis order).
+pub fn gdaltransform(epsg: u32, pts: &[(f64, f64)], test: &str) -> Option<Vec<(f64, f64)>> {
+    use std::io::Write;
+    let tool = tool("gdaltransform", test)?;
+    let mut child = std::process::Command::new(tool)
+        .args([
+            "-s_srs",
+            &format!("EPSG:{epsg}"),
+            "-t_srs",
+            "OGC:CRS84",
+            "-output_xy",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = pts.iter().map(|(x, y)| format!("{x} {y}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    Some(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Vec<f64> = l.split_whitespace().map(|s| s.parse().unwrap()).collect();
+                (v[0], v[1])
+            })
+            .collect(),
+    )
+}
