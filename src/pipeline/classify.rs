@@ -9,17 +9,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ndarray::{Array4, Axis};
+use ndarray::{s, Array4, ArrayViewMut2, Axis};
 use serde::Serialize;
 
 use crate::config::{ClassifyInput, EdgePatches};
 use crate::granule::{Band, CloudMask, GeoRef, NODATA_DN};
-use crate::raster::radiometry::to_f32;
 use crate::raster::tiling::Rect;
 use crate::raster::Raster;
 
 use super::scene::Scene;
-use super::tensor::{fill_channel, input_layouts};
+use super::tensor::{fill_channel, input_layouts, Channel};
 use super::{Infer, Pending, PipelineError};
 use crate::model::manifest::ClassifySpec;
 
@@ -209,15 +208,33 @@ pub fn classify(
                 let rect = patches[p].rect;
                 for (c, ch) in layout.channels.iter().enumerate() {
                     let factor = ch.band.resolution().factor();
-                    let window = match (options.input, superres.and_then(|s| s.get(&ch.band))) {
-                        (ClassifyInput::Superres, Some(sr)) if factor > 1 => to_f32(
-                            &sr.window_clamped(rect.col as isize, rect.row as isize, patch, patch),
-                        ),
-                        _ => {
-                            Scene::patch_10m(&scene.bands[&ch.band], factor, ch.kernel, rect, patch)
-                        }
+                    let sr = superres.and_then(|s| s.get(&ch.band));
+                    // A window on the 10 m grid (a 10 m band, or a super-resolved one)
+                    // is normalised straight into the batch: no per-patch temporaries.
+                    let direct = match (options.input, sr) {
+                        (ClassifyInput::Superres, Some(sr)) if factor > 1 => Some(sr),
+                        _ if factor == 1 => Some(&scene.bands[&ch.band]),
+                        _ => None,
                     };
-                    fill_channel(&mut batch, i, c, ch, &window);
+                    match direct {
+                        Some(band) => fill_window(
+                            batch.slice_mut(s![i, c, .., ..]),
+                            band,
+                            rect.col,
+                            rect.row,
+                            ch,
+                        ),
+                        None => {
+                            let window = Scene::patch_10m(
+                                &scene.bands[&ch.band],
+                                factor,
+                                ch.kernel,
+                                rect,
+                                patch,
+                            );
+                            fill_channel(&mut batch, i, c, ch, &window);
+                        }
+                    }
                 }
             }
             inputs.push((layout.name.clone(), batch));
@@ -301,6 +318,38 @@ fn apply_scores(
     Ok(())
 }
 
+/// Fills `plane` with the normalised window of `band` whose top-left pixel is
+/// (`col`, `row`), replicating the band's edge samples beyond its right and bottom
+/// sides: exactly `fill_channel` of `to_f32(band.window_clamped(..))`, without the two
+/// temporary rasters per patch and channel (which, allocated and freed by the
+/// thousand, fragment the heap between batches).
+fn fill_window(
+    mut plane: ArrayViewMut2<'_, f32>,
+    band: &Raster<u16>,
+    col: usize,
+    row: usize,
+    ch: &Channel,
+) {
+    if band.width == 0 || band.height == 0 {
+        // Nothing to replicate: all nodata, which normalises to 0.
+        plane.fill(0.0);
+        return;
+    }
+    let (max_c, max_r) = (band.width - 1, band.height - 1);
+    for (r, mut dst) in plane.rows_mut().into_iter().enumerate() {
+        let src = band.row((row + r).min(max_r));
+        for (c, d) in dst.iter_mut().enumerate() {
+            let v = src[(col + c).min(max_c)];
+            // `to_f32` then `normalise`: nodata is NaN, which normalises to 0.
+            *d = if v == NODATA_DN {
+                0.0
+            } else {
+                ch.normalise(f32::from(v))
+            };
+        }
+    }
+}
+
 /// True when the band's own-grid block under `rect` holds a nodata pixel.
 fn touches_nodata(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
     let c0 = rect.col / factor;
@@ -342,5 +391,38 @@ fn cloud_fraction(mask: &CloudMask, grid10: &GeoRef, rect: Rect) -> f64 {
         0.0
     } else {
         flagged as f64 / n as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raster::radiometry::to_f32;
+    use crate::raster::resample::Kernel;
+
+    #[test]
+    fn fill_window_matches_fill_channel_of_a_clamped_window() {
+        let band = Raster::from_vec(7, 5, (0..35u16).map(|v| v * 100 % 700).collect()).unwrap();
+        assert!(band.data.contains(&NODATA_DN));
+        let ch = Channel {
+            band: Band::B02,
+            mean: 250.0,
+            std: 3.0,
+            kernel: Kernel::Bilinear,
+        };
+        // Inside, and reaching past the right and bottom edges.
+        for (col, row) in [(0, 0), (2, 1), (5, 4)] {
+            let mut direct = Array4::<f32>::from_elem((1, 2, 4, 4), f32::NAN);
+            fill_window(direct.slice_mut(s![0, 1, .., ..]), &band, col, row, &ch);
+            let mut reference = Array4::<f32>::from_elem((1, 2, 4, 4), f32::NAN);
+            let window = to_f32(&band.window_clamped(col as isize, row as isize, 4, 4));
+            fill_channel(&mut reference, 0, 1, &ch, &window);
+            assert_eq!(
+                direct.slice(s![0, 1, .., ..]),
+                reference.slice(s![0, 1, .., ..]),
+                "window at ({col}, {row})"
+            );
+            assert!(direct.slice(s![0, 0, .., ..]).iter().all(|v| v.is_nan()));
+        }
     }
 }

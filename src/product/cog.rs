@@ -25,9 +25,21 @@
 //! A strict COG puts every IFD before the tile data, and the tile data of the smallest
 //! overview first and of the full resolution last (`rio cogeo validate` checks this). The
 //! `tiff` crate's encoder writes each IFD after its data, so this module compresses all
-//! tiles first (in memory, in parallel over `available_parallelism` threads), lays the
-//! file out, and writes header, IFDs, then data, with its own small IFD serialiser
-//! (the private `ifd` module). No GDAL ghost area (`GDAL_STRUCTURAL_METADATA`) is written: `rio cogeo
+//! tiles first, lays the file out, and writes header, IFDs, then data, with its own
+//! small IFD serialiser (the private `ifd` module).
+//!
+//! # Memory
+//!
+//! A full-size `superres.tif` holds gigabytes of compressed tiles, so they are not kept
+//! in memory: bands are processed one at a time, each level's tiles compressed in
+//! parallel rounds of [`TILES_PER_ROUND`] (over `available_parallelism` threads) and
+//! appended to an unnamed temporary file in the output's directory, recording each
+//! tile's length; each overview is computed from the previous level of the same band,
+//! which is then dropped. Once every size is known the layout is computed and the tile
+//! bytes are copied from the temporary file in their final order through a 1 MiB
+//! buffer. Peak memory beyond the caller's rasters is about one band's first two
+//! overview levels (5/16 of one band) plus one round of compressed tiles. The output
+//! bytes do not depend on this order of work. No GDAL ghost area (`GDAL_STRUCTURAL_METADATA`) is written: `rio cogeo
 //! validate` does not require it (tested), and omitting it promises nothing about block
 //! leaders a reader could rely on.
 //!
@@ -37,7 +49,7 @@ mod ifd;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -312,32 +324,68 @@ pub fn write_cog_with<T: CogSample>(
     let nodata_t = check_inputs(georef, bands, nodata)?;
     let threads = thread_count(options.threads);
 
-    // Level 0 borrows the caller's rasters; each overview is built from the previous
-    // level, band by band in parallel.
-    let mut levels: Vec<Vec<Cow<'_, Raster<T>>>> =
-        vec![bands.iter().map(|b| Cow::Borrowed(b.data)).collect()];
+    // Level sizes: halving until both sides fit one tile.
+    let mut dims = vec![(georef.width, georef.height)];
     let (mut w, mut h) = (georef.width, georef.height);
     while w > TILE || h > TILE {
-        let prev = levels.last().map(|l| l.as_slice()).unwrap_or_default();
-        let next = downsample_level(prev, nodata_t, threads);
         w = w.div_ceil(2);
         h = h.div_ceil(2);
-        levels.push(next);
+        dims.push((w, h));
     }
 
-    let compressed = compress_levels(path, &levels, options.zstd_level, threads)?;
+    // Compressed tiles go to an unnamed spill file beside the output (same file system,
+    // removed by the OS however this function ends), band by band and level by level:
+    // only one band's current and next overview level are in memory at a time. The
+    // spill order does not matter; the final order is produced when copying.
+    let spill_dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let spill_io = |e| ProductError::io(spill_dir, e);
+    let mut spill = std::io::BufWriter::with_capacity(
+        1 << 20,
+        tempfile::tempfile_in(spill_dir).map_err(spill_io)?,
+    );
+    let mut spill_len = 0u64;
+    // runs[level][band]: where that band's tiles of that level lie in the spill file.
+    let mut runs: Vec<Vec<Run>> = dims
+        .iter()
+        .map(|_| Vec::with_capacity(bands.len()))
+        .collect();
+    for band in bands {
+        let mut current: Cow<'_, Raster<T>> = Cow::Borrowed(band.data);
+        for (l, level_runs) in runs.iter_mut().enumerate() {
+            let run = compress_raster(
+                path,
+                spill_dir,
+                &current,
+                options.zstd_level,
+                threads,
+                &mut spill,
+                &mut spill_len,
+            )?;
+            level_runs.push(run);
+            if l + 1 < dims.len() {
+                // The previous level is dropped as soon as the next one exists.
+                current = Cow::Owned(downsample_par(&current, nodata_t, threads));
+            }
+        }
+    }
+    let spill = spill.into_inner().map_err(|e| spill_io(e.into_error()))?;
+
     let nbands = bands.len();
-    let data_len: u64 = compressed.iter().flatten().map(|t| t.len() as u64).sum();
+    let counts: Vec<Vec<u64>> = runs
+        .iter()
+        .map(|level| level.iter().flat_map(|r| r.lens.iter().copied()).collect())
+        .collect();
+    let data_len: u64 = counts.iter().flatten().sum();
 
     let build = |flavour: Flavour, offsets: &[Vec<u64>]| -> Vec<Ifd> {
-        levels
-            .iter()
+        dims.iter()
             .enumerate()
-            .map(|(l, rasters)| {
-                let (lw, lh) = (rasters[0].width, rasters[0].height);
-                let counts: Vec<u64> = compressed[l].iter().map(|t| t.len() as u64).collect();
+            .map(|(l, &(lw, lh))| {
                 let mut ifd = image_ifd::<T>(l > 0, lw, lh, nbands, nodata);
-                set_tiles(&mut ifd, flavour, &offsets[l], &counts);
+                set_tiles(&mut ifd, flavour, &offsets[l], &counts[l]);
                 if l == 0 {
                     set_georef(&mut ifd, georef);
                     if let Some(xml) = gdal_metadata(bands) {
@@ -348,7 +396,7 @@ pub fn write_cog_with<T: CogSample>(
             })
             .collect()
     };
-    let placeholder: Vec<Vec<u64>> = compressed.iter().map(|l| vec![0; l.len()]).collect();
+    let placeholder: Vec<Vec<u64>> = counts.iter().map(|l| vec![0; l.len()]).collect();
     let ifds_len =
         |ifds: &[Ifd], f: Flavour| -> u64 { ifds.iter().map(|i| i.encoded_len(f)).sum() };
     let classic = build(Flavour::Classic, &placeholder);
@@ -370,10 +418,10 @@ pub fn write_cog_with<T: CogSample>(
     let data_start = flavour.header_len() + ifds_len(&ifds, flavour);
     let mut offsets = placeholder;
     let mut at = data_start;
-    for l in (0..levels.len()).rev() {
-        for (o, tile) in offsets[l].iter_mut().zip(&compressed[l]) {
+    for l in (0..dims.len()).rev() {
+        for (o, len) in offsets[l].iter_mut().zip(&counts[l]) {
             *o = at;
-            at += tile.len() as u64;
+            at += len;
         }
     }
     let ifds = build(flavour, &offsets);
@@ -392,13 +440,31 @@ pub fn write_cog_with<T: CogSample>(
     let file = std::fs::File::create(path).map_err(io)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     out.write_all(&head).map_err(io)?;
-    for level in compressed.iter().rev() {
-        for tile in level {
-            out.write_all(tile).map_err(io)?;
+    // Each (level, band) run is contiguous in the spill file; copy runs in file order
+    // through a bounded buffer.
+    let mut spill = spill;
+    let mut buf = vec![0u8; 1 << 20];
+    for level in runs.iter().rev() {
+        for run in level {
+            spill.seek(SeekFrom::Start(run.start)).map_err(spill_io)?;
+            let mut left: u64 = run.lens.iter().sum();
+            while left > 0 {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                spill.read_exact(&mut buf[..n]).map_err(spill_io)?;
+                out.write_all(&buf[..n]).map_err(io)?;
+                left -= n as u64;
+            }
         }
     }
     out.flush().map_err(io)?;
     Ok(())
+}
+
+/// The compressed tiles of one band at one level in the spill file: they start at
+/// `start` and follow each other in row-major tile order with lengths `lens`.
+struct Run {
+    start: u64,
+    lens: Vec<u64>,
 }
 
 /// Validates the inputs and returns the nodata value as `T`.
@@ -519,41 +585,29 @@ fn parallel_map<S, O: Send>(
 /// Output rows per overview job: small enough to spread one band over all threads.
 const ROWS_PER_JOB: usize = 64;
 
-/// The next overview of every band, computed in parallel over (band, row block) jobs.
-fn downsample_level<'a, T: CogSample>(
-    prev: &[Cow<'a, Raster<T>>],
-    nodata: Option<T>,
-    threads: usize,
-) -> Vec<Cow<'a, Raster<T>>> {
-    let mut jobs = Vec::new();
-    for (b, r) in prev.iter().enumerate() {
-        let h = r.height.div_ceil(2);
-        for start in (0..h).step_by(ROWS_PER_JOB) {
-            jobs.push((b, start..(start + ROWS_PER_JOB).min(h)));
-        }
-    }
+/// The next overview of one band, computed in parallel over row blocks.
+fn downsample_par<T: CogSample>(prev: &Raster<T>, nodata: Option<T>, threads: usize) -> Raster<T> {
+    let (w, h) = (prev.width.div_ceil(2), prev.height.div_ceil(2));
+    let jobs: Vec<Range<usize>> = (0..h)
+        .step_by(ROWS_PER_JOB)
+        .map(|start| start..(start + ROWS_PER_JOB).min(h))
+        .collect();
     let parts = parallel_map(
         jobs.len(),
         threads,
         || (),
-        |_, i| {
-            let (b, rows) = jobs[i].clone();
-            downsample_rows(&prev[b], nodata, rows)
-        },
+        |_, i| downsample_rows(prev, nodata, jobs[i].clone()),
     );
-    let mut out: Vec<Raster<T>> = prev
-        .iter()
-        .map(|r| Raster {
-            width: r.width.div_ceil(2),
-            height: r.height.div_ceil(2),
-            data: Vec::with_capacity(r.width.div_ceil(2) * r.height.div_ceil(2)),
-        })
-        .collect();
-    // Jobs are in (band, row) order, so appending reassembles each band.
-    for ((b, _), part) in jobs.iter().zip(parts) {
-        out[*b].data.extend_from_slice(&part);
+    let mut data = Vec::with_capacity(w * h);
+    // Jobs are in row order, so appending reassembles the band.
+    for part in parts {
+        data.extend_from_slice(&part);
     }
-    out.into_iter().map(Cow::Owned).collect()
+    Raster {
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 /// Rows `rows` of the 2×2 block mean of valid samples of `src`; the output's sides are
@@ -599,71 +653,79 @@ fn downsample<T: CogSample>(src: &Raster<T>, nodata: Option<T>) -> Raster<T> {
     }
 }
 
-/// Compressed tiles per level, in TIFF order (band-major, then row-major).
-fn compress_levels<T: CogSample>(
+/// Tiles compressed per parallel round: bounds the compressed bytes held at once
+/// (at most this many tiles, a few MiB) while keeping every thread busy.
+const TILES_PER_ROUND: usize = 128;
+
+/// Compresses the tiles of `r` in row-major tile order, appends them to `spill` (whose
+/// length so far is `spill_len`; it lives in `spill_dir`), and returns where they went.
+fn compress_raster<T: CogSample>(
     path: &Path,
-    levels: &[Vec<Cow<'_, Raster<T>>>],
+    spill_dir: &Path,
+    r: &Raster<T>,
     zstd_level: i32,
     threads: usize,
-) -> Result<Vec<Vec<Vec<u8>>>, ProductError> {
-    // (level, band, tile row, tile col) for every tile.
-    let mut jobs = Vec::new();
-    for (l, rasters) in levels.iter().enumerate() {
-        for (b, r) in rasters.iter().enumerate() {
-            for ty in 0..r.height.div_ceil(TILE) {
-                for tx in 0..r.width.div_ceil(TILE) {
-                    jobs.push((l, b, ty, tx));
+    spill: &mut impl Write,
+    spill_len: &mut u64,
+) -> Result<Run, ProductError> {
+    let tiles_x = r.width.div_ceil(TILE);
+    let n = tiles_x * r.height.div_ceil(TILE);
+    let mut run = Run {
+        start: *spill_len,
+        lens: Vec::with_capacity(n),
+    };
+    for first in (0..n).step_by(TILES_PER_ROUND) {
+        let count = TILES_PER_ROUND.min(n - first);
+        let results = parallel_map(
+            count,
+            threads,
+            || {
+                (
+                    zstd::bulk::Compressor::new(zstd_level),
+                    Vec::<T>::with_capacity(TILE),
+                    Vec::<u8>::with_capacity(TILE * TILE * 4),
+                )
+            },
+            |(compressor, pad, raw), i| {
+                let (ty, tx) = ((first + i) / tiles_x, (first + i) % tiles_x);
+                let (c0, r0) = (tx * TILE, ty * TILE);
+                let cw = TILE.min(r.width - c0);
+                let rows = TILE.min(r.height - r0);
+                raw.clear();
+                for row in 0..rows {
+                    let src = &r.data[(r0 + row) * r.width + c0..][..cw];
+                    if cw == TILE {
+                        T::encode_row(src, raw);
+                    } else {
+                        // Partial tiles are padded with zeros (the predictor runs over
+                        // the padding too, as readers undo it over the full tile width).
+                        pad.clear();
+                        pad.extend_from_slice(src);
+                        pad.resize(TILE, T::default());
+                        T::encode_row(pad, raw);
+                    }
                 }
-            }
+                // Rows below the image: zero samples encode to zero bytes.
+                raw.resize(TILE * TILE * usize::from(T::BITS_PER_SAMPLE / 8), 0);
+                match compressor {
+                    Ok(c) => c.compress(raw),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                }
+            },
+        );
+        for res in results {
+            let bytes = res.map_err(|e| ProductError::Tiff {
+                path: path.to_path_buf(),
+                reason: format!("zstd level {zstd_level}: {e}"),
+            })?;
+            spill
+                .write_all(&bytes)
+                .map_err(|e| ProductError::io(spill_dir, e))?;
+            *spill_len += bytes.len() as u64;
+            run.lens.push(bytes.len() as u64);
         }
     }
-    let results = parallel_map(
-        jobs.len(),
-        threads,
-        || {
-            (
-                zstd::bulk::Compressor::new(zstd_level),
-                Vec::<T>::with_capacity(TILE),
-                Vec::<u8>::with_capacity(TILE * TILE * 4),
-            )
-        },
-        |(compressor, pad, raw), i| {
-            let (l, b, ty, tx) = jobs[i];
-            let r = &levels[l][b];
-            let (c0, r0) = (tx * TILE, ty * TILE);
-            let cw = TILE.min(r.width - c0);
-            let rows = TILE.min(r.height - r0);
-            raw.clear();
-            for row in 0..rows {
-                let src = &r.data[(r0 + row) * r.width + c0..][..cw];
-                if cw == TILE {
-                    T::encode_row(src, raw);
-                } else {
-                    // Partial tiles are padded with zeros (the predictor runs over the
-                    // padding too, as readers undo it over the full tile width).
-                    pad.clear();
-                    pad.extend_from_slice(src);
-                    pad.resize(TILE, T::default());
-                    T::encode_row(pad, raw);
-                }
-            }
-            // Rows below the image: zero samples encode to zero bytes.
-            raw.resize(TILE * TILE * usize::from(T::BITS_PER_SAMPLE / 8), 0);
-            match compressor {
-                Ok(c) => c.compress(raw),
-                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            }
-        },
-    );
-    let mut out: Vec<Vec<Vec<u8>>> = levels.iter().map(|_| Vec::new()).collect();
-    for (&(l, ..), res) in jobs.iter().zip(results) {
-        let bytes = res.map_err(|e| ProductError::Tiff {
-            path: path.to_path_buf(),
-            reason: format!("zstd level {zstd_level}: {e}"),
-        })?;
-        out[l].push(bytes);
-    }
-    Ok(out)
+    Ok(run)
 }
 
 /// The tags every IFD (full resolution or overview) carries.
