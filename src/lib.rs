@@ -17,6 +17,7 @@
 //! | [`product`] | COG writer, GeoJSON labels, STAC Item, quicklook, atomic publish |
 //! | [`config`] | typed configuration: embedded defaults, file, environment |
 //! | [`sample`] | a synthetic demo granule (`s2edge sample`) |
+//! | `train` | feature `train`: the MPI trainer (burn models, data parallelism, ONNX export, evaluation) |
 //!
 //! Only the daemon knows tokio; everything listed here is synchronous so the trainer,
 //! the benches and the CLI reuse it.
@@ -31,3 +32,5 @@ pub mod pipeline;
 pub mod product;
 pub mod sample;
 pub mod raster;
+#[cfg(feature = "train")]
+pub mod train;

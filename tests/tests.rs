@@ -6,4 +6,6 @@ mod raster;
 mod readers_safe;
 mod readers_tiff;
 mod safe_fixture;
+#[cfg(feature = "train")]
+mod train;
 mod util;
