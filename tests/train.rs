@@ -268,11 +268,11 @@ fn parity(scale: usize, task: &str) -> f32 {
     let mut tensors = Vec::new();
     for ((name, _), c) in bands.inputs.iter().zip(bands.channels()) {
         let t = Tensor::<4>::random([2, c, h, wd], Distribution::Uniform(0.0, 1.5), &device);
-        let v = t.to_data().into_vec::<f32>().unwrap();
+        let v = t.to_data().try_into_vec::<f32>().unwrap();
         feeds.push((name.to_string(), ndarray::Array4::from_shape_vec((2, c, h, wd), v).unwrap()));
         tensors.push(t);
     }
-    let want = model.forward(tensors).into_data().into_vec::<f32>().unwrap();
+    let want = model.forward(tensors).into_data().try_into_vec::<f32>().unwrap();
     let got = loaded.run(feeds).unwrap();
     let y = &got.iter().find(|(n, _)| n == "y").unwrap().1;
     assert_eq!(y.shape(), &[2, bands.outputs.len(), h, wd]);

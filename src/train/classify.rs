@@ -458,7 +458,7 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
         };
         let (lv, gp) = match loss {
             Some(l) => {
-                let v = l.clone().into_data().into_vec::<f32>().ok().and_then(|v| v.first().copied()).unwrap_or(f32::NAN);
+                let v = l.clone().into_data().try_into_vec::<f32>().ok().and_then(|v| v.first().copied()).unwrap_or(f32::NAN);
                 (v, GradientsParams::from_grads(l.backward(), &model))
             }
             None => (f32::NAN, GradientsParams::new()),

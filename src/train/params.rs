@@ -24,7 +24,7 @@ struct Collect {
 
 impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        match param.val().into_data().into_vec::<f32>() {
+        match param.val().into_data().try_into_vec::<f32>() {
             Ok(v) => self.out.extend_from_slice(&v),
             Err(e) => {
                 self.error.get_or_insert(format!("{e:?}"));
@@ -128,7 +128,7 @@ struct GradCollect<'a> {
 impl ModuleVisitor for GradCollect<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         match self.grads.get::<D>(param.id) {
-            Some(g) => match g.into_data().into_vec::<f32>() {
+            Some(g) => match g.into_data().try_into_vec::<f32>() {
                 Ok(v) => self.out.extend_from_slice(&v),
                 Err(e) => {
                     self.error.get_or_insert(format!("{e:?}"));

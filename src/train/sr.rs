@@ -99,7 +99,7 @@ fn batch_tensors(b: &SrBatch, device: &Device) -> (Vec<Tensor<4>>, Tensor<4>) {
 /// A scalar tensor's value.
 fn scalar(t: Tensor<1>) -> Result<f32, TrainError> {
     t.into_data()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|e| TrainError::Tensor(format!("{e:?}")))?
         .first()
         .copied()
