@@ -31,16 +31,21 @@ fn train_bin() -> &'static str {
     env!("CARGO_BIN_EXE_s2edge-train")
 }
 
-/// A small superres configuration in `dir`, with `extra` TOML lines appended.
+/// A small superres configuration in `dir`; `extra` TOML lines (`key = value`) replace
+/// the defaults of the same key.
 fn write_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
-    let cfg = format!(
-        "task = \"superres\"\nname = \"dsen2-test\"\nversion = 1\ndata = [{:?}]\nscale = 2\npatch = 16\nblocks = 1\nfeatures = 8\nbatch = 4\nsteps = 3\nlog_every = 1\nlr = 0.001\ncheckpoint_dir = {:?}\nmodels_dir = {:?}\n{extra}\n",
+    let base = format!(
+        "task = \"superres\"\nname = \"dsen2-test\"\nversion = 1\ndata = [{:?}]\nscale = 2\npatch = 16\nblocks = 1\nfeatures = 8\nbatch = 4\nsteps = 3\nlog_every = 1\nlr = 0.001\ncheckpoint_dir = {:?}\nmodels_dir = {:?}",
         data.display().to_string(),
         dir.join("ckpt").display().to_string(),
         dir.join("models").display().to_string(),
     );
+    let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_string();
+    let overridden: Vec<String> = extra.lines().map(key).collect();
+    let mut cfg: Vec<&str> = base.lines().filter(|l| !overridden.contains(&key(l))).collect();
+    cfg.extend(extra.lines());
     let p = dir.join("train.toml");
-    std::fs::write(&p, cfg).unwrap();
+    std::fs::write(&p, cfg.join("\n") + "\n").unwrap();
     p
 }
 
@@ -171,7 +176,7 @@ fn checkpoint_resumes_where_it_stopped() {
 fn sigterm_checkpoints_and_exits() {
     let dir = util::tempdir();
     let cfg = write_config(dir.path(), &sample_granule(), "steps = 100000\nlog_every = 1");
-    let mut child = Command::new(train_bin())
+    let child = Command::new(train_bin())
         .args(["train", "--config", cfg.to_str().unwrap()])
         .env("RAYON_NUM_THREADS", "1")
         .stderr(std::process::Stdio::piped())

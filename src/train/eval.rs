@@ -37,6 +37,8 @@ use super::TrainError;
 pub struct Scores {
     /// Mean over bands of the per-band RMSE, harmonised DN.
     pub rmse: f64,
+    /// RMSE over all bands' pixels pooled, harmonised DN.
+    pub rmse_pooled: f64,
     /// Mean over bands of the per-band SRE, dB.
     pub sre_db: f64,
     /// Mean spectral angle over the output bands, degrees.
@@ -77,6 +79,7 @@ impl EvalReport {
         ] {
             let r = |v: f64| (v * 1000.0).round() / 1000.0;
             t.insert(format!("{prefix}rmse"), r(s.rmse).into());
+            t.insert(format!("{prefix}rmse_pooled"), r(s.rmse_pooled).into());
             t.insert(format!("{prefix}sre_db"), r(s.sre_db).into());
             t.insert(format!("{prefix}sam_deg"), r(s.sam_deg).into());
             t.insert(format!("{prefix}uiq"), r(s.uiq).into());
@@ -206,9 +209,11 @@ fn baseline_inputs(
 
 fn scores(reference: &[Raster<f32>], estimate: &[Raster<f32>]) -> Result<Scores, TrainError> {
     let n = reference.len().max(1) as f64;
-    let (mut r, mut s, mut q) = (0.0, 0.0, 0.0);
+    let (mut r, mut s, mut q, mut r2) = (0.0, 0.0, 0.0, 0.0);
     for (a, b) in reference.iter().zip(estimate) {
-        r += rmse(a, b)?;
+        let e = rmse(a, b)?;
+        r += e;
+        r2 += e * e;
         s += sre_db(a, b)?;
         q += uiq(a, b)?;
     }
@@ -216,6 +221,9 @@ fn scores(reference: &[Raster<f32>], estimate: &[Raster<f32>]) -> Result<Scores,
     let ests: Vec<&Raster<f32>> = estimate.iter().collect();
     Ok(Scores {
         rmse: r / n,
+        // Bands of one region have equal valid-pixel counts, so the pooled MSE is the
+        // mean of the per-band MSEs.
+        rmse_pooled: (r2 / n).sqrt(),
         sre_db: s / n,
         sam_deg: sam_degrees(&refs, &ests)?,
         uiq: q / n,
