@@ -482,7 +482,7 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
         step += 1;
         if step % cfg.log_every.max(1) == 0 || step == cfg.steps || stop {
             let dt = window.elapsed().as_secs_f64();
-            eprintln!(
+            super::dist::log_line(&format!(
                 "s2edge-train[rank {}/{}] step {step}/{} loss {last_loss:.5} ({:.3} steps/s, {:.3} s/sample fwd+bwd, allreduce {:.1}% of step time)",
                 dist.rank,
                 dist.size,
@@ -490,7 +490,7 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
                 cfg.log_every.max(1) as f64 / dt.max(1e-9),
                 dt / (cfg.log_every.max(1) as f64 * local_batch as f64),
                 100.0 * reduce_time / t_run.elapsed().as_secs_f64().max(1e-9)
-            );
+            ));
             window = Instant::now();
         }
         let interval = cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0;

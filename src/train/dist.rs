@@ -35,6 +35,17 @@ pub fn install_stop_handler() {
     }
 }
 
+/// Writes one progress line to stderr in a single `write` (lines of ranks sharing
+/// mpirun's stderr then do not interleave mid-line).
+pub fn log_line(line: &str) {
+    use std::io::Write;
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    // Progress output is best effort: a closed stderr must not stop training.
+    let _ = std::io::stderr().lock().write_all(buf.as_bytes());
+}
+
 /// Whether this process was asked to stop.
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)

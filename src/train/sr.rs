@@ -300,14 +300,14 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         if step % cfg.log_every.max(1) == 0 || step == cfg.steps || stop {
             let dt = window.elapsed().as_secs_f64();
             let k = cfg.log_every.max(1) as f64;
-            eprintln!(
+            super::dist::log_line(&format!(
                 "s2edge-train[rank {}/{}] step {step}/{} loss {global_loss:.5} ({:.2} steps/s, allreduce {:.1}% of step time)",
                 dist.rank,
                 dist.size,
                 cfg.steps,
                 k / dt.max(1e-9),
                 100.0 * reduce_time / t_run.elapsed().as_secs_f64().max(1e-9)
-            );
+            ));
             window = Instant::now();
         }
         let interval = cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0;
