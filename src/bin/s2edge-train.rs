@@ -18,7 +18,11 @@ use s2edge::train::dist::{install_stop_handler, Dist};
 use s2edge::train::{TrainConfig, TrainError};
 
 #[derive(Parser)]
-#[command(name = "s2edge-train", version, about = "Data-parallel (MPI) trainer for s2edge's models")]
+#[command(
+    name = "s2edge-train",
+    version,
+    about = "Data-parallel (MPI) trainer for s2edge's models"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -135,12 +139,17 @@ fn main() -> ExitCode {
         } => TrainConfig::load(&config).and_then(|cfg| {
             let ckpt = s2edge::train::checkpoint::latest(&cfg.checkpoint_dir);
             if cfg.task == TaskKind::Classify {
-                let status = if untrained { TrainingStatus::Untrained } else { TrainingStatus::Trained };
+                let status = if untrained {
+                    TrainingStatus::Untrained
+                } else {
+                    TrainingStatus::Trained
+                };
                 let dir = s2edge::train::classify::export(&cfg, &ckpt, status, notes)?;
                 println!("{}", dir.display());
                 return Ok(());
             }
-            let (dir, report) = s2edge::train::export::export_superres(&cfg, &ckpt, eval_data.as_deref(), notes)?;
+            let (dir, report) =
+                s2edge::train::export::export_superres(&cfg, &ckpt, eval_data.as_deref(), notes)?;
             println!("{}", dir.display());
             if let Some(r) = report {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());

@@ -61,7 +61,11 @@ pub fn latest(dir: &Path) -> PathBuf {
 ///
 /// # Errors
 /// [`TrainError::Io`] or [`TrainError::Checkpoint`].
-pub fn save(dir: &Path, state: &CheckpointState, nets: &[NetState<'_>]) -> Result<PathBuf, TrainError> {
+pub fn save(
+    dir: &Path,
+    state: &CheckpointState,
+    nets: &[NetState<'_>],
+) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let tmp = dir.join(format!(".tmp-{}-{}", state.step, std::process::id()));
     if tmp.exists() {
@@ -142,7 +146,11 @@ pub fn load_weights(ckpt: &Path, name: &str) -> Result<Vec<f32>, TrainError> {
 ///
 /// # Errors
 /// [`TrainError::Checkpoint`].
-pub fn load_optim(ckpt: &Path, name: &str, optim: ModuleOptimizer) -> Result<ModuleOptimizer, TrainError> {
+pub fn load_optim(
+    ckpt: &Path,
+    name: &str,
+    optim: ModuleOptimizer,
+) -> Result<ModuleOptimizer, TrainError> {
     let p = ckpt.join(format!("{name}.optim.bpk"));
     if !p.is_file() {
         return Err(TrainError::Checkpoint {

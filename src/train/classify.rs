@@ -24,8 +24,8 @@ use crate::granule::bigearthnet::is_patch_folder;
 use crate::granule::labels::NAMES_19;
 use crate::granule::{Band, GranuleSource};
 use crate::model::manifest::{
-    ClassifySpec, InputSpec, IoMap, Normalisation, OutputKind, OutputSpec, ProductLevel, Task, TrainingInfo,
-    TrainingStatus, UpsampleKernel, SUPPORTED_SCHEMA,
+    ClassifySpec, InputSpec, IoMap, Normalisation, OutputKind, OutputSpec, ProductLevel, Task,
+    TrainingInfo, TrainingStatus, UpsampleKernel, SUPPORTED_SCHEMA,
 };
 use crate::model::provider::ProviderOptions;
 use crate::model::session::LoadedModel;
@@ -62,13 +62,13 @@ pub const BEN_BANDS: [Band; 12] = [
 
 /// BigEarthNet's official per-band mean (DN), in [`BEN_BANDS`] order.
 pub const BEN_MEAN: [f32; 12] = [
-    340.76769, 429.94302, 614.21682, 590.2357, 950.68368, 1792.4629, 2075.46795, 2218.94553, 2266.46037, 2246.06055,
-    1594.42695, 1009.32729,
+    340.76769, 429.94302, 614.21682, 590.2357, 950.68368, 1792.4629, 2075.46795, 2218.94553,
+    2266.46037, 2246.06055, 1594.42695, 1009.32729,
 ];
 /// BigEarthNet's official per-band standard deviation (DN).
 pub const BEN_STD: [f32; 12] = [
-    554.81259, 572.41639, 582.87946, 675.88747, 729.89828, 1096.01481, 1273.45393, 1365.4559, 1356.13789, 1302.32929,
-    1079.19066, 818.86747,
+    554.81259, 572.41639, 582.87946, 675.88747, 729.89828, 1096.01481, 1273.45393, 1365.4559,
+    1356.13789, 1302.32929, 1079.19066, 818.86747,
 ];
 
 /// Patch side on the 10 m grid.
@@ -90,7 +90,9 @@ pub fn bands_of(cfg: &TrainConfig) -> Result<Vec<Band>, TrainError> {
                     .iter()
                     .copied()
                     .find(|b| b.to_string() == s.trim())
-                    .ok_or_else(|| TrainError::Config(format!("band {s:?} is not a BigEarthNet band")))
+                    .ok_or_else(|| {
+                        TrainError::Config(format!("band {s:?} is not a BigEarthNet band"))
+                    })
             })
             .collect(),
     }
@@ -101,7 +103,10 @@ pub fn bands_of(cfg: &TrainConfig) -> Result<Vec<Band>, TrainError> {
 ///
 /// # Errors
 /// [`TrainError::Dataset`] for a missing path, an unreadable directory or an empty result.
-pub fn list_patches(data: &[PathBuf], split_csv: Option<&Path>) -> Result<Vec<PathBuf>, TrainError> {
+pub fn list_patches(
+    data: &[PathBuf],
+    split_csv: Option<&Path>,
+) -> Result<Vec<PathBuf>, TrainError> {
     let mut out = Vec::new();
     for p in data {
         if is_patch_folder(p) {
@@ -134,13 +139,18 @@ pub fn list_patches(data: &[PathBuf], split_csv: Option<&Path>) -> Result<Vec<Pa
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
-        out.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| names.contains(n)));
+        out.retain(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| names.contains(n))
+        });
     }
     out.sort();
     if out.is_empty() {
         return Err(TrainError::Dataset {
             path: data.first().cloned().unwrap_or_default(),
-            reason: "no BigEarthNet patch folders found (<patch>/<patch>_labels_metadata.json)".into(),
+            reason: "no BigEarthNet patch folders found (<patch>/<patch>_labels_metadata.json)"
+                .into(),
         });
     }
     Ok(out)
@@ -161,7 +171,11 @@ pub struct Patch {
 /// # Errors
 /// [`TrainError::MissingBand`] (an error for the run), anything else (the caller skips the
 /// patch and counts it).
-pub fn read_patch(path: &Path, bands: &[Band], sr: Option<&mut LoadedModel>) -> Result<Patch, TrainError> {
+pub fn read_patch(
+    path: &Path,
+    bands: &[Band],
+    sr: Option<&mut LoadedModel>,
+) -> Result<Patch, TrainError> {
     let source = GranuleSource::open(path).map_err(|source| TrainError::Granule {
         path: path.to_path_buf(),
         source,
@@ -192,7 +206,16 @@ pub fn read_patch(path: &Path, bands: &[Band], sr: Option<&mut LoadedModel>) -> 
             .collect();
         let scene = Scene::load(&source, &needed)?;
         let id = source.id.to_string();
-        let out = superres(&scene, model, &id, SrTiling { tile: PATCH, batch: 1 }, &mut |_, _| {})?;
+        let out = superres(
+            &scene,
+            model,
+            &id,
+            SrTiling {
+                tile: PATCH,
+                batch: 1,
+            },
+            &mut |_, _| {},
+        )?;
         srs = out.into_iter().map(|(b, r)| (b, to_f32(&r))).collect();
     }
     let mut x = Vec::with_capacity(bands.len() * PATCH * PATCH);
@@ -217,18 +240,29 @@ pub fn read_patch(path: &Path, bands: &[Band], sr: Option<&mut LoadedModel>) -> 
         if r.width != PATCH || r.height != PATCH {
             return Err(TrainError::TooSmall {
                 path: path.to_path_buf(),
-                reason: format!("band {b} is {}×{} at 10 m, expected {PATCH}×{PATCH}", r.width, r.height),
+                reason: format!(
+                    "band {b} is {}×{} at 10 m, expected {PATCH}×{PATCH}",
+                    r.width, r.height
+                ),
             });
         }
         // Nodata (NaN) becomes the band mean: 0 after normalisation.
-        x.extend(r.data.iter().map(|v| if v.is_finite() { (v - BEN_MEAN[idx]) / BEN_STD[idx] } else { 0.0 }));
+        x.extend(r.data.iter().map(|v| {
+            if v.is_finite() {
+                (v - BEN_MEAN[idx]) / BEN_STD[idx]
+            } else {
+                0.0
+            }
+        }));
     }
     Ok(Patch { x, y })
 }
 
 /// Weighted BCE on logits: `mean(w·y·softplus(−z) + (1−y)·softplus(z))`.
 fn weighted_bce(logits: Tensor<2>, y: Tensor<2>, pos_weight: Tensor<2>) -> Tensor<1> {
-    let sp = |t: Tensor<2>| burn::tensor::activation::relu(t.clone()) + t.abs().neg().exp().add_scalar(1.0).log();
+    let sp = |t: Tensor<2>| {
+        burn::tensor::activation::relu(t.clone()) + t.abs().neg().exp().add_scalar(1.0).log()
+    };
     let pos = sp(logits.clone().neg()) * y.clone() * pos_weight;
     let neg = sp(logits) * y.neg().add_scalar(1.0);
     (pos + neg).mean()
@@ -282,9 +316,19 @@ pub fn scores(probs: &[[f32; CLASSES]], targets: &[[f32; CLASSES]]) -> ClassifyS
             per[c].push((p[c], pos));
         }
     }
-    let f1 = |tp: f64, fp: f64, fnn: f64| if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fnn) };
+    let f1 = |tp: f64, fp: f64, fnn: f64| {
+        if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (2.0 * tp + fp + fnn)
+        }
+    };
     let present: Vec<usize> = (0..CLASSES).filter(|&c| tp[c] + fnn[c] > 0.0).collect();
-    let macro_f1 = present.iter().map(|&c| f1(tp[c], fp[c], fnn[c])).sum::<f64>() / present.len().max(1) as f64;
+    let macro_f1 = present
+        .iter()
+        .map(|&c| f1(tp[c], fp[c], fnn[c]))
+        .sum::<f64>()
+        / present.len().max(1) as f64;
     let aps: Vec<f64> = per.into_iter().filter_map(average_precision).collect();
     ClassifyScores {
         micro_f1: f1(tp.iter().sum(), fp.iter().sum(), fnn.iter().sum()),
@@ -327,13 +371,22 @@ fn batch_tensor(patches: &[Patch], nb: usize, device: &Device) -> (Tensor<4>, Te
 ///
 /// # Errors
 /// Data errors (agreed across ranks), [`TrainError::EmptyShard`], checkpoint errors.
-pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::TrainOutcome, TrainError> {
+pub fn train(
+    cfg: &TrainConfig,
+    dist: &Dist,
+    resume: bool,
+) -> Result<super::sr::TrainOutcome, TrainError> {
     let device = Device::flex().autodiff();
     device.seed(cfg.seed);
     let bands = bands_of(cfg)?;
     let local_batch = cfg.local_batch(dist.size)?;
     let all = dist.agree(list_patches(&cfg.data, cfg.split_csv.as_deref()))?;
-    let shard: Vec<PathBuf> = all.iter().skip(dist.rank).step_by(dist.size).cloned().collect();
+    let shard: Vec<PathBuf> = all
+        .iter()
+        .skip(dist.rank)
+        .step_by(dist.size)
+        .cloned()
+        .collect();
     let smallest = all.len() / dist.size;
     if smallest < local_batch {
         return Err(TrainError::EmptyShard {
@@ -343,7 +396,9 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
         });
     }
     let mut sr = match &cfg.superres_model {
-        Some(dir) => Some(dist.agree(LoadedModel::load(dir, &ProviderOptions::default()).map_err(TrainError::from))?),
+        Some(dir) => Some(dist.agree(
+            LoadedModel::load(dir, &ProviderOptions::default()).map_err(TrainError::from),
+        )?),
         None => None,
     };
     // Open the shard once: missing bands are errors, unreadable patches are skipped; count
@@ -366,7 +421,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
             }
             Err(e) => {
                 skipped += 1;
-                eprintln!("s2edge-train[rank {}]: skipping corrupt patch: {e}", dist.rank);
+                eprintln!(
+                    "s2edge-train[rank {}]: skipping corrupt patch: {e}",
+                    dist.rank
+                );
             }
         }
     }
@@ -408,7 +466,11 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
     if resume {
         let loaded = (|| -> Result<_, TrainError> {
             let st = checkpoint::load_state(&ckdir)?;
-            Ok((st.step, checkpoint::load_weights(&ckdir, "model")?, checkpoint::load_optim(&ckdir, "model", make_optim(cfg))?))
+            Ok((
+                st.step,
+                checkpoint::load_weights(&ckdir, "model")?,
+                checkpoint::load_optim(&ckdir, "model", make_optim(cfg))?,
+            ))
         })();
         let (s, w, o) = dist.agree(loaded)?;
         model = unflatten(model, &w)?;
@@ -426,7 +488,12 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
     let mut corrupt = 0usize;
     while step < cfg.steps {
         let epoch = step / steps_per_epoch as u64;
-        let order = epoch_order(readable.len(), cfg.seed ^ dist.rank as u64, epoch, cfg.shuffle);
+        let order = epoch_order(
+            readable.len(),
+            cfg.seed ^ dist.rank as u64,
+            epoch,
+            cfg.shuffle,
+        );
         let k = (step % steps_per_epoch as u64) as usize;
         let mut patches = Vec::with_capacity(local_batch);
         for &i in &order[k * local_batch..(k + 1) * local_batch] {
@@ -458,7 +525,13 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
         };
         let (lv, gp) = match loss {
             Some(l) => {
-                let v = l.clone().into_data().try_into_vec::<f32>().ok().and_then(|v| v.first().copied()).unwrap_or(f32::NAN);
+                let v = l
+                    .clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .ok()
+                    .and_then(|v| v.first().copied())
+                    .unwrap_or(f32::NAN);
                 (v, GradientsParams::from_grads(l.backward(), &model))
             }
             None => (f32::NAN, GradientsParams::new()),
@@ -507,7 +580,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<super::sr::
         }
     }
     if corrupt > 0 {
-        eprintln!("s2edge-train[rank {}]: {corrupt} corrupt patches skipped during training", dist.rank);
+        eprintln!(
+            "s2edge-train[rank {}]: {corrupt} corrupt patches skipped during training",
+            dist.rank
+        );
     }
     if cfg.dump_weights {
         dump_weights(&cfg.checkpoint_dir, dist.rank, &flatten(&model)?)?;
@@ -576,18 +652,25 @@ fn save(
         bands: bands.iter().map(|b| b.to_string()).collect(),
     };
     let w = flatten(model)?;
-    checkpoint::save(&cfg.checkpoint_dir, &state, &[NetState {
-        name: "model",
-        weights: &w,
-        optim,
-    }])
+    checkpoint::save(
+        &cfg.checkpoint_dir,
+        &state,
+        &[NetState {
+            name: "model",
+            weights: &w,
+            optim,
+        }],
+    )
 }
 
 /// Rebuilds the classifier of checkpoint `ckpt` (inference mode).
 ///
 /// # Errors
 /// [`TrainError::Checkpoint`].
-pub fn load_model(ckpt: &Path, device: &Device) -> Result<(CheckpointState, Vec<Band>, ResNet50), TrainError> {
+pub fn load_model(
+    ckpt: &Path,
+    device: &Device,
+) -> Result<(CheckpointState, Vec<Band>, ResNet50), TrainError> {
     let st = checkpoint::load_state(ckpt)?;
     if st.task != "classify" {
         return Err(TrainError::Checkpoint {
@@ -610,7 +693,13 @@ pub fn load_model(ckpt: &Path, device: &Device) -> Result<(CheckpointState, Vec<
 }
 
 /// The classifier manifest.
-pub fn manifest(name: &str, version: u32, sha: &str, bands: &[Band], training: TrainingInfo) -> ModelSpec {
+pub fn manifest(
+    name: &str,
+    version: u32,
+    sha: &str,
+    bands: &[Band],
+    training: TrainingInfo,
+) -> ModelSpec {
     let (mean, std): (Vec<f32>, Vec<f32>) = bands
         .iter()
         .map(|b| {
@@ -649,6 +738,32 @@ pub fn manifest(name: &str, version: u32, sha: &str, bands: &[Band], training: T
     }
 }
 
+/// The classifier as ONNX bytes: input `x` `[batch, bands, 120, 120]` (dynamic batch),
+/// output `probs` `[batch, 19]`.
+///
+/// # Errors
+/// [`TrainError::Export`].
+pub fn export_onnx(model: &ResNet50, nbands: usize, name: &str) -> Result<Vec<u8>, TrainError> {
+    use burn_onnx::export::{AxisSpec, InputSpec as AxisInputSpec, OnnxExporter};
+    let device = Device::flex();
+    let model = model.valid();
+    let spec = AxisInputSpec::new([
+        AxisSpec::dynamic("batch"),
+        AxisSpec::Static,
+        AxisSpec::Static,
+        AxisSpec::Static,
+    ]);
+    let a = Tensor::<4>::zeros([1, nbands, PATCH, PATCH], &device);
+    let b = Tensor::<4>::zeros([2, nbands, PATCH, PATCH], &device);
+    let onnx = OnnxExporter::new()
+        .export_dynamic(&model, a, b, &[spec], |m: &ResNet50, x| m.forward(x))
+        .map_err(|e| TrainError::Export {
+            model: name.to_string(),
+            reason: e.to_string(),
+        })?;
+    super::export::rename_io(onnx.as_bytes(), &["x"], &["probs"], name)
+}
+
 /// Exports the classify checkpoint `ckpt`; with `eval`, scores the patches listed there
 /// through ONNX Runtime first and records the metrics. `status` says honestly how trained
 /// it is.
@@ -661,19 +776,9 @@ pub fn export(
     status: TrainingStatus,
     notes: Option<String>,
 ) -> Result<PathBuf, TrainError> {
-    use burn_onnx::export::{AxisSpec, InputSpec as AxisInputSpec, OnnxExporter};
     let device = Device::flex();
     let (st, bands, model) = load_model(ckpt, &device)?;
-    let spec = AxisInputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static, AxisSpec::Static, AxisSpec::Static]);
-    let a = Tensor::<4>::zeros([1, bands.len(), PATCH, PATCH], &device);
-    let b = Tensor::<4>::zeros([2, bands.len(), PATCH, PATCH], &device);
-    let onnx = OnnxExporter::new()
-        .export_dynamic(&model, a, b, &[spec], |m: &ResNet50, x| m.forward(x))
-        .map_err(|e| TrainError::Export {
-            model: cfg.name.clone(),
-            reason: e.to_string(),
-        })?;
-    let bytes = super::export::rename_io(onnx.as_bytes(), &["x"], &["probs"], &cfg.name)?;
+    let bytes = export_onnx(&model, bands.len(), &cfg.name)?;
     let sha = super::export::sha256_hex(&bytes);
     let stage = super::export::Staging::new(&cfg.models_dir, &cfg.name, cfg.version)?;
     stage.write_onnx(&bytes)?;
@@ -687,7 +792,9 @@ pub fn export(
     let mut loaded = LoadedModel::load(&stage.dir, &ProviderOptions::default())?;
     let (mut probs, mut targets) = (Vec::new(), Vec::new());
     for p in &patches {
-        let Ok(patch) = read_patch(p, &bands, None) else { continue };
+        let Ok(patch) = read_patch(p, &bands, None) else {
+            continue;
+        };
         let arr = ndarray::Array4::from_shape_vec((1, bands.len(), PATCH, PATCH), patch.x)
             .map_err(|e| TrainError::Tensor(e.to_string()))?;
         let out = loaded.run(vec![("x".into(), arr)])?;
@@ -703,7 +810,10 @@ pub fn export(
     let s = scores(&probs, &targets);
     let mut t = toml::Table::new();
     t.insert("eval_patches".into(), (probs.len() as i64).into());
-    t.insert("eval_set".into(), "the training patches (no held-out split given)".into());
+    t.insert(
+        "eval_set".into(),
+        "the training patches (no held-out split given)".into(),
+    );
     let r = |v: f64| (v * 1000.0).round() / 1000.0;
     t.insert("micro_f1".into(), r(s.micro_f1).into());
     t.insert("macro_f1".into(), r(s.macro_f1).into());
@@ -725,7 +835,10 @@ mod tests {
         t[1][2] = 1.0;
         t[2][1] = 1.0;
         let s = scores(&t, &t);
-        assert_eq!((s.micro_f1, s.macro_f1, s.micro_ap, s.macro_ap), (1.0, 1.0, 1.0, 1.0));
+        assert_eq!(
+            (s.micro_f1, s.macro_f1, s.micro_ap, s.macro_ap),
+            (1.0, 1.0, 1.0, 1.0)
+        );
         let mut wrong = [[0f32; CLASSES]; 3];
         wrong[0][5] = 0.9;
         let s = scores(&wrong, &t);

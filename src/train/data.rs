@@ -48,7 +48,14 @@ impl SrBands {
     /// The DSen2 band layout for `scale` (2: 20 m bands; 6: 60 m bands).
     pub fn for_scale(scale: usize) -> SrBands {
         let x10 = vec![Band::B02, Band::B03, Band::B04, Band::B08];
-        let x20 = vec![Band::B05, Band::B06, Band::B07, Band::B8A, Band::B11, Band::B12];
+        let x20 = vec![
+            Band::B05,
+            Band::B06,
+            Band::B07,
+            Band::B8A,
+            Band::B11,
+            Band::B12,
+        ];
         if scale == 6 {
             let x60 = vec![Band::B01, Band::B09];
             SrBands {
@@ -87,7 +94,10 @@ impl SrBands {
 
     /// Every band read.
     pub fn all_bands(&self) -> Vec<Band> {
-        self.inputs.iter().flat_map(|(_, b)| b.iter().copied()).collect()
+        self.inputs
+            .iter()
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
     }
 }
 
@@ -147,10 +157,12 @@ impl NativeBands {
                     band,
                 });
             }
-            let data = source.read_band(band).map_err(|source| TrainError::Granule {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let data = source
+                .read_band(band)
+                .map_err(|source| TrainError::Granule {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             let f = band.resolution().factor();
             let s = (data.dn.width * f, data.dn.height * f);
             match size10 {
@@ -201,7 +213,12 @@ impl NativeBands {
     pub fn cut(&self, band: Band, region: Region) -> Result<Raster<f32>, TrainError> {
         let f = band.resolution().factor();
         let r = self.band(band)?;
-        Ok(r.window(region.col / f, region.row / f, region.width / f, region.height / f))
+        Ok(r.window(
+            region.col / f,
+            region.row / f,
+            region.width / f,
+            region.height / f,
+        ))
     }
 }
 
@@ -220,12 +237,14 @@ pub fn split_regions(
     let w = width10 / u * u;
     let h = height10 / u * u;
     let units = h / u;
-    let too_small = |what: &str| TrainError::TooSmall {
+    let too_small = |what: &str| {
+        TrainError::TooSmall {
         path: path.to_path_buf(),
         reason: format!(
             "{width10}×{height10} px at 10 m leaves no {what} region for scale {} (regions are multiples of {u} px)",
             bands.scale
         ),
+    }
     };
     if w == 0 || units == 0 {
         return Err(too_small("training"));
@@ -300,7 +319,11 @@ pub fn degrade_region(
         for &band in group {
             let f = band.resolution().factor();
             let d = wald_degrade(&native.cut(band, region)?, s);
-            let up = if f == 1 { d.clone() } else { upsample(&d, f, Kernel::Bilinear) };
+            let up = if f == 1 {
+                d.clone()
+            } else {
+                upsample(&d, f, Kernel::Bilinear)
+            };
             chans.push(norm(&up));
             natives.push(d);
         }
@@ -354,12 +377,10 @@ pub fn enumerate_samples(scenes: &[SrScene], patch: usize) -> (Vec<Sample>, usiz
         }
         for &row in &rows {
             for &col in &cols {
-                let finite = sc
-                    .inputs
-                    .iter()
-                    .flatten()
-                    .chain(sc.target.iter())
-                    .all(|r| (row..row + patch).all(|y| r.row(y)[col..col + patch].iter().all(|v| v.is_finite())));
+                let finite = sc.inputs.iter().flatten().chain(sc.target.iter()).all(|r| {
+                    (row..row + patch)
+                        .all(|y| r.row(y)[col..col + patch].iter().all(|v| v.is_finite()))
+                });
                 if finite {
                     out.push(Sample { scene: i, col, row });
                 } else {
@@ -410,7 +431,12 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
 }
 
 /// The positions (into an epoch order) of rank `rank`'s `step_in_epoch`-th local batch.
-pub fn local_positions(step_in_epoch: usize, rank: usize, size: usize, local_batch: usize) -> std::ops::Range<usize> {
+pub fn local_positions(
+    step_in_epoch: usize,
+    rank: usize,
+    size: usize,
+    local_batch: usize,
+) -> std::ops::Range<usize> {
     let start = (step_in_epoch * size + rank) * local_batch;
     start..start + local_batch
 }
@@ -450,7 +476,8 @@ pub fn make_batch(scenes: &[SrScene], samples: &[Sample], augment: &[u8], patch:
     let Some(first) = scenes.first() else {
         return SrBatch::default();
     };
-    let mut inputs: Vec<(usize, Vec<f32>)> = first.inputs.iter().map(|g| (g.len(), Vec::new())).collect();
+    let mut inputs: Vec<(usize, Vec<f32>)> =
+        first.inputs.iter().map(|g| (g.len(), Vec::new())).collect();
     let mut target = (first.target.len(), Vec::new());
     let mut buf = Vec::with_capacity(patch * patch);
     let mut cut = |r: &Raster<f32>, s: &Sample, code: u8, out: &mut Vec<f32>| {

@@ -65,7 +65,13 @@ const RES_SCALE: f32 = 0.1;
 impl Dsen2 {
     /// A network for inputs of `in_channels` (per input, in order) producing as many
     /// channels as the last input.
-    pub fn new(in_channels: &[usize], blocks: usize, features: usize, slope: f32, device: &Device) -> Dsen2 {
+    pub fn new(
+        in_channels: &[usize],
+        blocks: usize,
+        features: usize,
+        slope: f32,
+        device: &Device,
+    ) -> Dsen2 {
         let cin: usize = in_channels.iter().sum();
         let cout = in_channels.last().copied().unwrap_or(1);
         Dsen2 {

@@ -90,7 +90,12 @@ impl EvalReport {
 
 /// One region degraded and quantised to `u16` harmonised DN, per band on its degraded
 /// native grid.
-fn degraded_u16(native: &NativeBands, region: Region, bands: &[Band], s: usize) -> Result<BTreeMap<Band, Raster<u16>>, TrainError> {
+fn degraded_u16(
+    native: &NativeBands,
+    region: Region,
+    bands: &[Band],
+    s: usize,
+) -> Result<BTreeMap<Band, Raster<u16>>, TrainError> {
     let mut out = BTreeMap::new();
     for &b in bands {
         let d = wald_degrade(&native.cut(b, region)?, s);
@@ -193,7 +198,12 @@ fn baseline_inputs(
         reference.push(native.cut(b, region)?);
     }
     let mut detail = Vec::new();
-    for &b in bands.inputs.first().map(|(_, g)| g.as_slice()).unwrap_or(&[]) {
+    for &b in bands
+        .inputs
+        .first()
+        .map(|(_, g)| g.as_slice())
+        .unwrap_or(&[])
+    {
         let d = deg.get(&b).ok_or_else(|| TrainError::MissingBand {
             path: native.path.clone(),
             band: b,
@@ -221,8 +231,8 @@ fn scores(reference: &[Raster<f32>], estimate: &[Raster<f32>]) -> Result<Scores,
     let ests: Vec<&Raster<f32>> = estimate.iter().collect();
     Ok(Scores {
         rmse: r / n,
-        // Bands of one region have equal valid-pixel counts, so the pooled MSE is the
-        // mean of the per-band MSEs.
+        // The mean of the per-band MSEs: the pooled MSE whenever every band has the same
+        // valid pixels (true of a region without nodata, as the scored crops are).
         rmse_pooled: (r2 / n).sqrt(),
         sre_db: s / n,
         sam_deg: sam_degrees(&refs, &ests)?,
@@ -237,7 +247,12 @@ fn scores(reference: &[Raster<f32>], estimate: &[Raster<f32>]) -> Result<Scores,
 /// # Errors
 /// Reading errors, [`TrainError::Model`] when the model does not load,
 /// [`TrainError::Pipeline`] when inference fails, [`TrainError::Metric`].
-pub fn evaluate(model_dir: &Path, data: &Path, holdout: Holdout, tile: usize) -> Result<EvalReport, TrainError> {
+pub fn evaluate(
+    model_dir: &Path,
+    data: &Path,
+    holdout: Holdout,
+    tile: usize,
+) -> Result<EvalReport, TrainError> {
     let spec = ModelSpec::load(&model_dir.join("model.toml"))?;
     let scale = spec.superres.as_ref().map_or(2, |s| s.scale as usize);
     let bands = SrBands::for_scale(scale);
@@ -311,7 +326,13 @@ pub fn evaluate_loaded(
         cloud: None,
         offsets: all.iter().map(|b| (*b, 0.0)).collect(),
     };
-    let out = superres(&scene, model, &native.id, SrTiling { tile, batch: 1 }, &mut |_, _| {})?;
+    let out = superres(
+        &scene,
+        model,
+        &native.id,
+        SrTiling { tile, batch: 1 },
+        &mut |_, _| {},
+    )?;
     let mut est = Vec::new();
     for &b in &bands.outputs {
         let r = out
@@ -333,7 +354,11 @@ pub fn evaluate_loaded(
             test.row + test.height,
             test.col,
             test.col + test.width,
-            if held.is_some() { "held out" } else { "training region" }
+            if held.is_some() {
+                "held out"
+            } else {
+                "training region"
+            }
         ),
         bands: bands.outputs.iter().map(|b| b.to_string()).collect(),
         pixels: w * h,
@@ -352,7 +377,14 @@ mod tests {
         let n = 50;
         let f1 = Raster::from_vec(n, 1, (0..n).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap();
         let f2 = Raster::from_vec(n, 1, (0..n).map(|i| (i as f32 * 0.11).cos()).collect()).unwrap();
-        let r = Raster::from_vec(n, 1, (0..n).map(|i| 3.0 + 2.0 * f1.data[i] - 0.5 * f2.data[i]).collect()).unwrap();
+        let r = Raster::from_vec(
+            n,
+            1,
+            (0..n)
+                .map(|i| 3.0 + 2.0 * f1.data[i] - 0.5 * f2.data[i])
+                .collect(),
+        )
+        .unwrap();
         let w = least_squares(&[f1, f2], &r);
         assert!((w[0] - 3.0).abs() < 1e-4, "{w:?}");
         assert!((w[1] - 2.0).abs() < 1e-4, "{w:?}");

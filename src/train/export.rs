@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::granule::Resolution;
 use crate::model::manifest::{
-    InputSpec, IoMap, Normalisation, OutputSpec, ProductLevel, SuperresSpec, Task, TrainingInfo, TrainingStatus,
-    UpsampleKernel, SUPPORTED_SCHEMA,
+    InputSpec, IoMap, Normalisation, OutputSpec, ProductLevel, SuperresSpec, Task, TrainingInfo,
+    TrainingStatus, UpsampleKernel, SUPPORTED_SCHEMA,
 };
 use crate::model::ModelSpec;
 
@@ -92,13 +92,22 @@ pub fn export_sr_onnx(model: &Dsen2, bands: &SrBands, name: &str) -> Result<Vec<
 ///
 /// # Errors
 /// [`TrainError::Export`] when the bytes do not parse or the counts differ.
-pub fn rename_io(bytes: &[u8], inputs: &[&str], outputs: &[&str], model: &str) -> Result<Vec<u8>, TrainError> {
+pub fn rename_io(
+    bytes: &[u8],
+    inputs: &[&str],
+    outputs: &[&str],
+    model: &str,
+) -> Result<Vec<u8>, TrainError> {
     let err = |reason: String| TrainError::Export {
         model: model.to_string(),
         reason,
     };
-    let mut proto = ModelProto::parse_from_bytes(bytes).map_err(|e| err(format!("re-parsing the export: {e}")))?;
-    let graph = proto.graph.as_mut().ok_or_else(|| err("the export has no graph".into()))?;
+    let mut proto = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| err(format!("re-parsing the export: {e}")))?;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| err("the export has no graph".into()))?;
     let initializers: std::collections::HashSet<String> =
         graph.initializer.iter().map(|t| t.name.clone()).collect();
     let runtime: Vec<usize> = (0..graph.input.len())
@@ -302,7 +311,14 @@ pub fn export_superres(
     let stage = Staging::new(&cfg.models_dir, &cfg.name, cfg.version)?;
     stage.write_onnx(&bytes)?;
     let mut info = training_info(&st, notes);
-    let mut spec = sr_manifest(&cfg.name, cfg.version, &sha, &bands, model.receptive_radius(), info.clone());
+    let mut spec = sr_manifest(
+        &cfg.name,
+        cfg.version,
+        &sha,
+        &bands,
+        model.receptive_radius(),
+        info.clone(),
+    );
     stage.write_manifest(&spec)?;
     let mut report = None;
     if let Some(data) = eval_data {

@@ -147,7 +147,10 @@ impl ModuleVisitor for GradCollect<'_> {
 ///
 /// # Errors
 /// [`TrainError::Tensor`] when a gradient is not `f32`.
-pub fn flatten_grads<M: Module>(module: &M, grads: &GradientsParams) -> Result<Vec<f32>, TrainError> {
+pub fn flatten_grads<M: Module>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Result<Vec<f32>, TrainError> {
     let mut c = GradCollect {
         grads,
         out: Vec::new(),

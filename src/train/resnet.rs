@@ -91,7 +91,11 @@ impl ResNet50 {
     pub fn new(bands: usize, classes: usize, device: &Device) -> ResNet50 {
         let mut blocks = Vec::new();
         let mut cin = 64;
-        for (stage, (&n, &width)) in [3usize, 4, 6, 3].iter().zip(&[64usize, 128, 256, 512]).enumerate() {
+        for (stage, (&n, &width)) in [3usize, 4, 6, 3]
+            .iter()
+            .zip(&[64usize, 128, 256, 512])
+            .enumerate()
+        {
             for i in 0..n {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
                 blocks.push(Bottleneck::new(cin, width, stride, device));

@@ -17,8 +17,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::checkpoint::{self, CheckpointState, NetState};
 use super::config::{OptimizerKind, TaskKind, TrainConfig};
 use super::data::{
-    degrade_region, enumerate_samples, epoch_order, local_positions, make_batch, split_regions, NativeBands, Rng,
-    Sample, SrBands, SrBatch, SrScene,
+    degrade_region, enumerate_samples, epoch_order, local_positions, make_batch, split_regions,
+    NativeBands, Rng, Sample, SrBands, SrBatch, SrScene,
 };
 use super::dist::{stop_requested, Dist};
 use super::dsen2::{Discriminator, Dsen2};
@@ -173,15 +173,24 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         });
     }
     if dist.is_root() && data.skipped > 0 {
-        eprintln!("s2edge-train: skipped {} patches that touch nodata", data.skipped);
+        eprintln!(
+            "s2edge-train: skipped {} patches that touch nodata",
+            data.skipped
+        );
     }
     let channels = data.bands.channels();
     let gan = cfg.task == TaskKind::Gan;
     let slope = if gan { GAN_SLOPE } else { 0.0 };
-    let mut model = broadcast_init(dist, Dsen2::new(&channels, cfg.blocks, cfg.features, slope, &device))?;
+    let mut model = broadcast_init(
+        dist,
+        Dsen2::new(&channels, cfg.blocks, cfg.features, slope, &device),
+    )?;
     let disc_in = channels.first().copied().unwrap_or(0) + channels.last().copied().unwrap_or(0);
     let mut disc = if gan {
-        Some(broadcast_init(dist, Discriminator::new(disc_in, cfg.features, &device))?)
+        Some(broadcast_init(
+            dist,
+            Discriminator::new(disc_in, cfg.features, &device),
+        )?)
     } else {
         None
     };
@@ -193,7 +202,11 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
     if resume {
         let loaded = (|| -> Result<_, TrainError> {
             let st = checkpoint::load_state(&ckdir)?;
-            if st.scale != cfg.scale || st.blocks != cfg.blocks || st.features != cfg.features || st.task != task_name(cfg.task) {
+            if st.scale != cfg.scale
+                || st.blocks != cfg.blocks
+                || st.features != cfg.features
+                || st.task != task_name(cfg.task)
+            {
                 return Err(TrainError::Checkpoint {
                     path: ckdir.clone(),
                     reason: format!(
@@ -205,7 +218,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
             let w = checkpoint::load_weights(&ckdir, gname)?;
             let o = checkpoint::load_optim(&ckdir, gname, make_optim(cfg))?;
             let dw = if gan {
-                Some((checkpoint::load_weights(&ckdir, "discriminator")?, checkpoint::load_optim(&ckdir, "discriminator", make_optim(cfg))?))
+                Some((
+                    checkpoint::load_weights(&ckdir, "discriminator")?,
+                    checkpoint::load_optim(&ckdir, "discriminator", make_optim(cfg))?,
+                ))
             } else {
                 None
             };
@@ -220,7 +236,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         }
         start = step;
         if dist.is_root() {
-            eprintln!("s2edge-train: resumed from {} at step {step}", ckdir.display());
+            eprintln!(
+                "s2edge-train: resumed from {} at step {step}",
+                ckdir.display()
+            );
         }
     }
 
@@ -246,7 +265,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         let codes: Vec<u8> = pos
             .map(|p| {
                 if cfg.augment {
-                    Rng::new(cfg.seed ^ (epoch << 32) ^ (p as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)).below(8) as u8
+                    Rng::new(
+                        cfg.seed ^ (epoch << 32) ^ (p as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+                    )
+                    .below(8) as u8
                 } else {
                     0
                 }
@@ -278,7 +300,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         let mut loss = (pred.clone() - target).abs().mean();
         if let (Some(d), Some(guide)) = (disc.as_ref(), guide) {
             let logits = d.forward(Tensor::cat(vec![guide, pred], 1));
-            loss = loss + softplus(logits.neg()).mean().mul_scalar(cfg.adversarial_weight);
+            loss = loss
+                + softplus(logits.neg())
+                    .mean()
+                    .mul_scalar(cfg.adversarial_weight);
         }
         let lv = scalar(loss.clone())?;
         // Only the generator's gradients: the discriminator's are discarded here.
@@ -313,7 +338,16 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         let interval = cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0;
         if stop || interval {
             if dist.is_root() {
-                last_ckpt = Some(write_checkpoint(cfg, dist, step, last_loss, &model, &optim, disc.as_ref(), &optim_d)?);
+                last_ckpt = Some(write_checkpoint(
+                    cfg,
+                    dist,
+                    step,
+                    last_loss,
+                    &model,
+                    &optim,
+                    disc.as_ref(),
+                    &optim_d,
+                )?);
             }
             dist.barrier();
         }
@@ -326,7 +360,16 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         }
     }
     if !interrupted && dist.is_root() {
-        last_ckpt = Some(write_checkpoint(cfg, dist, step, last_loss, &model, &optim, disc.as_ref(), &optim_d)?);
+        last_ckpt = Some(write_checkpoint(
+            cfg,
+            dist,
+            step,
+            last_loss,
+            &model,
+            &optim,
+            disc.as_ref(),
+            &optim_d,
+        )?);
     }
     if cfg.dump_weights {
         dump_weights(&cfg.checkpoint_dir, dist.rank, &flatten(&model)?)?;
