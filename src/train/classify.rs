@@ -60,13 +60,14 @@ pub const BEN_BANDS: [Band; 12] = [
     Band::B12,
 ];
 
-/// BigEarthNet's official per-band mean (DN), in [`BEN_BANDS`] order.
-pub const BEN_MEAN: [f32; 12] = [
+/// BigEarthNet's official per-band mean (DN), in [`BEN_BANDS`] order (as published;
+/// `f64` keeps every published digit, the network sees them as `f32`).
+pub const BEN_MEAN: [f64; 12] = [
     340.76769, 429.94302, 614.21682, 590.2357, 950.68368, 1792.4629, 2075.46795, 2218.94553,
     2266.46037, 2246.06055, 1594.42695, 1009.32729,
 ];
 /// BigEarthNet's official per-band standard deviation (DN).
-pub const BEN_STD: [f32; 12] = [
+pub const BEN_STD: [f64; 12] = [
     554.81259, 572.41639, 582.87946, 675.88747, 729.89828, 1096.01481, 1273.45393, 1365.4559,
     1356.13789, 1302.32929, 1079.19066, 818.86747,
 ];
@@ -249,7 +250,7 @@ pub fn read_patch(
         // Nodata (NaN) becomes the band mean: 0 after normalisation.
         x.extend(r.data.iter().map(|v| {
             if v.is_finite() {
-                (v - BEN_MEAN[idx]) / BEN_STD[idx]
+                (v - BEN_MEAN[idx] as f32) / BEN_STD[idx] as f32
             } else {
                 0.0
             }
@@ -704,7 +705,7 @@ pub fn manifest(
         .iter()
         .map(|b| {
             let i = BEN_BANDS.iter().position(|x| x == b).unwrap_or(0);
-            (BEN_MEAN[i], BEN_STD[i])
+            (BEN_MEAN[i] as f32, BEN_STD[i] as f32)
         })
         .unzip();
     ModelSpec {

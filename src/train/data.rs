@@ -297,7 +297,11 @@ pub struct SrScene {
     pub target: Vec<Raster<f32>>,
 }
 
-/// Degrades `region` of `native` by the scale (Wald's protocol).
+/// Per graph input, per band: the degraded band on its own degraded grid.
+pub type DegradedNative = Vec<Vec<Raster<f32>>>;
+
+/// Degrades `region` of `native` by the scale (Wald's protocol): the model's view and the
+/// degraded bands on their own grids.
 ///
 /// # Errors
 /// [`TrainError::MissingBand`].
@@ -305,7 +309,7 @@ pub fn degrade_region(
     native: &NativeBands,
     region: Region,
     bands: &SrBands,
-) -> Result<(SrScene, Vec<Vec<Raster<f32>>>), TrainError> {
+) -> Result<(SrScene, DegradedNative), TrainError> {
     let s = bands.scale;
     let (w, h) = (region.width / s, region.height / s);
     let norm = |r: &Raster<f32>| r.map(|v| (v - NORM_MEAN) / NORM_STD);
