@@ -397,6 +397,7 @@ fn exported_gan_generator_matches_burn() {
 
 #[test]
 fn exported_resnet50_matches_burn() {
+    use burn::module::Module;
     use burn::tensor::{Device, Distribution, Tensor};
     use s2edge::granule::Band;
     use s2edge::model::manifest::{TrainingInfo, TrainingStatus};

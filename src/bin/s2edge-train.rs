@@ -87,7 +87,9 @@ fn exit_code(e: &TrainError) -> u8 {
 fn run_train(config: PathBuf, resume: bool) -> Result<(), TrainError> {
     let dist = Dist::init()?;
     install_stop_handler();
-    let cfg = dist.agree(TrainConfig::load(&config))?;
+    // Every rank reads the same file, so a configuration error is the same on every rank
+    // and each exits with 2 (no collective needed).
+    let cfg = TrainConfig::load(&config).map_err(|e| quiet_unless_root(&dist, e))?;
     let res = match cfg.task {
         TaskKind::Superres | TaskKind::Gan => s2edge::train::sr::train(&cfg, &dist, resume),
         TaskKind::Classify => s2edge::train::classify::train(&cfg, &dist, resume),
@@ -109,21 +111,24 @@ fn run_train(config: PathBuf, resume: bool) -> Result<(), TrainError> {
             }
             Ok(())
         }
-        Err(e) => {
-            // Errors every rank meets alike (configuration, data, an empty shard) are
-            // reported once, by rank 0; another rank prints only an error of its own.
-            let shared = matches!(
-                e,
-                TrainError::Remote { .. } | TrainError::Config(_) | TrainError::EmptyShard { .. }
-            );
-            if shared && !dist.is_root() {
-                return Err(TrainError::Remote {
-                    rank: dist.rank,
-                    reason: String::new(),
-                });
-            }
-            Err(e)
-        }
+        Err(e) => Err(quiet_unless_root(&dist, e)),
+    }
+}
+
+/// Errors every rank meets alike (configuration, data, an empty shard) are reported
+/// once, by rank 0; another rank prints only an error of its own. A silenced error keeps
+/// its exit code (an empty message marks it silent).
+fn quiet_unless_root(dist: &Dist, e: TrainError) -> TrainError {
+    if dist.is_root() {
+        return e;
+    }
+    match e {
+        TrainError::Config(_) => TrainError::Config(String::new()),
+        TrainError::Remote { .. } | TrainError::EmptyShard { .. } => TrainError::Remote {
+            rank: dist.rank,
+            reason: String::new(),
+        },
+        other => other,
     }
 }
 
@@ -174,6 +179,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(TrainError::Remote { reason, .. }) if reason.is_empty() => ExitCode::from(1),
+        Err(TrainError::Config(m)) if m.is_empty() => ExitCode::from(2),
         Err(e) => {
             eprintln!("s2edge-train: error: {e}");
             ExitCode::from(exit_code(&e))
