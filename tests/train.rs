@@ -101,8 +101,7 @@ fn two_ranks_keep_weights_bit_identical() {
     let w1 = std::fs::read(dir.path().join("ckpt/weights.rank1.f32")).unwrap();
     assert!(!w0.is_empty());
     assert_eq!(w0, w1, "weights differ across ranks after 4 steps");
-    // Training moved the weights away from the checkpointed ones? The checkpoint is the
-    // final state: it must equal the dumped weights, written by rank 0 alone.
+    // The final checkpoint, written by rank 0 alone, holds exactly these weights.
     let ck = std::fs::read(dir.path().join("ckpt/latest/model.f32")).unwrap();
     assert_eq!(ck, w0);
 }
