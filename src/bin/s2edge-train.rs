@@ -44,6 +44,13 @@ enum Cmd {
         /// Continue from `<checkpoint_dir>/latest`.
         #[arg(long)]
         resume: bool,
+        /// classify: train on this band subset (e.g. `B02,B03,B04`); overrides `bands`.
+        #[arg(long, value_delimiter = ',')]
+        bands: Option<Vec<String>>,
+        /// classify: train on patches whose coarse bands this super-resolution model
+        /// (`models/<name>/<version>`) super-resolved; overrides `superres_model`.
+        #[arg(long)]
+        superres_model: Option<PathBuf>,
     },
     /// Exports the latest checkpoint to `<models_dir>/<name>/<version>/`.
     Export {
@@ -84,12 +91,23 @@ fn exit_code(e: &TrainError) -> u8 {
     }
 }
 
-fn run_train(config: PathBuf, resume: bool) -> Result<(), TrainError> {
+fn run_train(
+    config: PathBuf,
+    resume: bool,
+    bands: Option<Vec<String>>,
+    superres_model: Option<PathBuf>,
+) -> Result<(), TrainError> {
     let dist = Dist::init()?;
     install_stop_handler();
     // Every rank reads the same file, so a configuration error is the same on every rank
     // and each exits with 2 (no collective needed).
-    let cfg = TrainConfig::load(&config).map_err(|e| quiet_unless_root(&dist, e))?;
+    let mut cfg = TrainConfig::load(&config).map_err(|e| quiet_unless_root(&dist, e))?;
+    if bands.is_some() {
+        cfg.bands = bands;
+    }
+    if superres_model.is_some() {
+        cfg.superres_model = superres_model;
+    }
     let res = match cfg.task {
         TaskKind::Superres | TaskKind::Gan => s2edge::train::sr::train(&cfg, &dist, resume),
         TaskKind::Classify => s2edge::train::classify::train(&cfg, &dist, resume),
@@ -135,7 +153,12 @@ fn quiet_unless_root(dist: &Dist, e: TrainError) -> TrainError {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Train { config, resume } => run_train(config, resume),
+        Cmd::Train {
+            config,
+            resume,
+            bands,
+            superres_model,
+        } => run_train(config, resume, bands, superres_model),
         Cmd::Export {
             config,
             eval_data,
