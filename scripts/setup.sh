@@ -13,10 +13,14 @@ cd "$(dirname "$0")/.."
 
 ORT_VERSION=1.32.0
 need_apt=()
-for pair in gdalinfo:gdal-bin opj_compress:libopenjp2-tools sqlite3:sqlite3 systemd-analyze:systemd; do
+for pair in gdalinfo:gdal-bin opj_compress:libopenjp2-tools sqlite3:sqlite3 systemd-analyze:systemd mpirun:openmpi-bin mpicc:libopenmpi-dev; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# libclang for rsmpi's bindgen (the trainer, cargo feature "train").
+if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null && ! compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null; then
+  need_apt+=(libclang-dev)
+fi
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2

@@ -6,6 +6,14 @@ scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 cargo build --bins
 cargo test --all-targets "$@"
+if [ $# -eq 0 ]; then
+  # The MPI trainer (feature "train": burn + burn-onnx + rsmpi; ~15 min cold build once).
+  # As root, OpenMPI needs these two to let the tests' mpirun start.
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  cargo build --features train --bin s2edge-train
+  cargo test --features train --lib train::
+  cargo test --features train --test tests train::
+fi
 # Installing the .deb changes the machine (/etc/s2edge, a system user): run that test
 # alone, after everything else, when root can install packages.
 if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then

@@ -18,6 +18,7 @@
 //! | [`config`] | typed configuration: embedded defaults, file, environment |
 //! | [`daemon`] | the ingest daemon (tokio): watcher, claims, ledger, worker thread, metrics, systemd |
 //! | [`sample`] | a synthetic demo granule (`s2edge sample`) |
+//! | `train` | feature `train`: the MPI trainer (burn models, data parallelism, ONNX export, evaluation) |
 //!
 //! Only the daemon knows tokio; everything listed here is synchronous so the trainer,
 //! the benches and the CLI reuse it.
@@ -33,3 +34,5 @@ pub mod pipeline;
 pub mod product;
 pub mod raster;
 pub mod sample;
+#[cfg(feature = "train")]
+pub mod train;

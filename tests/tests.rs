@@ -9,4 +9,6 @@ mod raster;
 mod readers_safe;
 mod readers_tiff;
 mod safe_fixture;
+#[cfg(feature = "train")]
+mod train;
 mod util;

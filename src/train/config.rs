@@ -1,0 +1,238 @@
+//! `TrainConfig`: the trainer's TOML configuration, read with the `config` crate (file,
+//! then `S2EDGE_TRAIN__KEY` environment overrides).
+//!
+//! Invariants: unknown keys are errors (`deny_unknown_fields`); [`TrainConfig::validate`]
+//! rejects values that would only fail later inside a tensor operation (zero batch, a patch
+//! smaller than the receptive field, a global batch that does not split evenly over the
+//! ranks).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// DSen2 super-resolution under Wald's protocol, L1 loss.
+    Superres,
+    /// SRGAN-style: DSen2-like generator with LeakyReLU plus a discriminator.
+    Gan,
+    /// ResNet50 multi-label classification on BigEarthNet patches.
+    Classify,
+}
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam (β = 0.9, 0.999).
+    Adam,
+    /// Plain SGD (used by the equivalence test: no per-parameter normalisation).
+    Sgd,
+}
+
+/// Which rows of each granule are held out from training (and scored by `eval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Holdout {
+    /// Train on everything.
+    None,
+    /// Train on the top two thirds, hold out the bottom third.
+    BottomThird,
+}
+
+/// The trainer configuration (one TOML file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// What is trained.
+    pub task: TaskKind,
+    /// The exported model's name (`models/<name>/<version>/`).
+    pub name: String,
+    /// The exported version.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// Granules (any readable form) or BigEarthNet patch folders / their parent folder.
+    pub data: Vec<PathBuf>,
+    /// Rows held out of training.
+    #[serde(default = "default_holdout")]
+    pub holdout: Holdout,
+    /// Super-resolution scale: 2 (20 m bands) or 6 (60 m bands).
+    #[serde(default = "default_scale")]
+    pub scale: usize,
+    /// Patch side at the degraded 10 m grid (superres/gan) in pixels.
+    #[serde(default = "default_patch")]
+    pub patch: usize,
+    /// Residual blocks of the DSen2 body.
+    #[serde(default = "default_blocks")]
+    pub blocks: usize,
+    /// Feature maps of the DSen2 body.
+    #[serde(default = "default_features")]
+    pub features: usize,
+    /// Learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Global batch (split evenly over the ranks).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// The optimiser.
+    #[serde(default = "default_optimizer")]
+    pub optimizer: OptimizerKind,
+    /// Shuffle the sample order each epoch (same permutation on every rank).
+    #[serde(default = "default_true")]
+    pub shuffle: bool,
+    /// Random flips and 90° rotations.
+    #[serde(default = "default_true")]
+    pub augment: bool,
+    /// Seed of initialisation, shuffling and augmentation.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Where checkpoints go (rank 0 writes them).
+    pub checkpoint_dir: PathBuf,
+    /// Checkpoint every this many steps (0: only at the end and on SIGTERM).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Where `export` writes `<name>/<version>/`.
+    #[serde(default = "default_models_dir")]
+    pub models_dir: PathBuf,
+    /// Log every this many steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// Weight of the adversarial loss (gan).
+    #[serde(default = "default_adv_weight")]
+    pub adversarial_weight: f32,
+    /// Band subset for `classify` (default: all 12 BigEarthNet bands).
+    #[serde(default)]
+    pub bands: Option<Vec<String>>,
+    /// Official split CSV for `classify` (patch names, one per line).
+    #[serde(default)]
+    pub split_csv: Option<PathBuf>,
+    /// `classify`: train on patches whose 20/60 m bands were super-resolved by this model
+    /// directory (a `models/<name>/<version>` path) instead of resampled.
+    #[serde(default)]
+    pub superres_model: Option<PathBuf>,
+    /// Every rank writes its final weights to `<checkpoint_dir>/weights.rank<r>.f32`
+    /// (tests compare them).
+    #[serde(default)]
+    pub dump_weights: bool,
+}
+
+fn default_version() -> u32 {
+    1
+}
+fn default_holdout() -> Holdout {
+    Holdout::BottomThird
+}
+fn default_scale() -> usize {
+    2
+}
+fn default_patch() -> usize {
+    32
+}
+fn default_blocks() -> usize {
+    6
+}
+fn default_features() -> usize {
+    32
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_batch() -> usize {
+    8
+}
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Adam
+}
+fn default_true() -> bool {
+    true
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_models_dir() -> PathBuf {
+    PathBuf::from("models")
+}
+fn default_log_every() -> u64 {
+    10
+}
+fn default_adv_weight() -> f32 {
+    1e-3
+}
+
+impl TrainConfig {
+    /// Reads `path` (TOML) plus `S2EDGE_TRAIN__KEY` environment overrides and validates.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the file and the problem.
+    pub fn load(path: &Path) -> Result<TrainConfig, TrainError> {
+        if !path.is_file() {
+            return Err(TrainError::Config(format!(
+                "{}: no such configuration file",
+                path.display()
+            )));
+        }
+        let cfg: TrainConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("S2EDGE_TRAIN")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that would otherwise fail deep inside training.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`].
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.batch == 0 {
+            return bad("batch must be at least 1".into());
+        }
+        if self.data.is_empty() {
+            return bad("data lists no dataset".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be positive, got {}", self.lr));
+        }
+        if matches!(self.task, TaskKind::Superres | TaskKind::Gan) {
+            if self.scale != 2 && self.scale != 6 {
+                return bad(format!("scale must be 2 or 6, got {}", self.scale));
+            }
+            if self.patch < 8 {
+                return bad(format!("patch must be at least 8 px, got {}", self.patch));
+            }
+            if self.blocks == 0 || self.features == 0 {
+                return bad("blocks and features must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-rank batch for `ranks` ranks.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] when the global batch does not split evenly: unequal local
+    /// batches would weight the ranks' gradients unequally in the average.
+    pub fn local_batch(&self, ranks: usize) -> Result<usize, TrainError> {
+        if ranks == 0 || self.batch % ranks != 0 || self.batch < ranks {
+            return Err(TrainError::Config(format!(
+                "batch {} does not split evenly over {ranks} ranks",
+                self.batch
+            )));
+        }
+        Ok(self.batch / ranks)
+    }
+}

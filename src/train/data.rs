@@ -1,0 +1,571 @@
+//! Super-resolution data under Wald's protocol (DESIGN.md "Reference facts", DSen2).
+//!
+//! A granule region is degraded by the scale factor with the project's standard
+//! `raster::degrade::wald_degrade` (every band at its own resolution); the degraded 10 m
+//! bands and the degraded coarse bands, upsampled bilinearly to the degraded 10 m grid
+//! with `raster::resample::upsample` (exactly what the inference pipeline feeds), form the
+//! input; the original output bands, at that same grid, are the target.
+//!
+//! Invariants:
+//! - values are harmonised DN normalised as the manifest records: `(x − 0) / 2000`;
+//! - a region's side at 10 m is a multiple of `scale × coarsest factor`, so every band
+//!   degrades to whole pixels (6×: the 33UUB crop's 100² at 60 m becomes 96²);
+//! - training and held-out regions are cut from the granule *before* degradation, so no
+//!   held-out pixel leaks into a training input through the blur;
+//! - the sample order is one permutation shared by all ranks; rank `r` takes the blocks
+//!   `r, r + size, …` of `local_batch` consecutive samples, so 2 ranks × b/2 see exactly
+//!   the samples 1 rank × b sees in the same step.
+
+use std::path::{Path, PathBuf};
+
+use crate::granule::{Band, GranuleSource};
+use crate::raster::degrade::wald_degrade;
+use crate::raster::radiometry::{harmonise, to_f32};
+use crate::raster::resample::{upsample, Kernel};
+use crate::raster::Raster;
+
+use super::config::Holdout;
+use super::TrainError;
+
+/// The normalisation of every super-resolution channel: `(x − MEAN) / STD` on harmonised
+/// DN, as DSen2.
+pub const NORM_MEAN: f32 = 0.0;
+/// See [`NORM_MEAN`].
+pub const NORM_STD: f32 = 2000.0;
+
+/// Which bands go where for one scale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrBands {
+    /// The scale (2 or 6).
+    pub scale: usize,
+    /// Graph inputs in order: name and bands (`x10`, `x20`, and `x60` for 6×).
+    pub inputs: Vec<(&'static str, Vec<Band>)>,
+    /// The output bands (`y`), which are the last input's bands: the residual adds it.
+    pub outputs: Vec<Band>,
+}
+
+impl SrBands {
+    /// The DSen2 band layout for `scale` (2: 20 m bands; 6: 60 m bands).
+    pub fn for_scale(scale: usize) -> SrBands {
+        let x10 = vec![Band::B02, Band::B03, Band::B04, Band::B08];
+        let x20 = vec![
+            Band::B05,
+            Band::B06,
+            Band::B07,
+            Band::B8A,
+            Band::B11,
+            Band::B12,
+        ];
+        if scale == 6 {
+            let x60 = vec![Band::B01, Band::B09];
+            SrBands {
+                scale,
+                inputs: vec![("x10", x10), ("x20", x20), ("x60", x60.clone())],
+                outputs: x60,
+            }
+        } else {
+            SrBands {
+                scale,
+                inputs: vec![("x10", x10), ("x20", x20.clone())],
+                outputs: x20,
+            }
+        }
+    }
+
+    /// The coarsest native factor among the inputs (2 or 6).
+    pub fn coarsest(&self) -> usize {
+        self.inputs
+            .iter()
+            .flat_map(|(_, b)| b.iter())
+            .map(|b| b.resolution().factor())
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Region sides at 10 m must be multiples of this.
+    pub fn unit(&self) -> usize {
+        self.scale * self.coarsest()
+    }
+
+    /// Channels per input, in order.
+    pub fn channels(&self) -> Vec<usize> {
+        self.inputs.iter().map(|(_, b)| b.len()).collect()
+    }
+
+    /// Every band read.
+    pub fn all_bands(&self) -> Vec<Band> {
+        self.inputs
+            .iter()
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
+    }
+}
+
+/// A rectangle of the 10 m grid (pixels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// First column.
+    pub col: usize,
+    /// First row.
+    pub row: usize,
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+}
+
+/// Harmonised native-resolution bands of one granule, as `f32` (NaN = nodata).
+#[derive(Debug, Clone)]
+pub struct NativeBands {
+    /// The granule path (for errors).
+    pub path: PathBuf,
+    /// The granule id.
+    pub id: String,
+    /// 10 m grid width.
+    pub width10: usize,
+    /// 10 m grid height.
+    pub height10: usize,
+    /// Per band, harmonised DN on its native grid.
+    pub bands: Vec<(Band, Raster<f32>)>,
+}
+
+impl NativeBands {
+    /// Reads and harmonises `bands` of the granule at `path` (SAFE, GeoTIFF folder or
+    /// BigEarthNet patch: anything `GranuleSource::open` reads).
+    ///
+    /// # Errors
+    /// [`TrainError::Dataset`] for a missing path, [`TrainError::Granule`] for a reader
+    /// error, [`TrainError::MissingBand`], [`TrainError::TooSmall`] for inconsistent
+    /// band sizes.
+    pub fn read(path: &Path, bands: &[Band]) -> Result<NativeBands, TrainError> {
+        if !path.exists() {
+            return Err(TrainError::Dataset {
+                path: path.to_path_buf(),
+                reason: "no such file or directory".into(),
+            });
+        }
+        let source = GranuleSource::open(path).map_err(|source| TrainError::Granule {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        let mut size10: Option<(usize, usize)> = None;
+        for &band in bands {
+            if !source.bands.contains_key(&band) {
+                return Err(TrainError::MissingBand {
+                    path: path.to_path_buf(),
+                    band,
+                });
+            }
+            let data = source
+                .read_band(band)
+                .map_err(|source| TrainError::Granule {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            let f = band.resolution().factor();
+            let s = (data.dn.width * f, data.dn.height * f);
+            match size10 {
+                None => size10 = Some(s),
+                Some(prev) if prev != s => {
+                    return Err(TrainError::TooSmall {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "band {band} covers {}×{} px at 10 m, earlier bands {}×{}",
+                            s.0, s.1, prev.0, prev.1
+                        ),
+                    })
+                }
+                Some(_) => {}
+            }
+            let h = harmonise(&data.dn, source.metadata.offset(band));
+            out.push((band, to_f32(&h)));
+        }
+        let (width10, height10) = size10.unwrap_or((0, 0));
+        Ok(NativeBands {
+            path: path.to_path_buf(),
+            id: source.id.to_string(),
+            width10,
+            height10,
+            bands: out,
+        })
+    }
+
+    /// The native raster of `band`.
+    ///
+    /// # Errors
+    /// [`TrainError::MissingBand`].
+    pub fn band(&self, band: Band) -> Result<&Raster<f32>, TrainError> {
+        self.bands
+            .iter()
+            .find(|(b, _)| *b == band)
+            .map(|(_, r)| r)
+            .ok_or_else(|| TrainError::MissingBand {
+                path: self.path.clone(),
+                band,
+            })
+    }
+
+    /// `region` (10 m pixels) of `band` on its native grid.
+    ///
+    /// # Errors
+    /// [`TrainError::MissingBand`].
+    pub fn cut(&self, band: Band, region: Region) -> Result<Raster<f32>, TrainError> {
+        let f = band.resolution().factor();
+        let r = self.band(band)?;
+        Ok(r.window(
+            region.col / f,
+            region.row / f,
+            region.width / f,
+            region.height / f,
+        ))
+    }
+}
+
+/// The training and held-out regions of a `width10 × height10` granule for `bands`.
+///
+/// # Errors
+/// [`TrainError::TooSmall`] when a region would be smaller than one unit.
+pub fn split_regions(
+    path: &Path,
+    width10: usize,
+    height10: usize,
+    bands: &SrBands,
+    holdout: Holdout,
+) -> Result<(Region, Option<Region>), TrainError> {
+    let u = bands.unit();
+    let w = width10 / u * u;
+    let h = height10 / u * u;
+    let units = h / u;
+    let too_small = |what: &str| {
+        TrainError::TooSmall {
+        path: path.to_path_buf(),
+        reason: format!(
+            "{width10}×{height10} px at 10 m leaves no {what} region for scale {} (regions are multiples of {u} px)",
+            bands.scale
+        ),
+    }
+    };
+    if w == 0 || units == 0 {
+        return Err(too_small("training"));
+    }
+    match holdout {
+        Holdout::None => Ok((
+            Region {
+                col: 0,
+                row: 0,
+                width: w,
+                height: h,
+            },
+            None,
+        )),
+        Holdout::BottomThird => {
+            let train_units = (units * 2).div_ceil(3);
+            if train_units == 0 || train_units >= units {
+                return Err(too_small("held-out"));
+            }
+            let split = train_units * u;
+            Ok((
+                Region {
+                    col: 0,
+                    row: 0,
+                    width: w,
+                    height: split,
+                },
+                Some(Region {
+                    col: 0,
+                    row: split,
+                    width: w,
+                    height: h - split,
+                }),
+            ))
+        }
+    }
+}
+
+/// One region after Wald degradation, normalised: model inputs and target on the degraded
+/// 10 m grid.
+#[derive(Debug, Clone)]
+pub struct SrScene {
+    /// Degraded-grid width.
+    pub width: usize,
+    /// Degraded-grid height.
+    pub height: usize,
+    /// Per graph input, per band: normalised values (coarse bands bilinearly upsampled).
+    pub inputs: Vec<Vec<Raster<f32>>>,
+    /// Per output band: the original (normalised).
+    pub target: Vec<Raster<f32>>,
+}
+
+/// Per graph input, per band: the degraded band on its own degraded grid.
+pub type DegradedNative = Vec<Vec<Raster<f32>>>;
+
+/// Degrades `region` of `native` by the scale (Wald's protocol): the model's view and the
+/// degraded bands on their own grids.
+///
+/// # Errors
+/// [`TrainError::MissingBand`].
+pub fn degrade_region(
+    native: &NativeBands,
+    region: Region,
+    bands: &SrBands,
+) -> Result<(SrScene, DegradedNative), TrainError> {
+    let s = bands.scale;
+    let (w, h) = (region.width / s, region.height / s);
+    let norm = |r: &Raster<f32>| r.map(|v| (v - NORM_MEAN) / NORM_STD);
+    let mut inputs = Vec::new();
+    // The degraded bands on their own (degraded) grids, in harmonised DN: eval builds a
+    // pipeline scene from them.
+    let mut degraded_native = Vec::new();
+    for (_, group) in &bands.inputs {
+        let mut chans = Vec::new();
+        let mut natives = Vec::new();
+        for &band in group {
+            let f = band.resolution().factor();
+            let d = wald_degrade(&native.cut(band, region)?, s);
+            let up = if f == 1 {
+                d.clone()
+            } else {
+                upsample(&d, f, Kernel::Bilinear)
+            };
+            chans.push(norm(&up));
+            natives.push(d);
+        }
+        inputs.push(chans);
+        degraded_native.push(natives);
+    }
+    let mut target = Vec::new();
+    for &band in &bands.outputs {
+        target.push(norm(&native.cut(band, region)?));
+    }
+    Ok((
+        SrScene {
+            width: w,
+            height: h,
+            inputs,
+            target,
+        },
+        degraded_native,
+    ))
+}
+
+/// Where a training sample sits: scene index and patch origin on the degraded grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Index into the scenes.
+    pub scene: usize,
+    /// Patch column.
+    pub col: usize,
+    /// Patch row.
+    pub row: usize,
+}
+
+/// Patches of side `patch` at a stride of `patch / 4` over each scene, skipping any that
+/// touches nodata (counted in the second return value).
+pub fn enumerate_samples(scenes: &[SrScene], patch: usize) -> (Vec<Sample>, usize) {
+    let stride = (patch / 4).max(1);
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for (i, sc) in scenes.iter().enumerate() {
+        if sc.width < patch || sc.height < patch {
+            continue;
+        }
+        let mut rows: Vec<usize> = (0..=sc.height - patch).step_by(stride).collect();
+        let mut cols: Vec<usize> = (0..=sc.width - patch).step_by(stride).collect();
+        // Always include the last row/column so the scene edge is trained on.
+        if rows.last() != Some(&(sc.height - patch)) {
+            rows.push(sc.height - patch);
+        }
+        if cols.last() != Some(&(sc.width - patch)) {
+            cols.push(sc.width - patch);
+        }
+        for &row in &rows {
+            for &col in &cols {
+                let finite = sc.inputs.iter().flatten().chain(sc.target.iter()).all(|r| {
+                    (row..row + patch)
+                        .all(|y| r.row(y)[col..col + patch].iter().all(|v| v.is_finite()))
+                });
+                if finite {
+                    out.push(Sample { scene: i, col, row });
+                } else {
+                    skipped += 1;
+                }
+            }
+        }
+    }
+    (out, skipped)
+}
+
+/// SplitMix64: a tiny deterministic generator, identical on every rank.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// The sample order of `epoch`: a permutation shared by every rank (or the identity).
+pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut rng = Rng::new(seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F));
+        for i in (1..n).rev() {
+            let j = rng.below(i + 1);
+            order.swap(i, j);
+        }
+    }
+    order
+}
+
+/// The positions (into an epoch order) of rank `rank`'s `step_in_epoch`-th local batch.
+pub fn local_positions(
+    step_in_epoch: usize,
+    rank: usize,
+    size: usize,
+    local_batch: usize,
+) -> std::ops::Range<usize> {
+    let start = (step_in_epoch * size + rank) * local_batch;
+    start..start + local_batch
+}
+
+/// One of the 8 symmetries of the square: bit 0 flips columns, bit 1 flips rows, bit 2
+/// transposes.
+fn dihedral(src: &[f32], p: usize, code: u8, out: &mut Vec<f32>) {
+    for y in 0..p {
+        for x in 0..p {
+            let (mut sx, mut sy) = if code & 4 != 0 { (y, x) } else { (x, y) };
+            if code & 1 != 0 {
+                sx = p - 1 - sx;
+            }
+            if code & 2 != 0 {
+                sy = p - 1 - sy;
+            }
+            out.push(src[sy * p + sx]);
+        }
+    }
+}
+
+/// A batch: per graph input `[n, c, p, p]` row-major, and the target.
+#[derive(Debug, Clone, Default)]
+pub struct SrBatch {
+    /// Samples.
+    pub n: usize,
+    /// Patch side.
+    pub patch: usize,
+    /// Per input: channel count and values.
+    pub inputs: Vec<(usize, Vec<f32>)>,
+    /// Output channel count and target values.
+    pub target: (usize, Vec<f32>),
+}
+
+/// Assembles `samples` into a batch; `augment[i]` is the dihedral code of sample `i`.
+pub fn make_batch(scenes: &[SrScene], samples: &[Sample], augment: &[u8], patch: usize) -> SrBatch {
+    let Some(first) = scenes.first() else {
+        return SrBatch::default();
+    };
+    let mut inputs: Vec<(usize, Vec<f32>)> =
+        first.inputs.iter().map(|g| (g.len(), Vec::new())).collect();
+    let mut target = (first.target.len(), Vec::new());
+    let mut buf = Vec::with_capacity(patch * patch);
+    let mut cut = |r: &Raster<f32>, s: &Sample, code: u8, out: &mut Vec<f32>| {
+        buf.clear();
+        for y in s.row..s.row + patch {
+            buf.extend_from_slice(&r.row(y)[s.col..s.col + patch]);
+        }
+        dihedral(&buf, patch, code, out);
+    };
+    for (i, s) in samples.iter().enumerate() {
+        let sc = &scenes[s.scene];
+        let code = augment.get(i).copied().unwrap_or(0);
+        for (g, (_, out)) in sc.inputs.iter().zip(inputs.iter_mut()) {
+            for r in g {
+                cut(r, s, code, out);
+            }
+        }
+        for r in &sc.target {
+            cut(r, s, code, &mut target.1);
+        }
+    }
+    SrBatch {
+        n: samples.len(),
+        patch,
+        inputs,
+        target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_of_two_ranks_cover_one_rank_batch() {
+        // 1 rank × 4 at step 3 == ranks 0 and 1 × 2 at step 3, in order.
+        let one = local_positions(3, 0, 1, 4);
+        let a = local_positions(3, 0, 2, 2);
+        let b = local_positions(3, 1, 2, 2);
+        let joined: Vec<usize> = a.chain(b).collect();
+        assert_eq!(joined, one.collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn dihedral_codes_are_distinct_permutations() {
+        let p = 3;
+        let src: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let mut seen = Vec::new();
+        for code in 0..8u8 {
+            let mut out = Vec::new();
+            dihedral(&src, p, code, &mut out);
+            let mut sorted = out.clone();
+            sorted.sort_by(f32::total_cmp);
+            assert_eq!(sorted, src);
+            assert!(!seen.contains(&out), "code {code} repeats a transform");
+            seen.push(out);
+        }
+    }
+
+    #[test]
+    fn split_keeps_units_and_holds_out_a_third() {
+        let b6 = SrBands::for_scale(6);
+        let (tr, ho) = split_regions(Path::new("x"), 600, 600, &b6, Holdout::BottomThird).unwrap();
+        let ho = ho.unwrap();
+        assert_eq!(tr.width, 576);
+        assert_eq!(tr.height % 36, 0);
+        assert_eq!(ho.height % 36, 0);
+        assert_eq!(tr.height + ho.height, 576);
+        assert_eq!(ho.row, tr.height);
+        let b2 = SrBands::for_scale(2);
+        let (tr, ho) = split_regions(Path::new("x"), 600, 600, &b2, Holdout::BottomThird).unwrap();
+        assert_eq!((tr.height, ho.unwrap().height), (400, 200));
+        assert!(split_regions(Path::new("x"), 30, 30, &b6, Holdout::None).is_err());
+    }
+
+    #[test]
+    fn epoch_order_is_a_shared_permutation() {
+        let a = epoch_order(50, 7, 3, true);
+        let b = epoch_order(50, 7, 3, true);
+        assert_eq!(a, b);
+        let mut s = a.clone();
+        s.sort_unstable();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+        assert_ne!(a, epoch_order(50, 7, 4, true));
+        assert_eq!(epoch_order(5, 7, 3, false), vec![0, 1, 2, 3, 4]);
+    }
+}

@@ -1,0 +1,333 @@
+//! Export: a super-resolution checkpoint → `models/<name>/<version>/` (`model.onnx` +
+//! `model.toml`, DESIGN.md "Models").
+//!
+//! The burn network is traced twice by burn-onnx (`export_dynamic`), so batch, height and
+//! width are symbolic axes and the pipeline's tiles of any size run on one graph. The
+//! exporter names graph inputs and outputs after internal tensor ids; they are renamed to
+//! the stable names of the manifest (`x10`, `x20`, `x60` → `y`).
+//!
+//! Invariants: a version appears atomically — everything is written into a staging
+//! directory (ONNX first, the manifest last) which is renamed into place; the manifest is
+//! built with `ModelSpec` and validated before it is written, so the daemon's loader
+//! accepts it without hand editing.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use burn_onnx::export::{AxisSpec, InputSpec as AxisInputSpec, OnnxExporter};
+use onnx_ir::{Message, ModelProto};
+use sha2::{Digest, Sha256};
+
+use crate::granule::Resolution;
+use crate::model::manifest::{
+    InputSpec, IoMap, Normalisation, OutputSpec, ProductLevel, SuperresSpec, Task, TrainingInfo,
+    TrainingStatus, UpsampleKernel, SUPPORTED_SCHEMA,
+};
+use crate::model::ModelSpec;
+
+use super::checkpoint::CheckpointState;
+use super::data::{SrBands, NORM_MEAN, NORM_STD};
+use super::dsen2::Dsen2;
+use super::TrainError;
+
+/// The manifest's output name of super-resolution models.
+pub const SR_OUTPUT: &str = "y";
+
+/// Exports `model` to ONNX bytes with dynamic batch/height/width axes and inputs renamed
+/// to `input_names`, the single output to `output_name`.
+///
+/// # Errors
+/// [`TrainError::Export`] when burn-onnx cannot lower the graph or the renaming fails.
+pub fn export_sr_onnx(model: &Dsen2, bands: &SrBands, name: &str) -> Result<Vec<u8>, TrainError> {
+    let device = Device::flex();
+    let chans = bands.channels();
+    let mk = |n: usize, s: usize| -> Vec<Tensor<4>> {
+        chans
+            .iter()
+            .map(|&c| Tensor::<4>::zeros([n, c, s, s], &device))
+            .collect()
+    };
+    let spec = AxisInputSpec::new([
+        AxisSpec::dynamic("batch"),
+        AxisSpec::Static,
+        AxisSpec::dynamic("height"),
+        AxisSpec::dynamic("width"),
+    ]);
+    let specs = vec![spec; chans.len()];
+    let err = |e: burn_onnx::export::ExportError| TrainError::Export {
+        model: name.to_string(),
+        reason: format!("{e}"),
+    };
+    let exporter = OnnxExporter::new();
+    let onnx = match chans.len() {
+        2 => {
+            let (a, b) = (mk(1, 16), mk(2, 24));
+            let s = (a[0].clone(), a[1].clone());
+            let v = (b[0].clone(), b[1].clone());
+            exporter
+                .export_dynamic(model, s, v, &specs, |m: &Dsen2, x| m.forward2(x))
+                .map_err(err)?
+        }
+        3 => {
+            let (a, b) = (mk(1, 18), mk(2, 30));
+            let s = (a[0].clone(), a[1].clone(), a[2].clone());
+            let v = (b[0].clone(), b[1].clone(), b[2].clone());
+            exporter
+                .export_dynamic(model, s, v, &specs, |m: &Dsen2, x| m.forward3(x))
+                .map_err(err)?
+        }
+        n => {
+            return Err(TrainError::Export {
+                model: name.to_string(),
+                reason: format!("{n} graph inputs are not supported"),
+            })
+        }
+    };
+    let names: Vec<&str> = bands.inputs.iter().map(|(n, _)| *n).collect();
+    rename_io(onnx.as_bytes(), &names, &[SR_OUTPUT], name)
+}
+
+/// Renames the graph inputs (in order) and outputs (in order) of an ONNX model, and every
+/// node reference to them.
+///
+/// # Errors
+/// [`TrainError::Export`] when the bytes do not parse or the counts differ.
+pub fn rename_io(
+    bytes: &[u8],
+    inputs: &[&str],
+    outputs: &[&str],
+    model: &str,
+) -> Result<Vec<u8>, TrainError> {
+    let err = |reason: String| TrainError::Export {
+        model: model.to_string(),
+        reason,
+    };
+    let mut proto = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| err(format!("re-parsing the export: {e}")))?;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| err("the export has no graph".into()))?;
+    let initializers: std::collections::HashSet<String> =
+        graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let runtime: Vec<usize> = (0..graph.input.len())
+        .filter(|&i| !initializers.contains(&graph.input[i].name))
+        .collect();
+    if runtime.len() != inputs.len() || graph.output.len() != outputs.len() {
+        return Err(err(format!(
+            "graph has {} inputs and {} outputs, expected {} and {}",
+            runtime.len(),
+            graph.output.len(),
+            inputs.len(),
+            outputs.len()
+        )));
+    }
+    let mut map = Vec::new();
+    for (&i, new) in runtime.iter().zip(inputs) {
+        map.push((graph.input[i].name.clone(), (*new).to_string()));
+        graph.input[i].name = (*new).to_string();
+    }
+    for (o, new) in graph.output.iter_mut().zip(outputs) {
+        map.push((o.name.clone(), (*new).to_string()));
+        o.name = (*new).to_string();
+    }
+    for node in graph.node.iter_mut() {
+        for s in node.input.iter_mut().chain(node.output.iter_mut()) {
+            if let Some((_, new)) = map.iter().find(|(old, _)| old == s) {
+                *s = new.clone();
+            }
+        }
+    }
+    for vi in graph.value_info.iter_mut() {
+        if let Some((_, new)) = map.iter().find(|(old, _)| *old == vi.name) {
+            vi.name = new.clone();
+        }
+    }
+    proto
+        .write_to_bytes()
+        .map_err(|e| err(format!("re-encoding the export: {e}")))
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The manifest of a super-resolution export.
+pub fn sr_manifest(
+    name: &str,
+    version: u32,
+    sha: &str,
+    bands: &SrBands,
+    receptive_radius: u32,
+    training: TrainingInfo,
+) -> ModelSpec {
+    let mut inputs = Vec::new();
+    for (n, group) in &bands.inputs {
+        let grid = group.first().map_or(Resolution::R10, |b| b.resolution());
+        inputs.push((
+            (*n).to_string(),
+            InputSpec {
+                bands: group.clone(),
+                grid,
+                upsample: (grid != Resolution::R10).then_some(UpsampleKernel::Bilinear),
+            },
+        ));
+    }
+    let nch: usize = bands.channels().iter().sum();
+    ModelSpec {
+        schema: SUPPORTED_SCHEMA,
+        name: name.to_string(),
+        version,
+        task: Task::Superres,
+        onnx_sha256: sha.to_string(),
+        product_level: ProductLevel::L1C,
+        inputs: IoMap(inputs),
+        outputs: IoMap(vec![(
+            SR_OUTPUT.to_string(),
+            OutputSpec {
+                bands: bands.outputs.clone(),
+                grid: Some(Resolution::R10),
+            },
+        )]),
+        normalisation: Normalisation {
+            mean: vec![NORM_MEAN; nch],
+            std: vec![NORM_STD; nch],
+        },
+        superres: Some(SuperresSpec {
+            scale: bands.scale as u32,
+            receptive_radius: Some(receptive_radius),
+        }),
+        classify: None,
+        training,
+    }
+}
+
+/// Training provenance of a checkpoint (metrics filled in by `eval`).
+pub fn training_info(st: &CheckpointState, notes: Option<String>) -> TrainingInfo {
+    TrainingInfo {
+        status: TrainingStatus::Trained,
+        data: st.data.join(", "),
+        steps: st.step,
+        ranks: st.ranks as u32,
+        metrics: toml::Table::new(),
+        notes,
+    }
+}
+
+/// A version directory being built: `models/<name>/.<version>.staging`.
+#[derive(Debug)]
+pub struct Staging {
+    /// The staging directory.
+    pub dir: PathBuf,
+    /// The final directory.
+    pub dest: PathBuf,
+}
+
+impl Staging {
+    /// Creates an empty staging directory for `models_dir/<name>/<version>`.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`].
+    pub fn new(models_dir: &Path, name: &str, version: u32) -> Result<Staging, TrainError> {
+        let parent = models_dir.join(name);
+        let dir = parent.join(format!(".{version}.staging"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        Ok(Staging {
+            dest: parent.join(version.to_string()),
+            dir,
+        })
+    }
+
+    /// Writes `model.onnx`.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`].
+    pub fn write_onnx(&self, bytes: &[u8]) -> Result<(), TrainError> {
+        let p = self.dir.join("model.onnx");
+        std::fs::write(&p, bytes).map_err(|e| TrainError::io(&p, e))
+    }
+
+    /// Validates and writes `model.toml` (temporary name, then renamed: last).
+    ///
+    /// # Errors
+    /// [`TrainError::Export`] for an invalid manifest, [`TrainError::Io`].
+    pub fn write_manifest(&self, spec: &ModelSpec) -> Result<(), TrainError> {
+        spec.validate().map_err(|e| TrainError::Export {
+            model: spec.name.clone(),
+            reason: format!("manifest: {e}"),
+        })?;
+        let text = toml::to_string(spec).map_err(|e| TrainError::Export {
+            model: spec.name.clone(),
+            reason: format!("manifest: {e}"),
+        })?;
+        let header = "# Written by s2edge-train export -- do not edit; re-export instead.\n";
+        let tmp = self.dir.join("model.toml.tmp");
+        std::fs::write(&tmp, format!("{header}{text}")).map_err(|e| TrainError::io(&tmp, e))?;
+        let p = self.dir.join("model.toml");
+        std::fs::rename(&tmp, &p).map_err(|e| TrainError::io(&p, e))
+    }
+
+    /// Renames the staging directory into place, replacing an existing version.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`].
+    pub fn publish(self) -> Result<PathBuf, TrainError> {
+        let old = self.dest.with_extension("old");
+        if self.dest.exists() {
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+            }
+            std::fs::rename(&self.dest, &old).map_err(|e| TrainError::io(&self.dest, e))?;
+        }
+        std::fs::rename(&self.dir, &self.dest).map_err(|e| TrainError::io(&self.dest, e))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+        }
+        Ok(self.dest)
+    }
+}
+
+/// Exports the super-resolution checkpoint `ckpt` as `cfg.models_dir/<name>/<version>/`.
+/// With `eval_data`, the staged model is scored through the pipeline on that granule's
+/// held-out region (next to both baselines) and the metrics go into the manifest.
+///
+/// # Errors
+/// Checkpoint, export, evaluation and I/O errors.
+pub fn export_superres(
+    cfg: &super::TrainConfig,
+    ckpt: &Path,
+    eval_data: Option<&Path>,
+    notes: Option<String>,
+) -> Result<(PathBuf, Option<super::eval::EvalReport>), TrainError> {
+    let device = Device::flex();
+    let (st, model) = super::sr::load_model(ckpt, &device)?;
+    let bands = SrBands::for_scale(st.scale);
+    let bytes = export_sr_onnx(&model, &bands, &cfg.name)?;
+    let sha = sha256_hex(&bytes);
+    let stage = Staging::new(&cfg.models_dir, &cfg.name, cfg.version)?;
+    stage.write_onnx(&bytes)?;
+    let mut info = training_info(&st, notes);
+    let mut spec = sr_manifest(
+        &cfg.name,
+        cfg.version,
+        &sha,
+        &bands,
+        model.receptive_radius(),
+        info.clone(),
+    );
+    stage.write_manifest(&spec)?;
+    let mut report = None;
+    if let Some(data) = eval_data {
+        let mut loaded = crate::model::session::LoadedModel::load(&stage.dir, &Default::default())?;
+        let r = super::eval::evaluate_loaded(&mut loaded, &bands, data, cfg.holdout, 512)?;
+        info.metrics = r.to_table();
+        spec.training = info;
+        stage.write_manifest(&spec)?;
+        report = Some(r);
+    }
+    Ok((stage.publish()?, report))
+}

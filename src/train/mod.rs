@@ -1,0 +1,35 @@
+//! The MPI trainer (feature `train`): datasets, burn models, Horovod-style data
+//! parallelism, checkpoints, ONNX export and evaluation.
+//!
+//! | module | role |
+//! | --- | --- |
+//! | [`config`] | `TrainConfig`, the TOML configuration |
+//! | [`data`] | Wald-protocol super-resolution data, sharding, augmentation |
+//! | [`dsen2`] | DSen2 network (and GAN generator), GAN discriminator |
+//! | [`params`] | parameters and gradients as one flat buffer |
+//! | [`dist`] | MPI world: broadcast, gradient all-reduce, collective errors, SIGTERM |
+//! | [`sr`] | the `superres` and `gan` training loops |
+//! | [`checkpoint`] | atomic checkpoints and `--resume` |
+//! | [`export`] | checkpoint → `models/<name>/<version>/` (ONNX + manifest) |
+//! | [`resnet`] | ResNet50 with a sigmoid head |
+//! | [`classify`] | the `classify` task: BigEarthNet patches, weighted BCE, F1/AP, export |
+//! | [`eval`] | scores through the inference pipeline next to two baselines |
+//!
+//! Invariants shared by all: only rank 0 writes files (checkpoints, exports); every rank
+//! takes part in every collective, including error agreement, so no rank hangs.
+
+pub mod checkpoint;
+pub mod classify;
+pub mod config;
+pub mod data;
+pub mod dist;
+pub mod dsen2;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod params;
+pub mod resnet;
+pub mod sr;
+
+pub use config::TrainConfig;
+pub use error::TrainError;
