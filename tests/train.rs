@@ -458,3 +458,168 @@ fn exported_resnet50_matches_burn() {
     // Probabilities: the sigmoid is inside the graph.
     assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
 }
+
+/// The six BigEarthNet v1 example patches copied into a fresh temp dir (the shared copy is
+/// read-only), or `None` (skipped) when the shared data is absent.
+fn ben_examples(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    let src = util::shared_data(test)?.join("bigearthnet-v1-examples");
+    if !src.is_dir() {
+        eprintln!("SKIP {test}: {} is absent", src.display());
+        return None;
+    }
+    let dir = util::tempdir();
+    let data = dir.path().join("patches");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let p = entry.unwrap().path();
+        if !p.is_dir() {
+            continue;
+        }
+        let to = data.join(p.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&p).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    Some((dir, data))
+}
+
+/// The sorted patch folders under `data`.
+fn patch_dirs(data: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A one-step, batch-2 classify configuration in `dir` over `data`.
+fn write_classify_config(dir: &Path, data: &Path) -> PathBuf {
+    let cfg = format!(
+        "task = \"classify\"\nname = \"resnet50-test\"\nversion = 1\ndata = [{:?}]\nbatch = 2\nlr = 0.0001\nsteps = 1\noptimizer = \"adam\"\nshuffle = false\naugment = false\nseed = 42\ncheckpoint_dir = {:?}\ncheckpoint_every = 0\nmodels_dir = {:?}\nlog_every = 1\n",
+        data.display().to_string(),
+        dir.join("ckpt").display().to_string(),
+        dir.join("models").display().to_string(),
+    );
+    let p = dir.join("classify.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
+fn band_file(patch: &Path, band: &str) -> PathBuf {
+    let name = patch.file_name().unwrap().to_str().unwrap();
+    patch.join(format!("{name}_{band}.tif"))
+}
+
+#[test]
+fn classify_skips_corrupt_patch_and_rejects_missing_band() {
+    let Some((dir, data)) = ben_examples("classify_skips_corrupt_patch_and_rejects_missing_band")
+    else {
+        return;
+    };
+    let patches = patch_dirs(&data);
+    assert_eq!(patches.len(), 6);
+    // Unreadable pixels: skipped, counted, and the run still trains on the other five.
+    let corrupt = &patches[1];
+    let corrupt_name = corrupt.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::write(band_file(corrupt, "B02"), b"this is not a GeoTIFF at all").unwrap();
+    let cfg = write_classify_config(dir.path(), &data);
+    let out = Command::new(train_bin())
+        .args(["train", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("skipping corrupt patch") && err.contains(&corrupt_name),
+        "{err}"
+    );
+    assert!(
+        err.contains("6 patches (5 readable on rank 0, 1 skipped there)"),
+        "{err}"
+    );
+    assert!(err.contains("step 1/1"), "{err}");
+    assert_eq!(err.matches("skipping corrupt patch").count(), 1, "{err}");
+    // A missing band is an error for the whole run, naming the patch and the band.
+    let missing = &patches[3];
+    let missing_name = missing.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::remove_file(band_file(missing, "B03")).unwrap();
+    let mut child = Command::new(train_bin())
+        .args(["train", "--config", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("s2edge-train hangs on a patch with a missing band");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("s2edge-train: error")
+            && err.contains(&missing_name)
+            && err.contains("band B03 is missing"),
+        "{err}"
+    );
+    // It failed before training.
+    assert!(!err.contains("step 1/1"), "{err}");
+}
+
+#[test]
+fn classify_band_subset_exports_three_band_model() {
+    let Some((dir, data)) = ben_examples("classify_band_subset_exports_three_band_model") else {
+        return;
+    };
+    let cfg = write_classify_config(dir.path(), &data);
+    let out = Command::new(train_bin())
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--bands",
+            "B02,B03,B04",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(r#"bands ["B02", "B03", "B04"]"#), "{err}");
+    let state = std::fs::read_to_string(dir.path().join("ckpt/latest/state.toml")).unwrap();
+    assert!(state.contains("step = 1"), "{state}");
+    // The export takes its bands from the checkpoint (the config has none).
+    let out = Command::new(train_bin())
+        .args(["export", "--config", cfg.to_str().unwrap(), "--untrained"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(vdir, dir.path().join("models/resnet50-test/1"));
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(vdir.join("model.toml")).unwrap()).unwrap();
+    let text = manifest.to_string();
+    assert!(text.contains("B02") && text.contains("B04"), "{text}");
+    assert!(!text.contains("B08") && !text.contains("B11"), "{text}");
+    let loaded = LoadedModel::load(&vdir, &Default::default()).unwrap();
+    let x = loaded.spec.inputs.get("x").unwrap();
+    assert_eq!(
+        x.bands.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+        ["B02", "B03", "B04"]
+    );
+    assert_eq!(loaded.spec.normalisation.mean.len(), 3);
+    let graph = loaded.graph_inputs();
+    assert_eq!(graph.len(), 1);
+    assert_eq!(graph[0].name, "x");
+    let shape = graph[0].shape.clone().unwrap();
+    assert_eq!(shape.len(), 4);
+    assert_eq!(&shape[1..], &[3, 120, 120]);
+}
