@@ -44,21 +44,8 @@ use super::resnet::ResNet50;
 use super::sr::{dump_weights, make_optim};
 use super::{TrainConfig, TrainError};
 
-/// BigEarthNet's 12 bands in official order.
-pub const BEN_BANDS: [Band; 12] = [
-    Band::B01,
-    Band::B02,
-    Band::B03,
-    Band::B04,
-    Band::B05,
-    Band::B06,
-    Band::B07,
-    Band::B08,
-    Band::B8A,
-    Band::B09,
-    Band::B11,
-    Band::B12,
-];
+/// BigEarthNet's 12 bands in official order: the products' band order.
+pub const BEN_BANDS: [Band; 12] = Band::PRODUCT;
 
 /// BigEarthNet's official per-band mean (DN), in [`BEN_BANDS`] order (as published;
 /// `f64` keeps every published digit, the network sees them as `f32`).
