@@ -161,24 +161,6 @@ fn envi_f32(path: &Path, band: usize, test: &str) -> Option<Vec<f32>> {
     )
 }
 
-fn rio_validate(path: &Path, test: &str) {
-    let Some(rio) = util::tool("rio", test) else {
-        return;
-    };
-    let out = Command::new(rio)
-        .args(["cogeo", "validate", "--strict"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("is a valid cloud optimized GeoTIFF"),
-        "rio cogeo validate {}: {stdout}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -567,8 +549,8 @@ fn real_crop_end_to_end_products() {
         "{warnings:?}"
     );
 
-    rio_validate(&sr, TEST);
-    rio_validate(&cls, TEST);
+    util::rio_validate(&sr, TEST);
+    util::rio_validate(&cls, TEST);
 }
 
 // ---------------------------------------------------------------------------------

@@ -80,23 +80,6 @@ fn gdal_dump(path: &Path, ovr: Option<usize>, test: &str) -> Option<Vec<u8>> {
     Some(std::fs::read(out).unwrap())
 }
 
-fn rio_validate(path: &Path, test: &str) {
-    let Some(rio) = util::tool("rio", test) else {
-        return;
-    };
-    let out = Command::new(rio)
-        .args(["cogeo", "validate", "--strict"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("is a valid cloud optimized GeoTIFF"),
-        "rio cogeo validate: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Writes `bands` and checks everything GDAL and rio-cogeo can see.
 #[allow(clippy::too_many_arguments)]
 fn check_cog<T: CogSample>(
@@ -169,7 +152,7 @@ fn check_cog<T: CogSample>(
         pixels == le_bytes(bands, to_le),
         "GDAL reads different pixels"
     );
-    rio_validate(&path, test);
+    util::rio_validate(&path, test);
     Some((dir, path))
 }
 

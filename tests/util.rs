@@ -124,3 +124,22 @@ pub fn gdaltransform(epsg: u32, pts: &[(f64, f64)], test: &str) -> Option<Vec<(f
             .collect(),
     )
 }
+
+/// Asserts that `rio cogeo validate --strict` accepts `path` (skips without rio-cogeo).
+pub fn rio_validate(path: &Path, test: &str) {
+    let Some(rio) = tool("rio", test) else {
+        return;
+    };
+    let out = std::process::Command::new(rio)
+        .args(["cogeo", "validate", "--strict"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("is a valid cloud optimized GeoTIFF"),
+        "rio cogeo validate {}: {stdout}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
