@@ -24,7 +24,7 @@ PY="${PY:-$ROOT/.venv/bin/python}"
 N=10980
 BYTES=$((N * N * 2))
 THREADS="$(nproc)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 mkdir -p "$WORK"
 cd "$WORK"

@@ -36,7 +36,7 @@ L1C_SET="$SHARED/s2-safe-metadata/S2A_MSIL1C_20210908T042701_N0301_R133_T46RER_2
 WORK="${WORK:-/tmp/s2edge-bench-pipeline}"
 CONFIG="$ROOT/config/demo.toml"
 MODELS="$ROOT/models"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # Release-like code generation for s2edge without a release build of the dependency tree
 # (the shared build machine cannot afford one): the test profile, which keeps the
 # dependencies at opt-level 2, with s2edge itself at opt-level 3 and without debug

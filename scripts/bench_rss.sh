@@ -23,7 +23,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CROP="${CROP:-$ROOT/../shared/data/s2-crops/S2A_33UUB_20170527_0_L1C}"
 WORK="${WORK:-/tmp/s2edge-bench-rss}"
 PY="${PY:-$ROOT/.venv/bin/python}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # Release-like code generation for s2edge without a release build of the dependency tree
 # (the shared build machine cannot afford one): the test profile, which keeps the
 # dependencies at opt-level 2, with s2edge itself at opt-level 3 and without debug

@@ -9,6 +9,7 @@ mod raster;
 mod readers_safe;
 mod readers_tiff;
 mod safe_fixture;
+mod setup;
 #[cfg(feature = "train")]
 mod train;
 mod util;
