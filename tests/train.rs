@@ -316,6 +316,7 @@ fn parity(scale: usize, task: &str) -> f32 {
         bands: None,
         split_csv: None,
         superres_model: None,
+        classify: Default::default(),
         dump_weights: false,
     };
     let optim = s2edge::train::sr::make_optim(&cfg);

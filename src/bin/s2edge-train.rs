@@ -5,6 +5,7 @@
 //! mpirun -n 2 s2edge-train train --config train.toml [--resume]
 //! s2edge-train export --config train.toml [--eval-data GRANULE]
 //! s2edge-train eval --model models/dsen2-2x/2 --data GRANULE [--holdout none]
+//! s2edge-train study --config config/train/ben19-study.toml [--seeds 3] [--superres-model DIR]...
 //! ```
 
 use std::path::PathBuf;
@@ -66,6 +67,23 @@ enum Cmd {
         /// Record the model as untrained (classify: e.g. a few steps on example patches).
         #[arg(long)]
         untrained: bool,
+    },
+    /// classify: trains the configured architecture on RGB, the 10 m bands, all 12 bands
+    /// and all 12 with super-resolved 20/60 m bands, over seeds; prints one table.
+    Study {
+        /// The TOML configuration (a `classify` task).
+        #[arg(long)]
+        config: PathBuf,
+        /// Seeds per variant.
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        /// Super-resolution model directories for the super-resolved variant (repeat for
+        /// the 2x and 6x models); without any, that variant is left out.
+        #[arg(long)]
+        superres_model: Vec<PathBuf>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Scores a super-resolution model through the pipeline next to both baselines.
     Eval {
@@ -133,6 +151,30 @@ fn run_train(
     }
 }
 
+fn run_study(
+    config: PathBuf,
+    seeds: usize,
+    superres: Vec<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<(), TrainError> {
+    let dist = Dist::init()?;
+    let cfg = TrainConfig::load(&config)?;
+    if cfg.task != TaskKind::Classify {
+        return Err(TrainError::Config(
+            "study needs a classify configuration".into(),
+        ));
+    }
+    let report = s2edge::train::study::run(&cfg, &dist, seeds, &superres, &mut |l| {
+        eprintln!("s2edge-train: {l}")
+    })?;
+    if let Some(p) = json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))?;
+    }
+    print!("{}", report.markdown());
+    Ok(())
+}
+
 /// Errors every rank meets alike (configuration, data, an empty shard) are reported
 /// once, by rank 0; another rank prints only an error of its own. A silenced error keeps
 /// its exit code (an empty message marks it silent).
@@ -184,6 +226,12 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Cmd::Study {
+            config,
+            seeds,
+            superres_model,
+            json,
+        } => run_study(config, seeds, superres_model, json),
         Cmd::Eval {
             model,
             data,

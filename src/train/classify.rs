@@ -1,28 +1,39 @@
-//! The `classify` task: ResNet50 on BigEarthNet v1 patch folders, weighted binary
-//! cross-entropy, micro/macro F1 and AP, export as `probs` with the sigmoid inside.
+//! The `classify` task: a multi-label classifier (ResNet50, or the small band-statistics
+//! model) on BigEarthNet patches read from v1 patch folders or from the reBEN encoding
+//! (LMDB + `metadata.parquet`), weighted binary cross-entropy, micro/macro F1 and AP,
+//! per-class thresholds tuned on the validation split, export as `probs` with the sigmoid
+//! inside.
 //!
 //! Invariants:
-//! - every rank lists the patches (cheap), then opens only its own shard (patch `i` goes
-//!   to rank `i mod size`), reading pixels lazily per step, so memory does not grow with
-//!   the dataset;
-//! - a patch missing a band is an error (agreed by all ranks); a patch whose pixels cannot
-//!   be read is skipped and counted;
-//! - inputs are harmonised DN, coarse bands upsampled bilinearly patch by patch (as the
-//!   pipeline's classifier input), normalised with BigEarthNet's per-band mean/std —
-//!   exactly what the manifest records;
+//! - every rank lists the samples (folder names, or metadata rows: cheap), then reads only
+//!   its own shard (sample `i` goes to rank `i mod size`), decoding pixels lazily in a
+//!   bounded prefetch pool ([`super::prefetch`]), so memory does not grow with the dataset;
+//! - a v1 patch missing a band is an error (agreed by all ranks); a patch whose pixels
+//!   cannot be read, a reBEN key absent from the LMDB and a value that does not decode are
+//!   skipped and counted;
+//! - pixels reach the network through one code path for both encodings
+//!   ([`patch_from_scene`]): harmonised DN, coarse bands upsampled bilinearly patch by
+//!   patch with the pipeline's own [`Scene::patch_10m`], normalised with BigEarthNet's
+//!   per-band mean/std by the pipeline's [`Channel`] — exactly what the manifest records
+//!   and what `s2edge process` feeds the exported graph;
 //! - BatchNorm running statistics are averaged over the ranks before every checkpoint, so
 //!   the exported model does not depend on rank 0's shard alone.
+//!
+//! Checkpoints record the architecture in `state.toml`'s `blocks` (0: ResNet50,
+//! 1: band statistics) and `features` (its spectral indicators).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, WeightDecayConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::granule::bigearthnet::is_patch_folder;
 use crate::granule::labels::NAMES_19;
-use crate::granule::{Band, GranuleSource};
+use crate::granule::{Band, GeoRef, GeoTransform, GranuleSource};
 use crate::model::manifest::{
     ClassifySpec, InputSpec, IoMap, Normalisation, OutputKind, OutputSpec, ProductLevel, Task,
     TrainingInfo, TrainingStatus, UpsampleKernel, SUPPORTED_SCHEMA,
@@ -32,17 +43,25 @@ use crate::model::session::LoadedModel;
 use crate::model::ModelSpec;
 use crate::pipeline::scene::Scene;
 use crate::pipeline::superres::{superres, SrTiling};
-use crate::raster::radiometry::{harmonise, to_f32};
-use crate::raster::resample::{upsample, Kernel};
+use crate::pipeline::tensor::Channel;
+use crate::raster::resample::Kernel;
+use crate::raster::tiling::Rect;
 use crate::raster::Raster;
 
+use super::bandstats::BandStats;
 use super::checkpoint::{self, CheckpointState, NetState};
+use super::config::{ClassifierArch, DataSplit, OptimizerKind};
 use super::data::{epoch_order, Rng};
 use super::dist::{stop_requested, Dist};
+use super::multilabel::{self, band_stats, cross_validated, fit_logistic, tune_thresholds};
 use super::params::{buffer_mask, flatten, flatten_grads, unflatten, unflatten_grads};
+use super::prefetch::{Loader, Prefetcher};
+use super::reben::{self, Lmdb, MetaRow, RebenError};
 use super::resnet::ResNet50;
-use super::sr::{dump_weights, make_optim};
+use super::sr::dump_weights;
 use super::{TrainConfig, TrainError};
+
+pub use super::multilabel::{scores, scores_at, ClassifyScores, CLASSES};
 
 /// BigEarthNet's 12 bands in official order: the products' band order.
 pub const BEN_BANDS: [Band; 12] = Band::PRODUCT;
@@ -61,8 +80,9 @@ pub const BEN_STD: [f64; 12] = [
 
 /// Patch side on the 10 m grid.
 pub const PATCH: usize = 120;
-/// Classes.
-pub const CLASSES: usize = 19;
+
+/// Folds of the cross-validated F1 reported for a validation set.
+pub const CV_FOLDS: usize = 3;
 
 /// The configured bands (default all 12), validated.
 ///
@@ -153,8 +173,105 @@ pub struct Patch {
     pub y: [f32; CLASSES],
 }
 
-/// Reads one patch. `sr`: a super-resolution model whose output bands replace their
-/// bilinear upsampling.
+/// The classifier input of one 120×120 patch held in `scene`: for each band, the
+/// pipeline's per-patch upsampling ([`Scene::patch_10m`], bilinear, the block's own edges
+/// replicated) or, when `superres` holds the band, its super-resolved 10 m window; then the
+/// pipeline's normalisation ([`Channel::normalise`], nodata → 0) with BigEarthNet's
+/// mean/std. This is the one code path of both encodings.
+///
+/// # Errors
+/// [`TrainError::TooSmall`] when a band does not cover a whole patch.
+pub fn patch_from_scene(
+    scene: &Scene,
+    bands: &[Band],
+    superres: Option<&BTreeMap<Band, Raster<u16>>>,
+    id: &str,
+) -> Result<Vec<f32>, TrainError> {
+    let rect = Rect {
+        col: 0,
+        row: 0,
+        width: PATCH,
+        height: PATCH,
+    };
+    let mut x = Vec::with_capacity(bands.len() * PATCH * PATCH);
+    for &b in bands {
+        let idx = BEN_BANDS.iter().position(|x| *x == b).unwrap_or(0);
+        let ch = Channel {
+            band: b,
+            mean: BEN_MEAN[idx] as f32,
+            std: BEN_STD[idx] as f32,
+            kernel: Kernel::Bilinear,
+        };
+        let factor = b.resolution().factor();
+        let native = scene.bands.get(&b).ok_or_else(|| TrainError::MissingBand {
+            path: PathBuf::from(id),
+            band: b,
+        })?;
+        let too_small = |w: usize, h: usize| TrainError::TooSmall {
+            path: PathBuf::from(id),
+            reason: format!("band {b} is {w}×{h} at 10 m, expected {PATCH}×{PATCH}"),
+        };
+        if native.width * factor < PATCH || native.height * factor < PATCH {
+            return Err(too_small(native.width * factor, native.height * factor));
+        }
+        let window = match superres.and_then(|s| s.get(&b)) {
+            Some(sr) if factor > 1 => {
+                if sr.width < PATCH || sr.height < PATCH {
+                    return Err(too_small(sr.width, sr.height));
+                }
+                crate::raster::radiometry::to_f32(&sr.window(0, 0, PATCH, PATCH))
+            }
+            _ => Scene::patch_10m(native, factor, ch.kernel, rect, PATCH),
+        };
+        x.extend(window.data.iter().map(|v| ch.normalise(*v)));
+    }
+    Ok(x)
+}
+
+/// Runs the super-resolution models over `scene`, returning their output bands (on the
+/// 10 m grid, harmonised DN).
+fn superresolve(
+    scene: &Scene,
+    models: &[Mutex<LoadedModel>],
+    id: &str,
+) -> Result<BTreeMap<Band, Raster<u16>>, TrainError> {
+    let mut out = BTreeMap::new();
+    for m in models {
+        let mut model = m
+            .lock()
+            .map_err(|_| TrainError::Tensor("a loader thread panicked".into()))?;
+        let bands = superres(
+            scene,
+            &mut *model,
+            id,
+            SrTiling {
+                tile: PATCH,
+                batch: 1,
+            },
+            &mut |_, _| {},
+        )?;
+        out.extend(bands);
+    }
+    Ok(out)
+}
+
+/// The bands the super-resolution models read.
+fn sr_inputs(models: &[Mutex<LoadedModel>]) -> Vec<Band> {
+    models
+        .iter()
+        .filter_map(|m| m.lock().ok())
+        .flat_map(|m| {
+            m.spec
+                .inputs
+                .iter()
+                .flat_map(|(_, i)| i.bands.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Reads one BigEarthNet v1 patch folder. `sr`: super-resolution models whose output
+/// bands replace their bilinear upsampling.
 ///
 /// # Errors
 /// [`TrainError::MissingBand`] (an error for the run), anything else (the caller skips the
@@ -162,7 +279,7 @@ pub struct Patch {
 pub fn read_patch(
     path: &Path,
     bands: &[Band],
-    sr: Option<&mut LoadedModel>,
+    sr: &[Mutex<LoadedModel>],
 ) -> Result<Patch, TrainError> {
     let source = GranuleSource::open(path).map_err(|source| TrainError::Granule {
         path: path.to_path_buf(),
@@ -184,66 +301,382 @@ pub fn read_patch(
             }
         }
     }
-    let mut srs: Vec<(Band, Raster<f32>)> = Vec::new();
-    if let Some(model) = sr {
-        let needed: Vec<Band> = model
-            .spec
-            .inputs
-            .iter()
-            .flat_map(|(_, i)| i.bands.iter().copied())
-            .collect();
-        let scene = Scene::load(&source, &needed)?;
-        let id = source.id.to_string();
-        let out = superres(
-            &scene,
-            model,
-            &id,
-            SrTiling {
-                tile: PATCH,
-                batch: 1,
-            },
-            &mut |_, _| {},
-        )?;
-        srs = out.into_iter().map(|(b, r)| (b, to_f32(&r))).collect();
-    }
-    let mut x = Vec::with_capacity(bands.len() * PATCH * PATCH);
-    for &b in bands {
-        let idx = BEN_BANDS.iter().position(|x| *x == b).unwrap_or(0);
-        let r = match srs.iter().find(|(sb, _)| *sb == b) {
-            Some((_, r)) => r.clone(),
-            None => {
-                let data = source.read_band(b).map_err(|source| TrainError::Granule {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                let f = to_f32(&harmonise(&data.dn, source.metadata.offset(b)));
-                let factor = b.resolution().factor();
-                if factor == 1 {
-                    f
-                } else {
-                    upsample(&f, factor, Kernel::Bilinear)
-                }
-            }
-        };
-        if r.width != PATCH || r.height != PATCH {
-            return Err(TrainError::TooSmall {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "band {b} is {}×{} at 10 m, expected {PATCH}×{PATCH}",
-                    r.width, r.height
-                ),
-            });
-        }
-        // Nodata (NaN) becomes the band mean: 0 after normalisation.
-        x.extend(r.data.iter().map(|v| {
-            if v.is_finite() {
-                (v - BEN_MEAN[idx] as f32) / BEN_STD[idx] as f32
-            } else {
-                0.0
-            }
-        }));
-    }
+    let mut needed = bands.to_vec();
+    needed.extend(sr_inputs(sr));
+    needed.sort();
+    needed.dedup();
+    let scene = Scene::load(&source, &needed).map_err(|e| match e {
+        crate::pipeline::PipelineError::Granule(source) => TrainError::Granule {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => TrainError::Pipeline(other),
+    })?;
+    let id = source.id.to_string();
+    let srs = if sr.is_empty() {
+        None
+    } else {
+        Some(superresolve(&scene, sr, &id)?)
+    };
+    let x = patch_from_scene(&scene, bands, srs.as_ref(), &path.display().to_string())?;
     Ok(Patch { x, y })
+}
+
+/// A scene holding one reBEN patch: its bands on their native grids (harmonised DN = DN:
+/// reBEN's L2A patches carry no offset) on a nominal 120×120 10 m grid (the encoding
+/// stores no georeference; nothing downstream of the patch needs one).
+pub fn reben_scene(bands: BTreeMap<Band, Raster<u16>>) -> Scene {
+    Scene {
+        grid10: GeoRef {
+            epsg: 32632,
+            transform: GeoTransform {
+                origin_x: 0.0,
+                origin_y: 0.0,
+                pixel_width: 10.0,
+                pixel_height: -10.0,
+            },
+            width: PATCH,
+            height: PATCH,
+        },
+        offsets: bands.keys().map(|b| (*b, 0.0)).collect(),
+        bands,
+        cloud: None,
+    }
+}
+
+/// Reads one reBEN patch by key.
+///
+/// # Errors
+/// [`TrainError::Dataset`] wrapping a [`RebenError`] (missing key and corrupt value are
+/// per-patch: [`RebenError::is_per_patch`]), or a super-resolution error.
+pub fn read_reben(
+    lmdb: &Lmdb,
+    row: &MetaRow,
+    bands: &[Band],
+    sr: &[Mutex<LoadedModel>],
+) -> Result<Patch, LoadError> {
+    let mut needed = bands.to_vec();
+    needed.extend(sr_inputs(sr));
+    needed.sort();
+    needed.dedup();
+    let raw = lmdb
+        .s2_patch(&row.patch_id, &needed)
+        .map_err(LoadError::Reben)?;
+    let scene = reben_scene(raw);
+    let srs = if sr.is_empty() {
+        None
+    } else {
+        Some(superresolve(&scene, sr, &row.patch_id).map_err(LoadError::Train)?)
+    };
+    let x =
+        patch_from_scene(&scene, bands, srs.as_ref(), &row.patch_id).map_err(LoadError::Train)?;
+    Ok(Patch { x, y: row.target() })
+}
+
+/// Why a sample did not load.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A reBEN lookup or decode failure.
+    Reben(RebenError),
+    /// Anything else.
+    Train(TrainError),
+}
+
+impl LoadError {
+    /// True when the run must stop (a v1 patch missing a band, an unreadable LMDB).
+    fn is_fatal(&self) -> bool {
+        match self {
+            LoadError::Reben(e) => !e.is_per_patch(),
+            LoadError::Train(TrainError::MissingBand { .. }) => true,
+            LoadError::Train(_) => false,
+        }
+    }
+
+    /// Whether it is a reBEN key absent from the LMDB.
+    fn is_missing_key(&self) -> bool {
+        matches!(self, LoadError::Reben(RebenError::Missing { .. }))
+    }
+
+    fn into_train(self) -> TrainError {
+        match self {
+            LoadError::Reben(e) => e.into(),
+            LoadError::Train(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Reben(e) => e.fmt(f),
+            LoadError::Train(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Where samples come from: a list the ranks share, read lazily by index.
+#[derive(Clone)]
+pub enum Samples {
+    /// BigEarthNet v1 patch folders.
+    Folders(Arc<Vec<PathBuf>>),
+    /// reBEN rows of one split and the LMDB that holds their pixels.
+    Reben {
+        /// The LMDB (opened read-only, without a lock file).
+        lmdb: Lmdb,
+        /// The rows, in file order.
+        rows: Arc<Vec<MetaRow>>,
+    },
+    /// Already decoded patches (the study decodes each patch once for all its runs).
+    Decoded(Arc<Vec<Patch>>),
+}
+
+impl Samples {
+    /// Opens the samples of `split` that `cfg` names: reBEN when `[classify] metadata` is
+    /// set (then `data` is the LMDB folder), else v1 patch folders (`split_csv` filters).
+    ///
+    /// # Errors
+    /// [`TrainError::Dataset`] or [`TrainError::Config`].
+    pub fn open(cfg: &TrainConfig, split: DataSplit) -> Result<Samples, TrainError> {
+        match &cfg.classify.metadata {
+            Some(meta) => {
+                let [dir] = cfg.data.as_slice() else {
+                    return Err(TrainError::Config(
+                        "with [classify] metadata, data must name exactly one LMDB folder".into(),
+                    ));
+                };
+                let lmdb = Lmdb::open(dir)?;
+                let rows = reben::rows_of_split(&reben::read_metadata(meta)?, split);
+                if rows.is_empty() {
+                    return Err(TrainError::Dataset {
+                        path: meta.clone(),
+                        reason: format!("no rows in split {split}"),
+                    });
+                }
+                Ok(Samples::Reben {
+                    lmdb,
+                    rows: Arc::new(rows),
+                })
+            }
+            None => Ok(Samples::Folders(Arc::new(list_patches(
+                &cfg.data,
+                cfg.split_csv.as_deref(),
+            )?))),
+        }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        match self {
+            Samples::Folders(v) => v.len(),
+            Samples::Reben { rows, .. } => rows.len(),
+            Samples::Decoded(v) => v.len(),
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples of rank `rank` of `size` (sample `i` goes to rank `i mod size`).
+    pub fn shard(&self, rank: usize, size: usize) -> Samples {
+        fn pick<T: Clone>(v: &[T], rank: usize, size: usize) -> Arc<Vec<T>> {
+            Arc::new(v.iter().skip(rank).step_by(size.max(1)).cloned().collect())
+        }
+        match self {
+            Samples::Folders(v) => Samples::Folders(pick(v, rank, size)),
+            Samples::Reben { lmdb, rows } => Samples::Reben {
+                lmdb: lmdb.clone(),
+                rows: pick(rows, rank, size),
+            },
+            Samples::Decoded(v) => Samples::Decoded(pick(v, rank, size)),
+        }
+    }
+
+    /// Only the samples at `keep` (positions into this list).
+    pub fn select(&self, keep: &[usize]) -> Samples {
+        fn pick<T: Clone>(v: &[T], keep: &[usize]) -> Arc<Vec<T>> {
+            Arc::new(keep.iter().filter_map(|&i| v.get(i).cloned()).collect())
+        }
+        match self {
+            Samples::Folders(v) => Samples::Folders(pick(v, keep)),
+            Samples::Reben { lmdb, rows } => Samples::Reben {
+                lmdb: lmdb.clone(),
+                rows: pick(rows, keep),
+            },
+            Samples::Decoded(v) => Samples::Decoded(pick(v, keep)),
+        }
+    }
+
+    /// A name for sample `i` (folder path or patch id).
+    pub fn name(&self, i: usize) -> String {
+        match self {
+            Samples::Folders(v) => v.get(i).map(|p| p.display().to_string()),
+            Samples::Reben { rows, .. } => rows.get(i).map(|r| r.patch_id.clone()),
+            Samples::Decoded(_) => Some(format!("decoded patch {i}")),
+        }
+        .unwrap_or_default()
+    }
+
+    /// Decodes sample `i`.
+    ///
+    /// # Errors
+    /// See [`LoadError`].
+    pub fn load(
+        &self,
+        i: usize,
+        bands: &[Band],
+        sr: &[Mutex<LoadedModel>],
+    ) -> Result<Patch, LoadError> {
+        match self {
+            Samples::Folders(v) => match v.get(i) {
+                Some(p) => read_patch(p, bands, sr).map_err(LoadError::Train),
+                None => Err(LoadError::Train(TrainError::Tensor(format!(
+                    "sample {i} out of range"
+                )))),
+            },
+            Samples::Reben { lmdb, rows } => match rows.get(i) {
+                Some(r) => read_reben(lmdb, r, bands, sr),
+                None => Err(LoadError::Train(TrainError::Tensor(format!(
+                    "sample {i} out of range"
+                )))),
+            },
+            Samples::Decoded(v) => v.get(i).cloned().ok_or_else(|| {
+                LoadError::Train(TrainError::Tensor(format!("sample {i} out of range")))
+            }),
+        }
+    }
+
+    /// A prefetch pool decoding the samples of `schedule` (see [`super::prefetch`]).
+    pub fn prefetch(
+        &self,
+        bands: &[Band],
+        sr: &Arc<Vec<Mutex<LoadedModel>>>,
+        workers: usize,
+        depth: usize,
+        schedule: Box<dyn Iterator<Item = usize> + Send>,
+    ) -> Prefetcher<Result<Patch, LoadError>> {
+        let (me, bands, sr) = (self.clone(), bands.to_vec(), Arc::clone(sr));
+        let load: Loader<Result<Patch, LoadError>> = Arc::new(move |i| me.load(i, &bands, &sr));
+        Prefetcher::new(workers, depth, schedule, load)
+    }
+}
+
+/// What a pass of the loader alone over a shard found.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Positions (into the shard) of the samples that decoded.
+    pub readable: Vec<usize>,
+    /// reBEN keys absent from the LMDB.
+    pub missing: usize,
+    /// Values or files that did not decode.
+    pub corrupt: usize,
+    /// Positive counts per class, then the number of readable samples.
+    pub counts: Vec<f32>,
+    /// Seconds the pass took.
+    pub seconds: f64,
+}
+
+impl ScanReport {
+    /// Patches per second of the loader alone.
+    pub fn patches_per_s(&self) -> f64 {
+        (self.readable.len() + self.missing + self.corrupt) as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Decodes every sample of `shard` once through the prefetch pool: which are readable,
+/// the class frequencies, and the loader's throughput alone. `log` receives one line per
+/// skipped sample.
+///
+/// # Errors
+/// The first fatal [`LoadError`] (see [`LoadError::is_fatal`]).
+pub fn scan(
+    shard: &Samples,
+    bands: &[Band],
+    sr: &Arc<Vec<Mutex<LoadedModel>>>,
+    workers: usize,
+    depth: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<ScanReport, TrainError> {
+    let t = Instant::now();
+    let mut rep = ScanReport {
+        counts: vec![0f32; CLASSES + 1],
+        ..ScanReport::default()
+    };
+    let mut fatal = None;
+    let pool = shard.prefetch(bands, sr, workers, depth, Box::new(0..shard.len()));
+    for (i, res) in pool {
+        match res {
+            Ok(p) => {
+                for (c, v) in p.y.iter().enumerate() {
+                    rep.counts[c] += v;
+                }
+                rep.counts[CLASSES] += 1.0;
+                rep.readable.push(i);
+            }
+            Err(e) if e.is_fatal() => {
+                fatal.get_or_insert(e);
+            }
+            Err(e) if e.is_missing_key() => {
+                rep.missing += 1;
+                log(&format!("skipping missing patch {}: {e}", shard.name(i)));
+            }
+            Err(e) => {
+                rep.corrupt += 1;
+                log(&format!("skipping corrupt patch {}: {e}", shard.name(i)));
+            }
+        }
+    }
+    rep.seconds = t.elapsed().as_secs_f64();
+    match fatal {
+        Some(e) => Err(e.into_train()),
+        None => Ok(rep),
+    }
+}
+
+/// The network of the `classify` task.
+#[derive(Module, Debug)]
+pub enum Net {
+    /// ResNet50 with a sigmoid head.
+    ResNet50(ResNet50),
+    /// Band statistics (+ spectral indicators) → linear → sigmoid.
+    BandStats(BandStats),
+}
+
+impl Net {
+    /// A fresh network of `arch` for `bands` input channels.
+    pub fn new(arch: ClassifierArch, hidden: usize, bands: usize, device: &Device) -> Net {
+        match arch {
+            ClassifierArch::Resnet50 => Net::ResNet50(ResNet50::new(bands, CLASSES, device)),
+            ClassifierArch::Bandstats => {
+                Net::BandStats(BandStats::new(bands, hidden, CLASSES, device))
+            }
+        }
+    }
+
+    /// Logits `[n, 19]`.
+    pub fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Net::ResNet50(m) => m.logits(x),
+            Net::BandStats(m) => m.logits(x),
+        }
+    }
+
+    /// Probabilities `[n, 19]` (the exported graph).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Net::ResNet50(m) => m.forward(x),
+            Net::BandStats(m) => m.forward(x),
+        }
+    }
+
+    /// `(blocks, features)` as the checkpoint records the architecture.
+    fn arch_code(arch: ClassifierArch, hidden: usize) -> (usize, usize) {
+        match arch {
+            ClassifierArch::Resnet50 => (0, 0),
+            ClassifierArch::Bandstats => (1, hidden),
+        }
+    }
 }
 
 /// Weighted BCE on logits: `mean(w·y·softplus(−z) + (1−y)·softplus(z))`.
@@ -256,79 +689,23 @@ fn weighted_bce(logits: Tensor<2>, y: Tensor<2>, pos_weight: Tensor<2>) -> Tenso
     (pos + neg).mean()
 }
 
-/// Micro/macro F1 at the manifest thresholds (0.5) and micro/macro average precision.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct ClassifyScores {
-    /// Micro F1.
-    pub micro_f1: f64,
-    /// Macro F1 over classes present in the targets.
-    pub macro_f1: f64,
-    /// Micro AP.
-    pub micro_ap: f64,
-    /// Macro AP over classes present in the targets.
-    pub macro_ap: f64,
-}
-
-fn average_precision(mut pairs: Vec<(f32, bool)>) -> Option<f64> {
-    let positives = pairs.iter().filter(|p| p.1).count();
-    if positives == 0 {
-        return None;
-    }
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut tp, mut sum) = (0usize, 0f64);
-    for (i, (_, pos)) in pairs.iter().enumerate() {
-        if *pos {
-            tp += 1;
-            sum += tp as f64 / (i + 1) as f64;
-        }
-    }
-    Some(sum / positives as f64)
-}
-
-/// Scores `probs` (`[n][19]`) against `targets`.
-pub fn scores(probs: &[[f32; CLASSES]], targets: &[[f32; CLASSES]]) -> ClassifyScores {
-    let (mut tp, mut fp, mut fnn) = ([0f64; CLASSES], [0f64; CLASSES], [0f64; CLASSES]);
-    let mut all = Vec::new();
-    let mut per: Vec<Vec<(f32, bool)>> = vec![Vec::new(); CLASSES];
-    for (p, t) in probs.iter().zip(targets) {
-        for c in 0..CLASSES {
-            let pos = t[c] > 0.5;
-            let pred = p[c] >= 0.5;
-            match (pred, pos) {
-                (true, true) => tp[c] += 1.0,
-                (true, false) => fp[c] += 1.0,
-                (false, true) => fnn[c] += 1.0,
-                _ => {}
-            }
-            all.push((p[c], pos));
-            per[c].push((p[c], pos));
-        }
-    }
-    let f1 = |tp: f64, fp: f64, fnn: f64| {
-        if tp == 0.0 {
-            0.0
-        } else {
-            2.0 * tp / (2.0 * tp + fp + fnn)
-        }
-    };
-    let present: Vec<usize> = (0..CLASSES).filter(|&c| tp[c] + fnn[c] > 0.0).collect();
-    let macro_f1 = present
+/// The positive-class weights `((n − p)/p)^power`, clamped to `[1, 50]`, from the class
+/// counts of the training split (`counts[19]` = patches).
+pub fn pos_weights(counts: &[f32], power: f64) -> Vec<f32> {
+    let total = counts.get(CLASSES).copied().unwrap_or(0.0).max(1.0);
+    counts[..CLASSES]
         .iter()
-        .map(|&c| f1(tp[c], fp[c], fnn[c]))
-        .sum::<f64>()
-        / present.len().max(1) as f64;
-    let aps: Vec<f64> = per.into_iter().filter_map(average_precision).collect();
-    ClassifyScores {
-        micro_f1: f1(tp.iter().sum(), fp.iter().sum(), fnn.iter().sum()),
-        macro_f1,
-        micro_ap: average_precision(all).unwrap_or(0.0),
-        macro_ap: aps.iter().sum::<f64>() / aps.len().max(1) as f64,
-    }
+        .map(|&p| {
+            (((total - p) / p.max(1.0)).max(1.0) as f64)
+                .powf(power)
+                .clamp(1.0, 50.0) as f32
+        })
+        .collect()
 }
 
 /// Averages the BatchNorm running statistics over the ranks (trainable weights are
 /// identical already and stay bit-identical).
-fn sync_buffers(dist: &Dist, model: ResNet50) -> Result<ResNet50, TrainError> {
+fn sync_buffers(dist: &Dist, model: Net) -> Result<Net, TrainError> {
     if dist.size == 1 {
         return Ok(model);
     }
@@ -355,6 +732,16 @@ fn batch_tensor(patches: &[Patch], nb: usize, device: &Device) -> (Tensor<4>, Te
     )
 }
 
+/// The optimiser, with decoupled weight decay when configured.
+fn make_optim(cfg: &TrainConfig) -> ModuleOptimizer {
+    let wd = cfg.classify.weight_decay;
+    let decay = (wd > 0.0).then(|| WeightDecayConfig::new(wd));
+    match cfg.optimizer {
+        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+        OptimizerKind::Sgd => SgdConfig::new().with_weight_decay(decay).init(),
+    }
+}
+
 /// Trains the classifier per `cfg` (see the module docs).
 ///
 /// # Errors
@@ -364,17 +751,32 @@ pub fn train(
     dist: &Dist,
     resume: bool,
 ) -> Result<super::sr::TrainOutcome, TrainError> {
+    let all = dist.agree(Samples::open(cfg, cfg.classify.split))?;
+    let sr = match &cfg.superres_model {
+        Some(dir) => vec![dist.agree(
+            LoadedModel::load(dir, &ProviderOptions::default()).map_err(TrainError::from),
+        )?],
+        None => Vec::new(),
+    };
+    train_on(cfg, dist, resume, &all, sr)
+}
+
+/// Trains on `all` (every rank reads only its shard of it), with `sr` super-resolving the
+/// coarse bands when not empty.
+///
+/// # Errors
+/// As [`train`].
+pub fn train_on(
+    cfg: &TrainConfig,
+    dist: &Dist,
+    resume: bool,
+    all: &Samples,
+    sr: Vec<LoadedModel>,
+) -> Result<super::sr::TrainOutcome, TrainError> {
     let device = Device::flex().autodiff();
     device.seed(cfg.seed);
     let bands = bands_of(cfg)?;
     let local_batch = cfg.local_batch(dist.size)?;
-    let all = dist.agree(list_patches(&cfg.data, cfg.split_csv.as_deref()))?;
-    let shard: Vec<PathBuf> = all
-        .iter()
-        .skip(dist.rank)
-        .step_by(dist.size)
-        .cloned()
-        .collect();
     let smallest = all.len() / dist.size;
     if smallest < local_batch {
         return Err(TrainError::EmptyShard {
@@ -383,43 +785,20 @@ pub fn train(
             local_batch,
         });
     }
-    let mut sr = match &cfg.superres_model {
-        Some(dir) => Some(dist.agree(
-            LoadedModel::load(dir, &ProviderOptions::default()).map_err(TrainError::from),
-        )?),
-        None => None,
-    };
-    // Open the shard once: missing bands are errors, unreadable patches are skipped; count
-    // the positives for the class weights.
-    let mut readable = Vec::new();
-    let mut skipped = 0usize;
-    let mut first_error: Option<TrainError> = None;
-    let mut counts = vec![0f32; CLASSES + 1];
-    for p in &shard {
-        match read_patch(p, &bands, sr.as_mut()) {
-            Ok(patch) => {
-                for (c, v) in patch.y.iter().enumerate() {
-                    counts[c] += v;
-                }
-                counts[CLASSES] += 1.0;
-                readable.push(p.clone());
-            }
-            Err(e @ TrainError::MissingBand { .. }) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                skipped += 1;
-                eprintln!(
-                    "s2edge-train[rank {}]: skipping corrupt patch: {e}",
-                    dist.rank
-                );
-            }
-        }
-    }
-    dist.agree(first_error.map_or(Ok(()), Err))?;
+    let shard = all.shard(dist.rank, dist.size);
+    let sr = Arc::new(sr.into_iter().map(Mutex::new).collect::<Vec<_>>());
+    let (workers, depth) = (cfg.classify.loader_workers, cfg.classify.prefetch);
+    // The loader alone, once over the shard: readable samples, class counts, throughput.
+    let rank = dist.rank;
+    let report = scan(&shard, &bands, &sr, workers, depth, &mut |l| {
+        eprintln!("s2edge-train[rank {rank}]: {l}");
+    });
+    let report = dist.agree(report)?;
+    let mut counts = report.counts.clone();
     dist.allreduce_sum(&mut counts);
+    let skipped = report.missing + report.corrupt;
     // The smallest readable shard decides the epoch length (all ranks step together).
-    let min_len = min_over_ranks(dist, readable.len());
+    let min_len = min_over_ranks(dist, report.readable.len());
     if min_len < local_batch {
         return Err(TrainError::EmptyShard {
             samples: min_len * dist.size,
@@ -427,23 +806,30 @@ pub fn train(
             local_batch,
         });
     }
-    let total = counts[CLASSES].max(1.0);
-    let pos_weight: Vec<f32> = counts[..CLASSES]
-        .iter()
-        .map(|&p| ((total - p) / p.max(1.0)).clamp(1.0, 50.0))
-        .collect();
+    let pos_weight = pos_weights(&counts, cfg.classify.pos_weight_power);
     let pw = Tensor::<2>::from_data(TensorData::new(pos_weight.clone(), [1, CLASSES]), &device);
+    super::dist::log_line(&format!(
+        "s2edge-train[rank {}/{}]: loader alone: {} patches in {:.2} s ({:.1} patches/s, {workers} workers, prefetch {depth}); {} missing keys, {} corrupt values skipped",
+        dist.rank,
+        dist.size,
+        report.readable.len() + skipped,
+        report.seconds,
+        report.patches_per_s(),
+        report.missing,
+        report.corrupt
+    ));
     if dist.is_root() {
         eprintln!(
             "s2edge-train: {} patches ({} readable on rank 0, {skipped} skipped there), bands {:?}",
             all.len(),
-            readable.len(),
+            report.readable.len(),
             bands.iter().map(|b| b.to_string()).collect::<Vec<_>>()
         );
     }
-
+    let readable = shard.select(&report.readable);
+    let (arch, hidden) = (cfg.classify.arch, cfg.classify.hidden);
     let mut model = {
-        let m = ResNet50::new(bands.len(), CLASSES, &device);
+        let m = Net::new(arch, hidden, bands.len(), &device);
         let mut flat = flatten(&m)?;
         dist.broadcast(&mut flat);
         unflatten(m, &flat)?
@@ -466,36 +852,44 @@ pub fn train(
         start = s;
     }
     let steps_per_epoch = (min_len / local_batch).max(1);
+    // The whole run's sample order, generated lazily for the prefetch pool.
+    let (n_read, seed, shuffle, total_steps) = (
+        readable.len(),
+        cfg.seed ^ dist.rank as u64,
+        cfg.shuffle,
+        cfg.steps,
+    );
+    let schedule = (start..total_steps).flat_map(move |step| {
+        let epoch = step / steps_per_epoch as u64;
+        let k = (step % steps_per_epoch as u64) as usize;
+        let order = epoch_order(n_read, seed, epoch, shuffle);
+        order[k * local_batch..(k + 1) * local_batch].to_vec()
+    });
+    let mut pool = readable.prefetch(&bands, &sr, workers, depth, Box::new(schedule));
     let t_run = Instant::now();
     let mut window = Instant::now();
-    let mut reduce_time = 0f64;
+    let (mut reduce_time, mut wait_time) = (0f64, 0f64);
     let mut step = start;
     let mut last_loss = f32::NAN;
     let mut interrupted = false;
     let mut last_ckpt = None;
     let mut corrupt = 0usize;
     while step < cfg.steps {
-        let epoch = step / steps_per_epoch as u64;
-        let order = epoch_order(
-            readable.len(),
-            cfg.seed ^ dist.rank as u64,
-            epoch,
-            cfg.shuffle,
-        );
-        let k = (step % steps_per_epoch as u64) as usize;
         let mut patches = Vec::with_capacity(local_batch);
-        for &i in &order[k * local_batch..(k + 1) * local_batch] {
-            match read_patch(&readable[i], &bands, sr.as_mut()) {
-                Ok(mut p) => {
+        let t_wait = Instant::now();
+        for _ in 0..local_batch {
+            match pool.next_sample() {
+                Some((i, Ok(mut p))) => {
                     if cfg.augment {
                         let code = Rng::new(cfg.seed ^ step ^ ((i as u64) << 8)).below(4);
                         flip(&mut p.x, bands.len(), code);
                     }
-                    patches.push(p)
+                    patches.push(p);
                 }
-                Err(_) => corrupt += 1,
+                _ => corrupt += 1,
             }
         }
+        wait_time += t_wait.elapsed().as_secs_f64();
         // A patch that became unreadable mid-run: repeat a readable one so the batch keeps
         // its size (all ranks must average equal-sized batches).
         while patches.len() < local_batch {
@@ -506,8 +900,7 @@ pub fn train(
         }
         let loss = if patches.len() == local_batch {
             let (x, y) = batch_tensor(&patches, bands.len(), &device);
-            let l = weighted_bce(model.logits(x), y, pw.clone());
-            Some(l)
+            Some(weighted_bce(model.logits(x), y, pw.clone()))
         } else {
             None
         };
@@ -543,14 +936,16 @@ pub fn train(
         step += 1;
         if step % cfg.log_every.max(1) == 0 || step == cfg.steps || stop {
             let dt = window.elapsed().as_secs_f64();
+            let elapsed = t_run.elapsed().as_secs_f64().max(1e-9);
             super::dist::log_line(&format!(
-                "s2edge-train[rank {}/{}] step {step}/{} loss {last_loss:.5} ({:.3} steps/s, {:.3} s/sample fwd+bwd, allreduce {:.1}% of step time)",
+                "s2edge-train[rank {}/{}] step {step}/{} loss {last_loss:.5} ({:.3} steps/s, {:.3} s/sample fwd+bwd, allreduce {:.1}%, loader wait {:.1}% of step time)",
                 dist.rank,
                 dist.size,
                 cfg.steps,
                 cfg.log_every.max(1) as f64 / dt.max(1e-9),
                 dt / (cfg.log_every.max(1) as f64 * local_batch as f64),
-                100.0 * reduce_time / t_run.elapsed().as_secs_f64().max(1e-9)
+                100.0 * reduce_time / elapsed,
+                100.0 * wait_time / elapsed,
             ));
             window = Instant::now();
         }
@@ -567,6 +962,7 @@ pub fn train(
             break;
         }
     }
+    drop(pool);
     if corrupt > 0 {
         eprintln!(
             "s2edge-train[rank {}]: {corrupt} corrupt patches skipped during training",
@@ -622,21 +1018,26 @@ fn save(
     dist: &Dist,
     step: u64,
     loss: f32,
-    model: &ResNet50,
+    model: &Net,
     optim: &ModuleOptimizer,
     bands: &[Band],
 ) -> Result<PathBuf, TrainError> {
+    let (blocks, features) = Net::arch_code(cfg.classify.arch, cfg.classify.hidden);
+    let mut data: Vec<String> = cfg.data.iter().map(|p| p.display().to_string()).collect();
+    if let Some(m) = &cfg.classify.metadata {
+        data.push(format!("{} (split {})", m.display(), cfg.classify.split));
+    }
     let state = CheckpointState {
         step,
         task: "classify".into(),
         name: cfg.name.clone(),
         scale: 0,
-        blocks: 0,
-        features: 0,
+        blocks,
+        features,
         ranks: dist.size,
         batch: cfg.batch,
         loss,
-        data: cfg.data.iter().map(|p| p.display().to_string()).collect(),
+        data,
         bands: bands.iter().map(|b| b.to_string()).collect(),
     };
     let w = flatten(model)?;
@@ -658,7 +1059,7 @@ fn save(
 pub fn load_model(
     ckpt: &Path,
     device: &Device,
-) -> Result<(CheckpointState, Vec<Band>, ResNet50), TrainError> {
+) -> Result<(CheckpointState, Vec<Band>, Net), TrainError> {
     let st = checkpoint::load_state(ckpt)?;
     if st.task != "classify" {
         return Err(TrainError::Checkpoint {
@@ -671,7 +1072,17 @@ pub fn load_model(
         .iter()
         .filter_map(|s| BEN_BANDS.iter().copied().find(|b| b.to_string() == *s))
         .collect();
-    let m = ResNet50::new(bands.len(), CLASSES, device);
+    let arch = match st.blocks {
+        0 => ClassifierArch::Resnet50,
+        1 => ClassifierArch::Bandstats,
+        other => {
+            return Err(TrainError::Checkpoint {
+                path: ckpt.to_path_buf(),
+                reason: format!("unknown classifier architecture code {other}"),
+            })
+        }
+    };
+    let m = Net::new(arch, st.features, bands.len(), device);
     let w = checkpoint::load_weights(ckpt, "model")?;
     let m = unflatten(m, &w).map_err(|e| TrainError::Checkpoint {
         path: ckpt.to_path_buf(),
@@ -680,7 +1091,7 @@ pub fn load_model(
     Ok((st, bands, m.valid()))
 }
 
-/// The classifier manifest.
+/// The classifier manifest (thresholds 0.5 until [`export`] tunes them).
 pub fn manifest(
     name: &str,
     version: u32,
@@ -726,12 +1137,12 @@ pub fn manifest(
     }
 }
 
-/// The classifier as ONNX bytes: input `x` `[batch, bands, 120, 120]` (dynamic batch),
+/// A classifier as ONNX bytes: input `x` `[batch, bands, 120, 120]` (dynamic batch),
 /// output `probs` `[batch, 19]`.
 ///
 /// # Errors
 /// [`TrainError::Export`].
-pub fn export_onnx(model: &ResNet50, nbands: usize, name: &str) -> Result<Vec<u8>, TrainError> {
+pub fn export_net(model: &Net, nbands: usize, name: &str) -> Result<Vec<u8>, TrainError> {
     use burn_onnx::export::{AxisSpec, InputSpec as AxisInputSpec, OnnxExporter};
     let device = Device::flex();
     let model = model.valid();
@@ -744,7 +1155,7 @@ pub fn export_onnx(model: &ResNet50, nbands: usize, name: &str) -> Result<Vec<u8
     let a = Tensor::<4>::zeros([1, nbands, PATCH, PATCH], &device);
     let b = Tensor::<4>::zeros([2, nbands, PATCH, PATCH], &device);
     let onnx = OnnxExporter::new()
-        .export_dynamic(&model, a, b, &[spec], |m: &ResNet50, x| m.forward(x))
+        .export_dynamic(&model, a, b, &[spec], |m: &Net, x| m.forward(x))
         .map_err(|e| TrainError::Export {
             model: name.to_string(),
             reason: e.to_string(),
@@ -752,12 +1163,147 @@ pub fn export_onnx(model: &ResNet50, nbands: usize, name: &str) -> Result<Vec<u8
     super::export::rename_io(onnx.as_bytes(), &["x"], &["probs"], name)
 }
 
-/// Exports the classify checkpoint `ckpt`; with `eval`, scores the patches listed there
-/// through ONNX Runtime first and records the metrics. `status` says honestly how trained
-/// it is.
+/// [`export_net`] of a ResNet50.
 ///
 /// # Errors
-/// Checkpoint, export and I/O errors.
+/// [`TrainError::Export`].
+pub fn export_onnx(model: &ResNet50, nbands: usize, name: &str) -> Result<Vec<u8>, TrainError> {
+    export_net(&Net::ResNet50(model.clone()), nbands, name)
+}
+
+/// Decodes every readable sample of `samples` (in order), skipping per-patch failures.
+///
+/// # Errors
+/// A fatal load error.
+pub fn decode_all(
+    samples: &Samples,
+    bands: &[Band],
+    sr: &Arc<Vec<Mutex<LoadedModel>>>,
+    workers: usize,
+) -> Result<Vec<Patch>, TrainError> {
+    let mut out = Vec::with_capacity(samples.len());
+    for (_, r) in samples.prefetch(
+        bands,
+        sr,
+        workers,
+        2 * workers.max(1),
+        Box::new(0..samples.len()),
+    ) {
+        match r {
+            Ok(p) => out.push(p),
+            Err(e) if e.is_fatal() => return Err(e.into_train()),
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Probabilities of `patches` through an ONNX Runtime session (input `x`, output `probs`).
+///
+/// # Errors
+/// Inference errors.
+pub fn onnx_probs(
+    model: &mut LoadedModel,
+    patches: &[Patch],
+    nbands: usize,
+) -> Result<Vec<[f32; CLASSES]>, TrainError> {
+    let mut out = Vec::with_capacity(patches.len());
+    for chunk in patches.chunks(8) {
+        let x: Vec<f32> = chunk.iter().flat_map(|p| p.x.iter().copied()).collect();
+        let arr = ndarray::Array4::from_shape_vec((chunk.len(), nbands, PATCH, PATCH), x)
+            .map_err(|e| TrainError::Tensor(e.to_string()))?;
+        let res = model.run(vec![("x".into(), arr)])?;
+        let probs = res
+            .iter()
+            .find(|(n, _)| n == "probs")
+            .map(|(_, a)| a)
+            .ok_or_else(|| TrainError::Tensor("the graph has no output probs".into()))?;
+        let flat: Vec<f32> = probs.iter().copied().collect();
+        for row in flat.chunks(CLASSES) {
+            let mut r = [0f32; CLASSES];
+            r.copy_from_slice(row);
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Probabilities of `patches` through the burn network (inference mode).
+pub fn burn_probs(model: &Net, patches: &[Patch], nbands: usize) -> Vec<[f32; CLASSES]> {
+    let device = Device::flex();
+    let mut out = Vec::with_capacity(patches.len());
+    for chunk in patches.chunks(8) {
+        let (x, _) = batch_tensor(chunk, nbands, &device);
+        let v = model
+            .forward(x)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        for row in v.chunks(CLASSES) {
+            let mut r = [0f32; CLASSES];
+            r.copy_from_slice(row);
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// How a classifier did on an evaluation set, next to the two baselines scored the same
+/// way.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Patches scored.
+    pub patches: usize,
+    /// Shipped thresholds: tuned on the whole evaluation set, shrunk.
+    pub thresholds: Vec<f32>,
+    /// F1 with cross-validated thresholds, AP.
+    pub model: ClassifyScores,
+    /// F1 at the shipped thresholds on the same set (optimistic: in-sample).
+    pub model_in_sample: ClassifyScores,
+    /// F1 at 0.5 everywhere.
+    pub model_at_half: ClassifyScores,
+    /// The training-set prior, scored the same way.
+    pub prior: ClassifyScores,
+    /// Logistic regression on band mean/std (fitted on the training patches), same way.
+    pub logistic: ClassifyScores,
+}
+
+/// Scores `probs` on `eval` next to the baselines fitted on `train` (both decoded with the
+/// same bands), thresholds by the same procedure for all three.
+pub fn evaluate(
+    probs: &[[f32; CLASSES]],
+    eval: &[Patch],
+    train: &[Patch],
+    nbands: usize,
+    shrink: f64,
+) -> Evaluation {
+    let targets: Vec<[f32; CLASSES]> = eval.iter().map(|p| p.y).collect();
+    let train_targets: Vec<[f32; CLASSES]> = train.iter().map(|p| p.y).collect();
+    let thresholds = tune_thresholds(probs, &targets, shrink);
+    let p = multilabel::prior(&train_targets);
+    let prior_probs = vec![p; eval.len()];
+    let feats: Vec<Vec<f32>> = train.iter().map(|p| band_stats(&p.x, nbands)).collect();
+    let lr = fit_logistic(&feats, &train_targets, 1.0, 2000);
+    let lr_probs: Vec<[f32; CLASSES]> =
+        eval.iter().map(|p| lr(&band_stats(&p.x, nbands))).collect();
+    Evaluation {
+        patches: eval.len(),
+        model: cross_validated(probs, &targets, shrink, CV_FOLDS),
+        model_in_sample: scores_at(probs, &targets, &thresholds),
+        model_at_half: scores(probs, &targets),
+        prior: cross_validated(&prior_probs, &targets, shrink, CV_FOLDS),
+        logistic: cross_validated(&lr_probs, &targets, shrink, CV_FOLDS),
+        thresholds,
+    }
+}
+
+/// Exports the classify checkpoint `ckpt`, scores it through ONNX Runtime on the
+/// evaluation set (reBEN: `[classify] eval_split`; v1 folders: the training patches),
+/// tunes and writes the per-class thresholds, and records the metrics with both
+/// baselines. `status` says honestly how trained it is.
+///
+/// # Errors
+/// Checkpoint, export, data and I/O errors.
 pub fn export(
     cfg: &TrainConfig,
     ckpt: &Path,
@@ -766,7 +1312,7 @@ pub fn export(
 ) -> Result<PathBuf, TrainError> {
     let device = Device::flex();
     let (st, bands, model) = load_model(ckpt, &device)?;
-    let bytes = export_onnx(&model, bands.len(), &cfg.name)?;
+    let bytes = export_net(&model, bands.len(), &cfg.name)?;
     let sha = super::export::sha256_hex(&bytes);
     let stage = super::export::Staging::new(&cfg.models_dir, &cfg.name, cfg.version)?;
     stage.write_onnx(&bytes)?;
@@ -774,65 +1320,104 @@ pub fn export(
     info.status = status;
     let mut spec = manifest(&cfg.name, cfg.version, &sha, &bands, info);
     stage.write_manifest(&spec)?;
-    // Score the training patches through ONNX Runtime (the only labelled data at hand
-    // unless a split was configured).
-    let patches = list_patches(&cfg.data, cfg.split_csv.as_deref())?;
+    let sr = Arc::new(match &cfg.superres_model {
+        Some(dir) => vec![Mutex::new(LoadedModel::load(
+            dir,
+            &ProviderOptions::default(),
+        )?)],
+        None => Vec::new(),
+    });
+    let workers = cfg.classify.loader_workers;
+    let (eval_samples, eval_set) = match cfg.classify.metadata {
+        Some(_) => (
+            Samples::open(cfg, cfg.classify.eval_split)?,
+            format!("reBEN split {}", cfg.classify.eval_split),
+        ),
+        None => (
+            Samples::open(cfg, cfg.classify.split)?,
+            "the training patches (no held-out split given)".to_string(),
+        ),
+    };
+    let eval = decode_all(&eval_samples, &bands, &sr, workers)?;
+    let train = match cfg.classify.metadata {
+        Some(_) => decode_all(
+            &Samples::open(cfg, cfg.classify.split)?,
+            &bands,
+            &sr,
+            workers,
+        )?,
+        None => eval.clone(),
+    };
     let mut loaded = LoadedModel::load(&stage.dir, &ProviderOptions::default())?;
-    let (mut probs, mut targets) = (Vec::new(), Vec::new());
-    for p in &patches {
-        let Ok(patch) = read_patch(p, &bands, None) else {
-            continue;
-        };
-        let arr = ndarray::Array4::from_shape_vec((1, bands.len(), PATCH, PATCH), patch.x)
-            .map_err(|e| TrainError::Tensor(e.to_string()))?;
-        let out = loaded.run(vec![("x".into(), arr)])?;
-        let mut row = [0f32; CLASSES];
-        if let Some((_, a)) = out.iter().find(|(n, _)| n == "probs") {
-            for (c, v) in a.iter().take(CLASSES).enumerate() {
-                row[c] = *v;
-            }
-        }
-        probs.push(row);
-        targets.push(patch.y);
-    }
-    let s = scores(&probs, &targets);
-    let mut t = toml::Table::new();
-    t.insert("eval_patches".into(), (probs.len() as i64).into());
-    t.insert(
-        "eval_set".into(),
-        "the training patches (no held-out split given)".into(),
+    let probs = onnx_probs(&mut loaded, &eval, bands.len())?;
+    let ev = evaluate(
+        &probs,
+        &eval,
+        &train,
+        bands.len(),
+        cfg.classify.threshold_shrink,
     );
-    let r = |v: f64| (v * 1000.0).round() / 1000.0;
-    t.insert("micro_f1".into(), r(s.micro_f1).into());
-    t.insert("macro_f1".into(), r(s.macro_f1).into());
-    t.insert("micro_ap".into(), r(s.micro_ap).into());
-    t.insert("macro_ap".into(), r(s.macro_ap).into());
-    spec.training.metrics = t;
+    if let Some(c) = spec.classify.as_mut() {
+        c.thresholds = ev
+            .thresholds
+            .iter()
+            .map(|t| (t * 1000.0).round() / 1000.0)
+            .collect();
+    }
+    spec.training.metrics =
+        metrics_table(&ev, &eval_set, train.len(), cfg.classify.threshold_shrink);
+    if cfg.classify.metadata.is_some() {
+        spec.training.data = format!(
+            "{} ({} patches: {} {}, {} {}); metadata {}",
+            cfg.data
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            train.len() + eval.len(),
+            train.len(),
+            cfg.classify.split,
+            eval.len(),
+            cfg.classify.eval_split,
+            cfg.classify
+                .metadata
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        );
+    }
     stage.write_manifest(&spec)?;
     stage.publish()
+}
+
+/// The manifest's `[training.metrics]` for an evaluation.
+pub fn metrics_table(
+    ev: &Evaluation,
+    eval_set: &str,
+    train_patches: usize,
+    shrink: f64,
+) -> toml::Table {
+    let mut t = ev.model.to_table();
+    t.insert("eval_set".into(), eval_set.into());
+    t.insert("eval_patches".into(), (ev.patches as i64).into());
+    t.insert("train_patches".into(), (train_patches as i64).into());
+    t.insert(
+        "f1_thresholds".into(),
+        format!("per-class, tuned on the eval set and shrunk toward one global threshold (pseudo-count {shrink}); F1 above cross-validated over {CV_FOLDS} folds of the eval set").into(),
+    );
+    t.insert("in_sample".into(), ev.model_in_sample.to_table().into());
+    t.insert("at_0_5".into(), ev.model_at_half.to_table().into());
+    t.insert("baseline_prior".into(), ev.prior.to_table().into());
+    t.insert(
+        "baseline_band_stats_logistic".into(),
+        ev.logistic.to_table().into(),
+    );
+    t
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn perfect_scores_are_one() {
-        let mut t = [[0f32; CLASSES]; 3];
-        t[0][1] = 1.0;
-        t[1][2] = 1.0;
-        t[2][1] = 1.0;
-        let s = scores(&t, &t);
-        assert_eq!(
-            (s.micro_f1, s.macro_f1, s.micro_ap, s.macro_ap),
-            (1.0, 1.0, 1.0, 1.0)
-        );
-        let mut wrong = [[0f32; CLASSES]; 3];
-        wrong[0][5] = 0.9;
-        let s = scores(&wrong, &t);
-        assert_eq!(s.micro_f1, 0.0);
-        assert!(s.micro_ap < 0.5);
-    }
 
     #[test]
     fn flip_twice_is_identity() {
@@ -845,6 +1430,56 @@ mod tests {
             }
             flip(&mut y, 2, code);
             assert_eq!(y, x);
+        }
+    }
+
+    #[test]
+    fn pos_weights_follow_frequencies() {
+        let mut counts = vec![0f32; CLASSES + 1];
+        counts[0] = 10.0;
+        counts[1] = 2.0;
+        counts[CLASSES] = 40.0;
+        let w = pos_weights(&counts, 1.0);
+        assert_eq!(w[0], 3.0);
+        assert_eq!(w[1], 19.0);
+        assert_eq!(w[2], 39.0);
+        let s = pos_weights(&counts, 0.5);
+        assert!((s[1] - 19f32.sqrt()).abs() < 1e-5);
+        assert_eq!(pos_weights(&counts, 0.0), vec![1.0; CLASSES]);
+    }
+
+    #[test]
+    fn reben_patch_goes_through_the_pipeline_upsampling() {
+        // A reBEN patch and the same pixels through the pipeline's per-patch path agree.
+        let mut bands = BTreeMap::new();
+        for &b in &BEN_BANDS {
+            let s = PATCH / b.resolution().factor();
+            bands.insert(
+                b,
+                Raster {
+                    width: s,
+                    height: s,
+                    data: (0..s * s).map(|i| 500 + (i % 97) as u16).collect(),
+                },
+            );
+        }
+        let scene = reben_scene(bands.clone());
+        let x = patch_from_scene(&scene, &[Band::B05], None, "t").unwrap();
+        let want = Scene::patch_10m(
+            &bands[&Band::B05],
+            2,
+            Kernel::Bilinear,
+            Rect {
+                col: 0,
+                row: 0,
+                width: PATCH,
+                height: PATCH,
+            },
+            PATCH,
+        );
+        let idx = BEN_BANDS.iter().position(|b| *b == Band::B05).unwrap();
+        for (a, w) in x.iter().zip(&want.data) {
+            assert_eq!(*a, (w - BEN_MEAN[idx] as f32) / BEN_STD[idx] as f32);
         }
     }
 }

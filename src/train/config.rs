@@ -44,6 +44,115 @@ pub enum Holdout {
     BottomThird,
 }
 
+/// A split of reBEN's `metadata.parquet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataSplit {
+    /// `train`.
+    Train,
+    /// `validation`.
+    Validation,
+    /// `test`.
+    Test,
+}
+
+impl std::fmt::Display for DataSplit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataSplit::Train => "train",
+            DataSplit::Validation => "validation",
+            DataSplit::Test => "test",
+        })
+    }
+}
+
+/// The classifier architecture (`classify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierArch {
+    /// ResNet50 (23.5 M parameters).
+    #[default]
+    Resnet50,
+    /// Band statistics (+ `hidden` spectral indicators) into a linear layer.
+    Bandstats,
+}
+
+/// `[classify]`: the classifier task's own keys (reBEN data, architecture, class
+/// imbalance, thresholds, loader).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyConfig {
+    /// reBEN's `metadata.parquet`. `data` is then the LMDB folder
+    /// (`BigEarthNet-S2-LMDB/`, opened read-only without a lock file).
+    #[serde(default)]
+    pub metadata: Option<PathBuf>,
+    /// The reBEN split trained on.
+    #[serde(default = "default_split")]
+    pub split: DataSplit,
+    /// The reBEN split `export` scores and tunes the thresholds on.
+    #[serde(default = "default_eval_split")]
+    pub eval_split: DataSplit,
+    /// The architecture.
+    #[serde(default)]
+    pub arch: ClassifierArch,
+    /// `bandstats`: learned spectral indicators (0: logistic regression on band mean/std).
+    #[serde(default)]
+    pub hidden: usize,
+    /// Loader threads per rank (decoding ahead of the step).
+    #[serde(default = "default_loader_workers")]
+    pub loader_workers: usize,
+    /// Decoded patches in flight per rank (bounds the loader's memory).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+    /// Exponent `p` of the positive weight `(negatives/positives)^p` of the weighted BCE,
+    /// frequencies from the training split (1: balanced, 0: plain BCE).
+    #[serde(default = "default_pos_weight_power")]
+    pub pos_weight_power: f64,
+    /// Decoupled L2 weight decay of the optimiser (0: none).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Pseudo-count shrinking each class's tuned threshold toward the global one
+    /// (`t = (n·t_class + k·t_global)/(n + k)`, `n` validation positives).
+    #[serde(default = "default_threshold_shrink")]
+    pub threshold_shrink: f64,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> ClassifyConfig {
+        ClassifyConfig {
+            metadata: None,
+            split: default_split(),
+            eval_split: default_eval_split(),
+            arch: ClassifierArch::default(),
+            hidden: 0,
+            loader_workers: default_loader_workers(),
+            prefetch: default_prefetch(),
+            pos_weight_power: default_pos_weight_power(),
+            weight_decay: 0.0,
+            threshold_shrink: default_threshold_shrink(),
+        }
+    }
+}
+
+fn default_split() -> DataSplit {
+    DataSplit::Train
+}
+fn default_eval_split() -> DataSplit {
+    DataSplit::Validation
+}
+fn default_loader_workers() -> usize {
+    2
+}
+fn default_prefetch() -> usize {
+    16
+}
+fn default_pos_weight_power() -> f64 {
+    1.0
+}
+fn default_threshold_shrink() -> f64 {
+    5.0
+}
+
 /// The trainer configuration (one TOML file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +225,9 @@ pub struct TrainConfig {
     /// directory (a `models/<name>/<version>` path) instead of resampled.
     #[serde(default)]
     pub superres_model: Option<PathBuf>,
+    /// `[classify]`: the classifier task's own keys.
+    #[serde(default)]
+    pub classify: ClassifyConfig,
     /// Every rank writes its final weights to `<checkpoint_dir>/weights.rank<r>.f32`
     /// (tests compare them).
     #[serde(default)]

@@ -12,12 +12,18 @@
 //! | [`checkpoint`] | atomic checkpoints and `--resume` |
 //! | [`export`] | checkpoint → `models/<name>/<version>/` (ONNX + manifest) |
 //! | [`resnet`] | ResNet50 with a sigmoid head |
+//! | [`bandstats`] | the small classifier: band statistics (+ spectral indicators) → linear |
 //! | [`classify`] | the `classify` task: BigEarthNet patches, weighted BCE, F1/AP, export |
+//! | [`reben`] | the reBEN encoding: read-only LMDB of safetensors + `metadata.parquet` |
+//! | [`prefetch`] | bounded, ordered prefetch pool of loader threads |
+//! | [`multilabel`] | multi-label metrics, threshold tuning, the two classical baselines |
+//! | [`study`] | the band-set study: RGB, 10 m, 12 bands, 12 with super-resolved bands |
 //! | [`eval`] | scores through the inference pipeline next to two baselines |
 //!
 //! Invariants shared by all: only rank 0 writes files (checkpoints, exports); every rank
 //! takes part in every collective, including error agreement, so no rank hangs.
 
+pub mod bandstats;
 pub mod checkpoint;
 pub mod classify;
 pub mod config;
@@ -27,9 +33,13 @@ pub mod dsen2;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod multilabel;
 pub mod params;
+pub mod prefetch;
+pub mod reben;
 pub mod resnet;
 pub mod sr;
+pub mod study;
 
 pub use config::TrainConfig;
 pub use error::TrainError;
