@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, WeightDecayConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::granule::bigearthnet::is_patch_folder;
@@ -735,7 +736,7 @@ fn batch_tensor(patches: &[Patch], nb: usize, device: &Device) -> (Tensor<4>, Te
 /// The optimiser, with decoupled weight decay when configured.
 fn make_optim(cfg: &TrainConfig) -> ModuleOptimizer {
     let wd = cfg.classify.weight_decay;
-    let decay = (wd > 0.0).then(|| WeightDecayConfig::new(wd));
+    let decay = (wd > 0.0).then(|| WeightDecayConfig::new(wd as f32));
     match cfg.optimizer {
         OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
         OptimizerKind::Sgd => SgdConfig::new().with_weight_decay(decay).init(),

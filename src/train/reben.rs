@@ -248,6 +248,26 @@ impl Lmdb {
     /// # Errors
     /// [`RebenError::Lmdb`] when the folder or its `data.mdb` is missing or LMDB refuses it.
     pub fn open(dir: &Path) -> Result<Lmdb, RebenError> {
+        // LMDB (and heed) allow one environment per path and process: share it.
+        static OPEN: std::sync::OnceLock<std::sync::Mutex<BTreeMap<PathBuf, Lmdb>>> =
+            std::sync::OnceLock::new();
+        let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut open = OPEN
+            .get_or_init(Default::default)
+            .lock()
+            .map_err(|_| RebenError::Lmdb {
+                path: dir.to_path_buf(),
+                reason: "the environment table is poisoned".into(),
+            })?;
+        if let Some(l) = open.get(&key) {
+            return Ok(l.clone());
+        }
+        let l = Lmdb::open_new(dir)?;
+        open.insert(key, l.clone());
+        Ok(l)
+    }
+
+    fn open_new(dir: &Path) -> Result<Lmdb, RebenError> {
         let err = |reason: String| RebenError::Lmdb {
             path: dir.to_path_buf(),
             reason,
@@ -519,7 +539,7 @@ pub fn write_metadata(
                     rep.push(if j == 0 { 0 } else { 1 });
                 }
             }
-            typed.write_batch(&vals, Some(&def), Some(&rep))
+            typed.write_batch(&vals, Some(&def[..]), Some(&rep[..]))
         } else {
             let vals = match col {
                 0 => strings(&|r| r.0.as_str()),
@@ -528,7 +548,7 @@ pub fn write_metadata(
                 _ => strings(&|r| r.4.as_str()),
             };
             let def = vec![1i16; vals.len()];
-            typed.write_batch(&vals, Some(&def), None)
+            typed.write_batch(&vals, Some(&def[..]), None)
         };
         res.map_err(|e| err(e.to_string()))?;
         c.close().map_err(|e| err(e.to_string()))?;
