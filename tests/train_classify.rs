@@ -151,7 +151,7 @@ fn reben_reader_opens_read_only_and_skips_missing_and_corrupt() {
         !lmdb.join("lock.mdb").exists(),
         "no lock file may be created"
     );
-    assert_eq!(db.len().unwrap(), 11);
+    assert_eq!(db.entries().unwrap(), 11);
     let rows = reben::read_metadata(&meta).unwrap();
     assert_eq!(rows.len(), 12);
     assert_eq!(rows[1].classes, vec![17]);

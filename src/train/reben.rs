@@ -112,6 +112,9 @@ impl From<RebenError> for TrainError {
     }
 }
 
+/// A row to write with [`write_metadata`]: (patch_id, labels, split, country, s1_name).
+pub type MetaRecord = (String, Vec<String>, String, String, String);
+
 /// One row of `metadata.parquet`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetaRow {
@@ -328,7 +331,7 @@ impl Lmdb {
     ///
     /// # Errors
     /// [`RebenError::Lmdb`].
-    pub fn len(&self) -> Result<u64, RebenError> {
+    pub fn entries(&self) -> Result<u64, RebenError> {
         let err = |e: heed::Error| RebenError::Lmdb {
             path: self.path.to_path_buf(),
             reason: e.to_string(),
@@ -483,10 +486,7 @@ pub fn write_lmdb(dir: &Path, entries: &[(String, Vec<u8>)]) -> Result<(), Reben
 ///
 /// # Errors
 /// [`RebenError::Metadata`].
-pub fn write_metadata(
-    path: &Path,
-    rows: &[(String, Vec<String>, String, String, String)],
-) -> Result<(), RebenError> {
+pub fn write_metadata(path: &Path, rows: &[MetaRecord]) -> Result<(), RebenError> {
     use parquet::basic::Compression;
     use parquet::data_type::{ByteArray, ByteArrayType};
     use parquet::file::properties::WriterProperties;
@@ -517,7 +517,7 @@ pub fn write_metadata(
     let mut w = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props))
         .map_err(|e| err(e.to_string()))?;
     let mut rg = w.next_row_group().map_err(|e| err(e.to_string()))?;
-    let strings = |f: &dyn Fn(&(String, Vec<String>, String, String, String)) -> &str| {
+    let strings = |f: &dyn Fn(&MetaRecord) -> &str| {
         rows.iter()
             .map(|r| ByteArray::from(f(r)))
             .collect::<Vec<_>>()
@@ -615,7 +615,7 @@ mod tests {
         )
         .unwrap();
         let db = Lmdb::open(&lm).unwrap();
-        assert_eq!(db.len().unwrap(), 2);
+        assert_eq!(db.entries().unwrap(), 2);
         assert_eq!(
             db.s2_patch("a", &[Band::B02]).unwrap()[&Band::B02].data[0],
             1
