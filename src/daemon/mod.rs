@@ -43,12 +43,14 @@ pub mod signals;
 pub mod systemd;
 pub mod worker;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 pub use error::{AdminError, DaemonError, LedgerError};
 
@@ -171,7 +173,7 @@ async fn run(
         1.0,
     );
     let max_in_flight = settings.service.max_in_flight;
-    let (worker, _thread) = worker::spawn(
+    let (worker, thread) = worker::spawn(
         models,
         ProcessOptions::from_settings(&settings),
         max_in_flight + 2,
@@ -221,33 +223,88 @@ async fn run(
         health: health.clone(),
         shutdown: shutdown_rx,
         wake: Arc::new(Notify::new()),
+        running: Arc::new(Mutex::new(HashSet::new())),
+        disk_full: Arc::new(AtomicBool::new(false)),
     };
     let model_task = tokio::spawn(service::watch_models(ctx.clone()));
-    let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
     let mut dispatcher = Dispatcher {
         ctx,
         settings_tx,
         config_file,
         slots: Arc::new(Semaphore::new(max_in_flight)),
-        drain: drain_tx,
+        jobs: JoinSet::new(),
         tracker: Arc::new(Mutex::new(ingest::Tracker::default())),
         resume,
+        pending: None,
     };
     systemd::ready("ready");
     tracing::info!(ingest = %settings.paths.ingest.display(), "ready");
-    dispatcher.run(poke_rx, sig_rx).await;
+    let mut worker_exit = std::pin::pin!(worker_exited(thread));
+    let fatal = tokio::select! {
+        _ = dispatcher.run(poke_rx, sig_rx) => None,
+        e = &mut worker_exit => Some(e),
+    };
+    if let Some(e) = &fatal {
+        tracing::error!(error = %e, "the inference worker died; stopping so that the service manager restarts the daemon");
+        health.raise("worker", Status::Failing, e.to_string());
+        systemd::status("the inference worker died");
+    }
 
     // Drain: no new claims; running granules get `shutdown_timeout` to finish.
     tracing::info!(timeout = ?settings.service.shutdown_timeout, "shutting down: draining");
     systemd::stopping();
     health.set_draining();
     let _ = shutdown_tx.send(true);
+    let mut jobs = dispatcher.take_jobs();
     drop(dispatcher);
-    match tokio::time::timeout(settings.service.shutdown_timeout, drain_rx.recv()).await {
-        Ok(_) => tracing::info!("drained; exiting"),
+    let drained = tokio::time::timeout(settings.service.shutdown_timeout, async {
+        while jobs.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!("shutdown_timeout passed; unfinished granules stay claimed and resume at the next start"),
     }
+    // Jobs still running are abandoned here: their inputs stay claimed in `work`.
+    drop(jobs);
     model_task.abort();
     let _ = http_task.await;
-    Ok(())
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Resolves when the worker thread ends: it only ends on its own by dying (a panic
+/// outside a job), since the daemon keeps its channel open while running.
+async fn worker_exited(thread: std::thread::JoinHandle<()>) -> DaemonError {
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+    let why = match joined {
+        Ok(Ok(())) => "the worker thread exited".to_string(),
+        Ok(Err(panic)) => panic
+            .downcast_ref::<&str>()
+            .map(|s| format!("the worker thread panicked: {s}"))
+            .or_else(|| {
+                panic
+                    .downcast_ref::<String>()
+                    .map(|s| format!("the worker thread panicked: {s}"))
+            })
+            .unwrap_or_else(|| "the worker thread panicked".into()),
+        Err(e) => format!("joining the worker thread: {e}"),
+    };
+    DaemonError::WorkerGone(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dead_worker_thread_is_noticed() {
+        let t = std::thread::spawn(|| panic!("boom in the worker"));
+        let e = tokio::time::timeout(Duration::from_secs(10), worker_exited(t))
+            .await
+            .unwrap();
+        assert!(matches!(&e, DaemonError::WorkerGone(w) if w.contains("boom")), "{e}");
+    }
 }
