@@ -10,6 +10,7 @@
 #       libopenmpi-dev    mpicc + headers for rsmpi (feature "train")
 #       libclang-dev      libclang.so for rsmpi's bindgen (feature "train")
 #       time              /usr/bin/time -v for the memory benchmarks
+#       strace            strace -f -e trace=file: the hostile-corpus test checks what the daemon opens
 #       python3-venv      the project venv
 #   - a project venv (.venv) with the PyPI onnxruntime wheel (libonnxruntime.so), onnx
 #     (test-model generator) and rio-cogeo (COG validation);
@@ -26,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ORT_VERSION=1.32.0
-PACKAGES=${S2EDGE_SETUP_PACKAGES:-"gdal-bin libopenjp2-tools sqlite3 systemd openmpi-bin libopenmpi-dev libclang-dev time python3-venv"}
+PACKAGES=${S2EDGE_SETUP_PACKAGES:-"gdal-bin libopenjp2-tools sqlite3 systemd openmpi-bin libopenmpi-dev libclang-dev time python3-venv strace"}
 
 # A package counts as present only when dpkg says "install ok installed".
 installed() {

@@ -62,7 +62,7 @@ fn apt_installs(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "gdal-bin",
     "libopenjp2-tools",
     "sqlite3",
@@ -72,6 +72,7 @@ const ALL: [&str; 9] = [
     "libclang-dev",
     "time",
     "python3-venv",
+    "strace",
 ];
 
 /// The fresh-machine case that broke CI: the image ships libclang-cpp14 (whose

@@ -1,6 +1,9 @@
 //! The integration test binary (one binary, modules per area; helpers in `util`).
 
+mod crash;
 mod daemon;
+mod daemon_faults;
+mod hostile;
 mod model;
 mod packaging;
 mod pipeline;

@@ -64,6 +64,9 @@ use ledger::Ledger;
 use metrics::Metrics;
 use service::Dispatcher;
 
+/// How long open HTTP connections may delay the exit once draining is done.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
+
 /// How long systemd is asked to wait while models load (a TensorRT engine build can
 /// take minutes).
 const MODEL_LOAD_EXTENSION: Duration = Duration::from_secs(600);
@@ -173,6 +176,9 @@ async fn run(
         1.0,
     );
     let max_in_flight = settings.service.max_in_flight;
+    for r in &models.skipped {
+        health.raise("models", Status::Degraded, format!("refused {r}"));
+    }
     let (worker, thread) = worker::spawn(
         models,
         ProcessOptions::from_settings(&settings),
@@ -268,7 +274,12 @@ async fn run(
     // Jobs still running are abandoned here: their inputs stay claimed in `work`.
     drop(jobs);
     model_task.abort();
-    let _ = http_task.await;
+    // The endpoint stops accepting at once; a client that never finishes its request
+    // (an idle keep-alive, headers never sent) must not hold the exit up.
+    match tokio::time::timeout(HTTP_DRAIN, http_task).await {
+        Ok(_) => {}
+        Err(_) => tracing::info!("HTTP clients still connected after {HTTP_DRAIN:?}; closing them"),
+    }
     match fatal {
         Some(e) => Err(e),
         None => Ok(()),

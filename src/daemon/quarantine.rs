@@ -76,7 +76,9 @@ pub fn quarantine(
     std::fs::create_dir_all(root)?;
     let dir = root.join(id);
     if dir.exists() {
-        let aside = root.join(format!("{id}.{}", Utc::now().timestamp_millis()));
+        let mut aside = super::claim::short_name(std::ffi::OsStr::new(id));
+        aside.push(format!(".{}", Utc::now().timestamp_millis()));
+        let aside = root.join(aside);
         std::fs::rename(&dir, aside)?;
     }
     std::fs::create_dir(&dir)?;

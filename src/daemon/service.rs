@@ -647,6 +647,19 @@ pub async fn watch_models(ctx: Ctx) {
         let s = settings.clone();
         match blocking(move || load_validated(&s)).await {
             Ok(Ok(set)) => {
+                // Versions that verified but failed to load were passed over.
+                for r in &set.skipped {
+                    tracing::error!(reason = %r, "model version refused; the models in use keep running");
+                    ctx.metrics.inc("s2edge_model_rejected_total", &[]);
+                    ctx.health
+                        .raise("models", Status::Degraded, format!("refused {r}"));
+                }
+                let labels = model_labels(&models_in_use(&set));
+                if labels == model_labels(&ctx.health.models()) {
+                    tracing::info!("the selected versions are already in use");
+                    continue;
+                }
+                let set_clean = set.skipped.is_empty();
                 let options = ProcessOptions::from_settings(&settings);
                 let req = Request::Configure {
                     models: Some(Box::new(set)),
@@ -656,7 +669,7 @@ pub async fn watch_models(ctx: Ctx) {
                     return;
                 }
                 ctx.metrics.inc("s2edge_model_swaps_total", &[]);
-                if outcome.refused.is_empty() {
+                if outcome.refused.is_empty() && set_clean {
                     ctx.health.clear("models");
                 }
             }

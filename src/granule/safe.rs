@@ -868,6 +868,61 @@ impl SafeFiles {
     }
 }
 
+/// The tile metadata file named in errors of [`check_tiff_bands_against_tile`].
+fn mtd_path_for_errors(tree: &Tree) -> PathBuf {
+    tree.tile_metadata_files()
+        .first()
+        .map(|r| tree.display(r))
+        .unwrap_or_else(|| tree.display("GRANULE"))
+}
+
+/// GeoTIFF bands (distributor-converted SAFEs) carry their own CRS and size in their
+/// header: a tile metadata that contradicts them (another EPSG code) is refused at
+/// opening, before any pixel is processed.
+/// JPEG 2000 bands are not checked here (their GeoJP2 box is not read).
+///
+/// # Errors
+/// [`GranuleError::Metadata`] naming the band file and both values; the header's error.
+fn check_tiff_bands_against_tile(
+    bands: &BTreeMap<Band, Location>,
+    epsg: u32,
+    tile_mtd: &Path,
+) -> Result<(), GranuleError> {
+    for (band, loc) in bands {
+        let Location::File(file) = loc else { continue };
+        let lower = file.to_string_lossy().to_ascii_lowercase();
+        if !(lower.ends_with(".tif") || lower.ends_with(".tiff")) {
+            continue;
+        }
+        let Ok(header) = super::tiff::read_header(file) else {
+            continue; // a corrupt band is reported when it is read
+        };
+        let Some(g) = header.georef else { continue };
+        if g.epsg != epsg {
+            return Err(meta_err(
+                tile_mtd,
+                "HORIZONTAL_CS_CODE",
+                format!(
+                    "the tile metadata says EPSG:{epsg} but {} (band {band}) is EPSG:{}",
+                    file.display(),
+                    g.epsg
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fuzzing entry point, not an API: runs the product-metadata, tile-metadata and
+/// manifest parsers on `text` (`fuzz/fuzz_targets/safe_metadata.rs`).
+#[doc(hidden)]
+pub fn fuzz_metadata(text: &str) {
+    let p = Path::new("MTD.xml");
+    let _ = parse_product_mtd(text, p);
+    let _ = parse_tile_mtd(text, p);
+    let _ = parse_manifest(text, p);
+}
+
 /// Baseline `NN.NN` as a comparable pair.
 fn baseline_key(b: &str) -> Option<(u32, u32)> {
     let (major, minor) = b.split_once('.')?;
@@ -1107,6 +1162,8 @@ fn open_tree(path: &Path, kind: InputKind, mut tree: Tree) -> Result<GranuleSour
             ));
         }
     }
+
+    check_tiff_bands_against_tile(&bands, tile.epsg, &mtd_path_for_errors(&tree))?;
 
     let mut metadata = Metadata::new(tile.epsg);
     metadata.tile_id = tile.tile_id.or_else(|| tile_from_name(id.as_str()));

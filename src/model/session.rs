@@ -20,7 +20,7 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use super::error::ModelError;
 use super::manifest::{ModelSpec, Task};
 use super::provider::{build_session, ExecutionProvider, ProviderOptions, ProviderReport};
-use super::registry::{verify_sha, MANIFEST_FILE, ONNX_FILE};
+use super::registry::{read_verified, MANIFEST_FILE};
 use super::runtime::environment;
 
 /// One graph input or output as ONNX Runtime describes it.
@@ -82,7 +82,7 @@ pub struct LoadedModel {
 /// [`ModelError::IoMismatch`] naming the input or output that differs.
 pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelError> {
     let spec = ModelSpec::load(&dir.join(MANIFEST_FILE))?;
-    let sha256 = verify_sha(&spec, dir)?;
+    let (bytes, sha256) = read_verified(&spec, dir)?;
     let label = spec.label();
     if spec.is_untrained() {
         tracing::warn!(
@@ -93,7 +93,8 @@ pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelErro
         );
     }
     let env = environment()?;
-    let (session, report) = build_session(env, &dir.join(ONNX_FILE), &label, opts)?;
+    let (session, report) = build_session(env, &bytes, &label, opts)?;
+    drop(bytes);
     let inputs: Vec<TensorInfo> = session
         .inputs()
         .iter()

@@ -28,18 +28,13 @@ impl PooledModel {
         providers: &ProviderOptions,
         workers: usize,
     ) -> Result<(PooledModel, Vec<String>), ModelError> {
-        let resolved = registry.resolve(model)?;
-        let skipped = resolved
-            .skipped
-            .iter()
-            .map(|s| format!("{}@{}: {}", model.name, s.version, s.error))
-            .collect();
-        let dir = resolved.dir.clone();
-        let opts = providers.clone();
         let workers = workers.max(1);
         // Two batches queued per worker keep each busy while the stage prepares more.
-        let pool =
-            InferencePool::spawn(workers, move || LoadedModel::load(&dir, &opts), 2 * workers)?;
+        // A version that verifies but does not load is passed over for a lower one.
+        let (pool, resolved, skipped) = registry.load_with_fallback(model, |resolved| {
+            let (dir, opts) = (resolved.dir.clone(), providers.clone());
+            InferencePool::spawn(workers, move || LoadedModel::load(&dir, &opts), 2 * workers)
+        })?;
         let report = pool.provider();
         for (p, why) in &report.failures {
             tracing::warn!(model = %pool.label(), provider = %p, "execution provider unavailable: {why}");
