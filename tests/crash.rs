@@ -129,7 +129,13 @@ fn random_sigkills_leave_every_granule_done_once_or_quarantined() {
             }
         }
         d.start();
-        let wait = 200 + rng.below(2500);
+        // Half the kills come early (during start-up, claims and the first tiles),
+        // half late enough for a granule, even a SAFE, to finish in between.
+        let wait = if rng.below(2) == 0 {
+            200 + rng.below(1500)
+        } else {
+            2000 + rng.below(6000)
+        };
         std::thread::sleep(Duration::from_millis(wait));
         d.kill9();
         eprintln!("kill {}/{kills} after {wait} ms", k + 1);

@@ -499,3 +499,79 @@ fn shutdown_does_not_wait_for_idle_http_clients() {
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     drop((idle, keep));
 }
+
+fn rss_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn get_timed(port: u16, path: &str) -> Duration {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).unwrap();
+    assert!(body.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&body));
+    t.elapsed()
+}
+
+/// A backlog waits on disk, not in memory: RSS after the whole backlog is about what it
+/// was after the first granule; 2,000 `/healthz` + `/metrics` requests during processing
+/// stay fast. Figures are printed for RELIABILITY.md (`S2EDGE_BACKLOG` sets the size).
+#[test]
+fn a_backlog_keeps_rss_bounded_and_the_endpoints_fast() {
+    if !runtime_available("a_backlog_keeps_rss_bounded_and_the_endpoints_fast") {
+        return;
+    }
+    let n: usize = std::env::var("S2EDGE_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let tmp = util::tempdir();
+    let ingest = tmp.path().join("ingest");
+    let mut d = Daemon::new(tmp.path(), &ingest, &fixtures_models(), "");
+    d.start();
+    let pid = d.child.as_ref().unwrap().id();
+    deliver(&ingest, "S2B_BACKLOG_0");
+    d.wait_for("the first granule", Duration::from_secs(60), |d| {
+        d.state("S2B_BACKLOG_0") == Some(GranuleState::Done)
+    });
+    let rss_first = rss_kb(pid, "VmRSS:");
+    for i in 1..n {
+        deliver(&ingest, &format!("S2B_BACKLOG_{i}"));
+    }
+    let mut lat = Vec::new();
+    for i in 0..2000 {
+        let path = if i % 2 == 0 { "/healthz" } else { "/metrics" };
+        lat.push(get_timed(d.port, path));
+    }
+    d.wait_for("the backlog", Duration::from_secs(600), |d| {
+        (0..n).all(|i| d.state(&format!("S2B_BACKLOG_{i}")) == Some(GranuleState::Done))
+    });
+    let (rss_end, hwm) = (rss_kb(pid, "VmRSS:"), rss_kb(pid, "VmHWM:"));
+    lat.sort();
+    let p50 = lat[lat.len() / 2];
+    let p99 = lat[lat.len() * 99 / 100];
+    let max = *lat.last().unwrap();
+    eprintln!(
+        "backlog of {n}: RSS {} MB after the first granule, {} MB after all (peak {} MB); \
+         2000 requests during processing: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+        rss_first / 1024,
+        rss_end / 1024,
+        hwm / 1024,
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    assert!(p99 < Duration::from_millis(250), "p99 {p99:?}");
+    assert!(
+        rss_end < rss_first + 256 * 1024,
+        "RSS grew from {rss_first} kB to {rss_end} kB"
+    );
+}

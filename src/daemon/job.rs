@@ -436,6 +436,8 @@ pub async fn quarantine_blocking(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -470,5 +472,57 @@ mod tests {
         ));
         assert!(is_disk_full("x: Disk quota exceeded (os error 122)"));
         assert!(!is_disk_full("x: Permission denied (os error 13)"));
+    }
+
+    /// `s2edge ledger requeue` on a granule waiting out a long backoff used to reset the
+    /// row only; the waiting job now sees it and retries within a second.
+    #[tokio::test]
+    async fn a_requeue_ends_a_backoff_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open_in(dir.path()).unwrap());
+        ledger
+            .claimed("g", Path::new("/in/g"), Path::new("/work/g"), None)
+            .unwrap();
+        ledger.start("g").unwrap();
+        ledger.failed("g", "transient").unwrap();
+        let settings = Settings::load(None).unwrap();
+        let (worker, _thread) = super::super::worker::spawn(
+            crate::model::set::ModelSet::default(),
+            crate::pipeline::process::ProcessOptions::from_settings(&settings),
+            1,
+            Arc::new(Health::default()),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let (_stx, srx) = watch::channel(Arc::new(settings));
+        let (_dtx, shutdown) = watch::channel(false);
+        let ctx = Ctx {
+            settings: srx,
+            ledger: ledger.clone(),
+            worker,
+            metrics: Arc::new(Metrics::default()),
+            health: Arc::new(Health::default()),
+            shutdown,
+            wake: Arc::new(Notify::new()),
+            running: Arc::default(),
+            disk_full: Arc::default(),
+        };
+        let t = std::time::Instant::now();
+        let waiter = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let mut sd = ctx.shutdown.clone();
+                wait_backoff(&ctx, "g", Duration::from_secs(600), &mut sd).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let l = ledger.clone();
+        blocking(move || l.requeue("g", Some(Path::new("/work/g"))))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(waiter.await.unwrap(), "the wait must end as a retry");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(ledger.start("g").unwrap(), 1, "attempts start over");
     }
 }
