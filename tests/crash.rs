@@ -167,7 +167,13 @@ fn random_sigkills_leave_every_granule_done_once_or_quarantined() {
                 done += 1;
                 let product = row.product.clone().unwrap();
                 assert_eq!(product, d.out(id));
-                for f in ["item.json", "labels.geojson", "superres.tif", "classification.tif", "quicklook.png"] {
+                for f in [
+                    "item.json",
+                    "labels.geojson",
+                    "superres.tif",
+                    "classification.tif",
+                    "quicklook.png",
+                ] {
                     assert!(product.join(f).is_file(), "{id}: partial product, no {f}");
                 }
                 let item: serde_json::Value = serde_json::from_str(
@@ -178,9 +184,10 @@ fn random_sigkills_leave_every_granule_done_once_or_quarantined() {
             }
             GranuleState::Quarantined => {
                 quarantined += 1;
-                let reason =
-                    std::fs::read_to_string(tmp.path().join("quarantine").join(id).join("reason.txt"))
-                        .unwrap_or_else(|_| panic!("{id}: quarantined without reason.txt"));
+                let reason = std::fs::read_to_string(
+                    tmp.path().join("quarantine").join(id).join("reason.txt"),
+                )
+                .unwrap_or_else(|_| panic!("{id}: quarantined without reason.txt"));
                 assert!(reason.contains("error: "), "{reason}");
                 eprintln!("{id} quarantined: {}", row.last_error.unwrap_or_default());
             }
@@ -189,7 +196,10 @@ fn random_sigkills_leave_every_granule_done_once_or_quarantined() {
     }
     // The ledger agrees with the disk.
     assert!(ledger.unfinished().unwrap().is_empty());
-    assert_eq!(std::fs::read_dir(tmp.path().join("work")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("work")).unwrap().count(),
+        0
+    );
     for e in std::fs::read_dir(tmp.path().join("out")).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         let row = ledger.get(&name).unwrap();
@@ -198,7 +208,10 @@ fn random_sigkills_leave_every_granule_done_once_or_quarantined() {
             "out/{name} has no done row"
         );
     }
-    for e in std::fs::read_dir(tmp.path().join("quarantine")).into_iter().flatten() {
+    for e in std::fs::read_dir(tmp.path().join("quarantine"))
+        .into_iter()
+        .flatten()
+    {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
             ledger

@@ -222,7 +222,12 @@ impl Daemon {
         self.ledger().get(id).unwrap().map(|r| r.state)
     }
 
-    pub(crate) fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Daemon) -> bool) {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Daemon) -> bool,
+    ) {
         let t = Instant::now();
         while !f(self) {
             if t.elapsed() > timeout {

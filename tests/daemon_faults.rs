@@ -266,18 +266,24 @@ fn a_refused_version_is_retried_when_its_files_change() {
     let onnx = models.join("tiny-dsen2-2x/2/model.onnx");
     let full = std::fs::read(&onnx).unwrap();
     std::fs::write(&onnx, &full[..full.len() / 2]).unwrap();
-    d.wait_for("the half-copied version to be refused", Duration::from_secs(20), |d| {
-        d.healthz()["status"] == "degraded"
-    });
+    d.wait_for(
+        "the half-copied version to be refused",
+        Duration::from_secs(20),
+        |d| d.healthz()["status"] == "degraded",
+    );
     std::thread::sleep(Duration::from_millis(50));
     std::fs::write(&onnx, &full).unwrap();
-    d.wait_for("the completed version to be swapped in", Duration::from_secs(20), |d| {
-        d.healthz()["models"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["model"] == "tiny-dsen2-2x@2")
-    });
+    d.wait_for(
+        "the completed version to be swapped in",
+        Duration::from_secs(20),
+        |d| {
+            d.healthz()["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["model"] == "tiny-dsen2-2x@2")
+        },
+    );
     assert_eq!(d.healthz()["status"], "ready", "{}", d.healthz());
     let m = parse_metrics(&d.http("/metrics").unwrap());
     assert_eq!(metric(&m, "s2edge_model_swaps_total"), 1.0);
@@ -313,11 +319,15 @@ fn sighup_enabling_a_stage_waits_for_its_model() {
         .replace("classify = false", "classify = true");
     std::fs::write(&d.config, cfg).unwrap();
     d.signal(libc::SIGHUP);
-    d.wait_for("the reload to wait for its model", Duration::from_secs(20), |d| {
-        d.healthz()["reasons"]
-            .to_string()
-            .contains("reload waits for its models")
-    });
+    d.wait_for(
+        "the reload to wait for its model",
+        Duration::from_secs(20),
+        |d| {
+            d.healthz()["reasons"]
+                .to_string()
+                .contains("reload waits for its models")
+        },
+    );
     deliver(&ingest, "S2B_GAP");
     d.wait_for("the granule in the gap", Duration::from_secs(60), |d| {
         matches!(
@@ -325,7 +335,12 @@ fn sighup_enabling_a_stage_waits_for_its_model() {
             Some(GranuleState::Done) | Some(GranuleState::Quarantined)
         )
     });
-    assert_eq!(d.state("S2B_GAP"), Some(GranuleState::Done), "{}", d.log_text());
+    assert_eq!(
+        d.state("S2B_GAP"),
+        Some(GranuleState::Done),
+        "{}",
+        d.log_text()
+    );
     // The model arrives: the waiting reload completes.
     copy_dir(
         &fixtures_models().join("tiny-ben19/1"),
@@ -365,7 +380,10 @@ fn a_deleted_ledger_stops_intake_and_says_so() {
     assert!(d.healthz()["reasons"].to_string().contains("ledger"));
     deliver(&ingest, "S2B_NOLEDGER");
     std::thread::sleep(Duration::from_secs(3));
-    assert!(ingest.join("S2B_NOLEDGER").is_dir(), "claimed without a ledger");
+    assert!(
+        ingest.join("S2B_NOLEDGER").is_dir(),
+        "claimed without a ledger"
+    );
 }
 
 /// Defect 5: quarantine and archive on another file system (`/dev/shm`, a tmpfs)
@@ -404,7 +422,10 @@ fn quarantine_and_archive_cross_file_systems() {
         .unwrap()
         .contains("B02"));
     assert!(shm.path().join("a/S2B_XGOOD/B02.tif").is_file());
-    assert_eq!(std::fs::read_dir(tmp.path().join("work")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("work")).unwrap().count(),
+        0
+    );
 }
 
 /// A full output disk: the granule's attempt does not count, intake pauses with
@@ -490,7 +511,8 @@ fn shutdown_does_not_wait_for_idle_http_clients() {
     let mut d = Daemon::new(tmp.path(), &ingest, &fixtures_models(), "");
     d.start();
     let mut idle = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let keep = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
@@ -514,10 +536,18 @@ fn get_timed(port: u16, path: &str) -> Duration {
     let t = Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut body = Vec::new();
     s.read_to_end(&mut body).unwrap();
-    assert!(body.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        body.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     t.elapsed()
 }
 

@@ -41,7 +41,9 @@ struct Corpus {
 impl Corpus {
     /// Builds an entry under a hidden name with `f`, renames it in, writes the marker.
     fn add(&mut self, name: &str, id: &str, expect: &'static str, f: impl FnOnce(&Path)) {
-        let tmp = self.ingest.join(format!(".build-{}.part", self.cases.len()));
+        let tmp = self
+            .ingest
+            .join(format!(".build-{}.part", self.cases.len()));
         f(&tmp);
         let dst = self.ingest.join(name);
         std::fs::rename(&tmp, &dst).unwrap();
@@ -255,7 +257,11 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
         std::fs::copy(p.join("B02.tif"), p.join("b02.TIFF")).unwrap();
     });
     c.folder("H_GARBAGE_STAC", "malformed JSON", |p, _| {
-        std::fs::write(p.join("item.json"), b"{\"type\": \"Feature\", \"properties\": {").unwrap();
+        std::fs::write(
+            p.join("item.json"),
+            b"{\"type\": \"Feature\", \"properties\": {",
+        )
+        .unwrap();
     });
     c.folder("H_STAC_CONTRADICTS", "proj", |p, _| {
         std::fs::write(
@@ -345,11 +351,16 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
     c.add("H_BAD_XML.SAFE", "H_BAD_XML", "malformed XML", |p| {
         mini_safe(p, "<n1:Level-1C_User_Product><General_Info></n1:Level");
     });
-    c.add("H_MANIFEST_LINK.SAFE", "H_MANIFEST_LINK", "symbolic link", |p| {
-        mini_safe(p, "<a/>");
-        std::fs::remove_file(p.join("manifest.safe")).unwrap();
-        std::os::unix::fs::symlink("/dev/zero", p.join("manifest.safe")).unwrap();
-    });
+    c.add(
+        "H_MANIFEST_LINK.SAFE",
+        "H_MANIFEST_LINK",
+        "symbolic link",
+        |p| {
+            mini_safe(p, "<a/>");
+            std::fs::remove_file(p.join("manifest.safe")).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", p.join("manifest.safe")).unwrap();
+        },
+    );
     c.add("H_MANIFEST_FIFO.SAFE", "H_MANIFEST_FIFO", "FIFO", |p| {
         mini_safe(p, "<a/>");
         std::fs::remove_file(p.join("manifest.safe")).unwrap();
@@ -369,15 +380,21 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
     c.add("H_ZIP_ABS.zip", "H_ZIP_ABS", "escapes the product", |p| {
         zip_raw(p, &[("/etc/cron.d/evil", b"owned")]);
     });
-    c.add("H_ZIP_TWO_TOPS.zip", "H_ZIP_TWO_TOPS", "exactly one top-level", |p| {
-        zip_raw(p, &[("A.SAFE/MTD_MSIL1C.xml", b"<a/>"), ("B.SAFE/x", b"x")]);
-    });
+    c.add(
+        "H_ZIP_TWO_TOPS.zip",
+        "H_ZIP_TWO_TOPS",
+        "exactly one top-level",
+        |p| {
+            zip_raw(p, &[("A.SAFE/MTD_MSIL1C.xml", b"<a/>"), ("B.SAFE/x", b"x")]);
+        },
+    );
     c.add("H_ZIP_BOMB.zip", "H_ZIP_BOMB", "limit", |p| {
         let mut w = zip::ZipWriter::new(std::fs::File::create(p).unwrap());
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .large_file(true);
-        w.start_file("H_ZIP_BOMB.SAFE/MTD_MSIL1C.xml", opts).unwrap();
+        w.start_file("H_ZIP_BOMB.SAFE/MTD_MSIL1C.xml", opts)
+            .unwrap();
         let chunk = vec![b' '; 1 << 20];
         for _ in 0..80 {
             w.write_all(&chunk).unwrap();
@@ -488,19 +505,17 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
         d.http("/healthz").is_some()
     });
     let total = c.cases.len() + c.good.len();
-    d.wait_for(
-        "every case to end",
-        Duration::from_secs(600),
-        |d| {
-            c.cases
-                .iter()
-                .all(|k| d.state(&k.id) == Some(GranuleState::Quarantined))
-                && c
-                    .good
-                    .iter()
-                    .all(|g| matches!(d.state(g), Some(GranuleState::Done) | Some(GranuleState::Quarantined)))
-        },
-    );
+    d.wait_for("every case to end", Duration::from_secs(600), |d| {
+        c.cases
+            .iter()
+            .all(|k| d.state(&k.id) == Some(GranuleState::Quarantined))
+            && c.good.iter().all(|g| {
+                matches!(
+                    d.state(g),
+                    Some(GranuleState::Done) | Some(GranuleState::Quarantined)
+                )
+            })
+    });
     let took = t0.elapsed();
     let mut failures = Vec::new();
     for g in &c.good {
@@ -513,14 +528,18 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
     for k in &c.cases {
         let row = d.ledger().get(&k.id).unwrap().unwrap();
         let err = row.last_error.unwrap_or_default();
-        let text = std::fs::read_to_string(
-            tmp.path().join("quarantine").join(&k.id).join("reason.txt"),
-        )
-        .unwrap_or_default();
+        let text =
+            std::fs::read_to_string(tmp.path().join("quarantine").join(&k.id).join("reason.txt"))
+                .unwrap_or_default();
         if !err.contains(k.expect) || !text.contains("error: ") {
             failures.push(format!("{:?}: expected {:?} in {err:?}", k.name, k.expect));
         }
-        assert_eq!(text.lines().count(), 5, "{:?}: reason.txt not one line per field: {text}", k.name);
+        assert_eq!(
+            text.lines().count(),
+            5,
+            "{:?}: reason.txt not one line per field: {text}",
+            k.name
+        );
         reasons.insert(k.name.clone(), err);
     }
     for (n, r) in &reasons {
@@ -564,10 +583,18 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
         let paths = opened_paths(&trace);
         assert!(paths.len() > 50, "strace saw only {} opens", paths.len());
         let root = tmp.path().to_string_lossy().into_owned();
-        let allowed: Vec<String> = ["ingest", "work", "out", "quarantine", "archive", "state", "s2edge.toml"]
-            .iter()
-            .map(|d| format!("{root}/{d}"))
-            .collect();
+        let allowed: Vec<String> = [
+            "ingest",
+            "work",
+            "out",
+            "quarantine",
+            "archive",
+            "state",
+            "s2edge.toml",
+        ]
+        .iter()
+        .map(|d| format!("{root}/{d}"))
+        .collect();
         let mut bad: Vec<&String> = paths
             .iter()
             .filter(|p| {
@@ -580,8 +607,14 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
             .collect();
         bad.sort();
         bad.dedup();
-        assert!(bad.is_empty(), "opened outside the configured directories: {bad:?}");
-        eprintln!("strace: {} file opens, none outside the configured directories", paths.len());
+        assert!(
+            bad.is_empty(),
+            "opened outside the configured directories: {bad:?}"
+        );
+        eprintln!(
+            "strace: {} file opens, none outside the configured directories",
+            paths.len()
+        );
     }
 }
 

@@ -248,10 +248,9 @@ fn classify(e: GranuleError) -> Completeness {
 /// that is a link, FIFO or device.
 pub fn manifest_complete(path: &Path) -> Result<(), Completeness> {
     let mut files = SafeFiles::open(path).map_err(classify)?;
-    let manifest = files
-        .manifest()
-        .map_err(classify)?
-        .ok_or_else(|| Completeness::Incomplete(format!("{}: no manifest.safe yet", path.display())))?;
+    let manifest = files.manifest().map_err(classify)?.ok_or_else(|| {
+        Completeness::Incomplete(format!("{}: no manifest.safe yet", path.display()))
+    })?;
     if let Some(raw) = manifest.escaping.first() {
         return Err(Completeness::Refused(format!(
             "{}: manifest.safe lists {raw:?}, a path outside the product",
@@ -452,7 +451,12 @@ impl Tracker {
     /// The checksum verdict for `path` at `snap`: the remembered one while the snapshot
     /// is unchanged, else a fresh verification when `budget` allows one (a slot is
     /// free), else a wait.
-    fn checksums(&mut self, path: &Path, snap: Option<Snapshot>, budget: &mut usize) -> Completeness {
+    fn checksums(
+        &mut self,
+        path: &Path,
+        snap: Option<Snapshot>,
+        budget: &mut usize,
+    ) -> Completeness {
         if let (Some(snap), Some((at, verdict))) = (snap, self.verified.get(path)) {
             if *at == snap {
                 return match verdict {
@@ -776,7 +780,10 @@ mod tests {
         w.finish().unwrap();
         assert!(std::fs::metadata(&z).unwrap().len() < 1 << 20);
         let why = incomplete(manifest_complete(&z));
-        assert!(why.contains("limit") || why.contains("larger than"), "{why}");
+        assert!(
+            why.contains("limit") || why.contains("larger than"),
+            "{why}"
+        );
     }
 
     /// Checksums are verified once per snapshot, and only within the budget (free
@@ -797,13 +804,22 @@ mod tests {
         let mut t = Tracker::default();
         let now = Instant::now();
         let v = scan(&ingest, &mut t, &r, now, 0).unwrap();
-        assert!(matches!(&v[0].1, Verdict::Wait(w) if w.contains("free slot")), "{v:?}");
+        assert!(
+            matches!(&v[0].1, Verdict::Wait(w) if w.contains("free slot")),
+            "{v:?}"
+        );
         let v = scan(&ingest, &mut t, &r, now, 1).unwrap();
-        assert!(matches!(&v[0].1, Verdict::Wait(w) if w.contains("MD5")), "{v:?}");
+        assert!(
+            matches!(&v[0].1, Verdict::Wait(w) if w.contains("MD5")),
+            "{v:?}"
+        );
         assert_eq!(t.verified.len(), 1);
         // Unchanged: the remembered verdict, no budget used.
         let v = scan(&ingest, &mut t, &r, now, 0).unwrap();
-        assert!(matches!(&v[0].1, Verdict::Wait(w) if w.contains("MD5")), "{v:?}");
+        assert!(
+            matches!(&v[0].1, Verdict::Wait(w) if w.contains("MD5")),
+            "{v:?}"
+        );
         // Fixed (a new snapshot): verified again, then ready.
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(safe.join("B01.jp2"), b"0123456789").unwrap();

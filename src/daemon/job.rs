@@ -136,11 +136,8 @@ pub async fn run(ctx: Ctx, id: GranuleId, claimed: Claimed, permit: OwnedSemapho
                 );
                 tracing::error!(granule = %idstr, error = %e, retry_in = ?delay, "job failed on the daemon's side; retrying");
                 ctx.metrics.inc("s2edge_job_errors_total", &[]);
-                ctx.health.raise(
-                    "jobs",
-                    Status::Degraded,
-                    format!("{idstr}: {e} (retrying)"),
-                );
+                ctx.health
+                    .raise("jobs", Status::Degraded, format!("{idstr}: {e} (retrying)"));
                 if !wait_or_shutdown(delay, &mut shutdown).await {
                     break;
                 }

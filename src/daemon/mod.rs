@@ -316,6 +316,9 @@ mod tests {
         let e = tokio::time::timeout(Duration::from_secs(10), worker_exited(t))
             .await
             .unwrap();
-        assert!(matches!(&e, DaemonError::WorkerGone(w) if w.contains("boom")), "{e}");
+        assert!(
+            matches!(&e, DaemonError::WorkerGone(w) if w.contains("boom")),
+            "{e}"
+        );
     }
 }

@@ -512,9 +512,7 @@ impl Dispatcher {
     async fn apply(&mut self, new: Settings) {
         let old = self.ctx.settings();
         let selection = |s: &Settings| s.model_selection().ok().map(|m| format!("{m:?}"));
-        let models = if selection(&new) != selection(&old)
-            || new.paths.models != old.paths.models
-        {
+        let models = if selection(&new) != selection(&old) || new.paths.models != old.paths.models {
             let s = new.clone();
             match blocking(move || load_validated(&s)).await {
                 Ok(Ok(set)) => Some(Box::new(set)),

@@ -31,9 +31,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use zip::ZipArchive;
 
 use super::{
-    jp2, read_location, read_raster_u16, tree, xml, Band, CloudMask, GeoRef, GeoTransform, GranuleError,
-    GranuleId, GranuleSource, InputKind, Location, MaskFile, MaskKind, Metadata, ProductLevel,
-    Resolution, MAX_SIDE,
+    jp2, read_location, read_raster_u16, tree, xml, Band, CloudMask, GeoRef, GeoTransform,
+    GranuleError, GranuleId, GranuleSource, InputKind, Location, MaskFile, MaskKind, Metadata,
+    ProductLevel, Resolution, MAX_SIDE,
 };
 use crate::raster::Raster;
 

@@ -112,7 +112,10 @@ pub fn check_beneath(root: &Path, rel: &str) -> Result<Metadata, GranuleError> {
     let mut last = None;
     for (i, part) in parts.iter().enumerate() {
         if *part == ".." || *part == "." {
-            return Err(unsafe_file(&cur.join(part), "a relative path leaving the product"));
+            return Err(unsafe_file(
+                &cur.join(part),
+                "a relative path leaving the product",
+            ));
         }
         cur.push(part);
         let meta = std::fs::symlink_metadata(&cur).map_err(|e| GranuleError::io(&cur, e))?;
@@ -145,7 +148,10 @@ pub fn open_regular(path: &Path) -> Result<File, GranuleError> {
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                unsafe_file(path, "a symbolic link (a granule's files must lie inside it)")
+                unsafe_file(
+                    path,
+                    "a symbolic link (a granule's files must lie inside it)",
+                )
             } else {
                 GranuleError::io(path, e)
             }
@@ -187,7 +193,9 @@ mod tests {
         let e = check_contained(&g).unwrap_err().to_string();
         assert!(e.contains("B02.tif") && e.contains("symbolic link"), "{e}");
         assert!(check_beneath(&g, "sub/B02.tif").is_err());
-        let e = open_regular(&g.join("sub/B02.tif")).unwrap_err().to_string();
+        let e = open_regular(&g.join("sub/B02.tif"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("symbolic link"), "{e}");
         std::fs::remove_file(g.join("sub/B02.tif")).unwrap();
 
@@ -209,7 +217,9 @@ mod tests {
         assert!(e.contains("FIFO"), "{e}");
         std::fs::remove_file(g.join("B04.tif")).unwrap();
 
-        let e = open_regular(Path::new("/dev/zero")).unwrap_err().to_string();
+        let e = open_regular(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("device"), "{e}");
         check_contained(&g).unwrap();
     }
