@@ -1,5 +1,7 @@
 //! The integration test binary (one binary, modules per area; helpers in `util`).
 
+mod classmap;
+mod cli;
 mod daemon;
 mod model;
 mod packaging;
@@ -10,6 +12,7 @@ mod readers_safe;
 mod readers_tiff;
 mod safe_fixture;
 mod setup;
+mod stac_mlm;
 #[cfg(feature = "train")]
 mod train;
 mod util;

@@ -8,6 +8,7 @@
 //! | [`manifest`] | `ModelSpec`, the typed and validated `model.toml` (schema 1) |
 //! | [`registry`] | `models/<name>/<version>/`: complete versions, `name@version` pins, highest valid version, listings |
 //! | [`session`] | `LoadedModel`: sha256 and graph-vs-manifest checks, `run`, `smoke_test` |
+//! | [`stac`] | a manifest as a STAC Item with the Machine Learning Model extension (MLM) |
 //! | [`worker`] | `InferencePool`: OS threads that own their sessions behind a bounded queue |
 //! | [`error`] | `ModelError`, with transient/permanent classification |
 //!
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod runtime;
 pub mod session;
 pub mod set;
+pub mod stac;
 pub mod worker;
 
 pub use error::ModelError;
