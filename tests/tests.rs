@@ -1,5 +1,6 @@
 //! The integration test binary (one binary, modules per area; helpers in `util`).
 
+mod batch;
 mod classmap;
 mod cli;
 mod daemon;
