@@ -365,3 +365,90 @@ fn mpirun_two_ranks_give_each_product_once_and_one_collection() {
         "rank 0 alone merges: {stderr}"
     );
 }
+
+/// `program` without inherited s2edge, Slurm or MPI variables.
+fn clean(program: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("S2EDGE") || k.starts_with("SLURM_") || k.starts_with("OMPI_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// `contrib/slurm/batch.sbatch` as Slurm would run it: one process per array task (the
+/// variables set by hand), `sbatch` a stub that records the merge job it is asked to
+/// submit, which the test then runs.
+#[test]
+fn the_sbatch_example_runs_each_share_and_submits_the_merge() {
+    let test = "the_sbatch_example_runs_each_share_and_submits_the_merge";
+    let Some(bash) = util::tool("bash", test) else {
+        return;
+    };
+    let Some((tmp, list, ids, _cfg)) = setup(test, 2) else {
+        return;
+    };
+    let out = tmp.path().join("out");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = tmp.path().join("sbatch-args");
+    let stub = bin.join("sbatch");
+    std::fs::write(
+        &stub,
+        format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{}'\necho 'Submitted batch job 43'\n", record.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let models = util::fixtures();
+    let env = [
+        ("PATH", path.as_str()),
+        ("S2EDGE", env!("CARGO_BIN_EXE_s2edge")),
+        ("S2EDGE__PATHS__MODELS", models.to_str().unwrap()),
+        ("S2EDGE__MODELS__CLASSIFIER", "tiny-ben19"),
+        ("S2EDGE__PIPELINE__SUPERRES", "false"),
+        ("SLURM_ARRAY_JOB_ID", "42"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+        ("SLURM_ARRAY_TASK_MIN", "0"),
+        ("SLURM_ARRAY_TASK_MAX", "1"),
+        ("SLURM_CPUS_PER_TASK", "1"),
+    ];
+    let script = util::root().join("contrib/slurm/batch.sbatch");
+    for task in ["0", "1"] {
+        let mut e = env.to_vec();
+        e.push(("SLURM_ARRAY_TASK_ID", task));
+        let o = clean(&bash)
+            .envs(e.iter().copied())
+            .arg(&script)
+            .arg(&list)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "task {task}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Only the last task submits the merge.
+        assert_eq!(record.exists(), task == "1", "task {task}");
+    }
+    let args = std::fs::read_to_string(&record).unwrap();
+    assert!(args.lines().any(|l| l == "--dependency=afterany:42"), "{args}");
+    let wrap = args
+        .lines()
+        .find_map(|l| l.strip_prefix("--wrap="))
+        .unwrap_or_else(|| panic!("no --wrap: {args}"));
+    let o = clean(&bash)
+        .envs(env.iter().copied())
+        .arg("-c")
+        .arg(wrap)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(products(&out), ids.iter().cloned().collect());
+    check_collection(&out, &ids, test);
+}

@@ -4,6 +4,7 @@ mod batch;
 mod classmap;
 mod cli;
 mod daemon;
+mod metrics_http;
 mod model;
 mod packaging;
 mod pipeline;

@@ -79,8 +79,11 @@ pub async fn run(
     permit: OwnedSemaphorePermit,
     drain: mpsc::Sender<()>,
 ) {
+    use tracing::Instrument;
     let idstr = id.to_string();
-    if let Err(e) = run_inner(&ctx, &id, &claimed).await {
+    // Every log line of this granule's job carries its id.
+    let span = tracing::info_span!("granule", id = %idstr);
+    if let Err(e) = run_inner(&ctx, &id, &claimed).instrument(span).await {
         // The input stays claimed; the next start resumes it.
         tracing::error!(granule = %idstr, error = %e, "job stopped");
         ctx.health
@@ -188,6 +191,15 @@ async fn finish(
     claimed: &Claimed,
     report: ProcessReport,
 ) -> Result<(), DaemonError> {
+    {
+        // Walks the input and the product: file I/O, off the async threads.
+        let (m, input, product) = (
+            ctx.metrics.clone(),
+            claimed.input.clone(),
+            report.product.clone(),
+        );
+        blocking(move || m.record_io(&input, &product)).await?;
+    }
     let m = &ctx.metrics;
     for (stage, secs) in &report.timings {
         m.observe("s2edge_stage_seconds", &[("stage", stage)], *secs);

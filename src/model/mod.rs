@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`runtime`] | finds `libonnxruntime.so` (config, `ORT_DYLIB_PATH`, setup.sh's location, Python) and loads it once per process |
 //! | [`provider`] | `ExecutionProvider` (tensorrt, cuda, cpu), `[runtime]` options, the fallback policy and its `ProviderReport` |
+//! | [`observe`] | the process-wide observer of inference batches (metrics) |
 //! | [`manifest`] | `ModelSpec`, the typed and validated `model.toml` (schema 1) |
 //! | [`registry`] | `models/<name>/<version>/`: complete versions, `name@version` pins, highest valid version, listings |
 //! | [`session`] | `LoadedModel`: sha256 and graph-vs-manifest checks, `run`, `smoke_test` |
@@ -20,6 +21,7 @@
 
 pub mod error;
 pub mod manifest;
+pub mod observe;
 pub mod provider;
 pub mod registry;
 pub mod runtime;
