@@ -1,9 +1,13 @@
 //! The integration test binary (one binary, modules per area; helpers in `util`).
 
+mod batch;
+mod classmap;
+mod cli;
 mod crash;
 mod daemon;
 mod daemon_faults;
 mod hostile;
+mod metrics_http;
 mod model;
 mod packaging;
 mod pipeline;
@@ -13,6 +17,7 @@ mod readers_safe;
 mod readers_tiff;
 mod safe_fixture;
 mod setup;
+mod stac_mlm;
 #[cfg(feature = "train")]
 mod train;
 mod util;

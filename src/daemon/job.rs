@@ -113,12 +113,15 @@ pub async fn wait_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bo
 
 /// Runs one claimed granule to its end (or until a shutdown); see the module docs.
 pub async fn run(ctx: Ctx, id: GranuleId, claimed: Claimed, permit: OwnedSemaphorePermit) {
+    use tracing::Instrument;
     let idstr = id.to_string();
+    // Every log line of this granule's job carries its id.
+    let span = tracing::info_span!("granule", id = %idstr);
     ctx.running().insert(idstr.clone());
     let mut shutdown = ctx.shutdown.clone();
     let mut round = 0u32;
     loop {
-        match run_inner(&ctx, &id, &claimed).await {
+        match run_inner(&ctx, &id, &claimed).instrument(span.clone()).await {
             Ok(()) => break,
             Err(DaemonError::WorkerGone(why)) => {
                 // The service is going down (serve exits non-zero); the input stays
@@ -302,6 +305,15 @@ async fn finish(
     claimed: &Claimed,
     report: ProcessReport,
 ) -> Result<(), DaemonError> {
+    {
+        // Walks the input and the product: file I/O, off the async threads.
+        let (m, input, product) = (
+            ctx.metrics.clone(),
+            claimed.input.clone(),
+            report.product.clone(),
+        );
+        blocking(move || m.record_io(&input, &product)).await?;
+    }
     let m = &ctx.metrics;
     for (stage, secs) in &report.timings {
         m.observe("s2edge_stage_seconds", &[("stage", stage)], *secs);

@@ -18,7 +18,7 @@
 //! | [`models`] | model hot swap: validation before swapping in |
 //! | [`quarantine`] | moving bad inputs aside with a `reason.txt`, and back |
 //! | [`admin`] | `s2edge ledger list/show/requeue/purge` |
-//! | [`http`], [`metrics`], [`health`] | `/metrics` and `/healthz` |
+//! | [`http`], [`metrics`], [`health`] | `/metrics`, `/healthz`, `/livez`, `/readyz` |
 //! | [`signals`], [`systemd`] | SIGTERM/SIGHUP, sd_notify |
 //! | [`error`] | `DaemonError`, `LedgerError`, `AdminError` |
 //!
@@ -166,6 +166,8 @@ async fn run(
     ort_version: String,
 ) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::default());
+    // Every inference batch, on whichever thread, is counted (Triton-style metrics).
+    crate::model::observe::set_observer(Some(metrics.clone()));
     let health = Arc::new(Health::default());
     metrics.set(
         "s2edge_build_info",
@@ -197,7 +199,7 @@ async fn run(
         addr: settings.http.listen,
         source,
     })?;
-    tracing::info!(listen = %bound, "serving /metrics and /healthz");
+    tracing::info!(listen = %bound, "serving /metrics, /healthz, /livez and /readyz");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let observed = http::Observed {
         metrics: metrics.clone(),

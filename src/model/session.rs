@@ -169,13 +169,24 @@ impl LoadedModel {
             reason,
         };
         check_run_inputs(&self.spec, &inputs).map_err(&fail)?;
+        let batch = inputs.first().map_or(0, |(_, a)| a.shape()[0]);
         let mut feed: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
         for (name, array) in inputs {
             let tensor = Tensor::from_array(array)
                 .map_err(|e| fail(format!("input {name}: cannot create a tensor: {e}")))?;
             feed.push((name, SessionInputValue::from(tensor)));
         }
-        let outputs = self.session.run(feed).map_err(|e| fail(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let outputs = self.session.run(feed);
+        super::observe::notify(&super::observe::BatchEvent {
+            model: &self.spec.name,
+            version: self.spec.version,
+            provider: self.provider,
+            size: batch,
+            seconds: started.elapsed().as_secs_f64(),
+            ok: outputs.is_ok(),
+        });
+        let outputs = outputs.map_err(|e| fail(e.to_string()))?;
         let mut out = Vec::with_capacity(self.spec.outputs.len());
         for name in self.spec.outputs.names() {
             let value = outputs

@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::config::{ClassifyInput, EdgePatches, Settings};
 use crate::granule::{Band, GranuleSource, ProductLevel, Resolution, NODATA_DN};
 use crate::model::manifest::{ProductLevel as ModelLevel, TrainingStatus};
+use crate::product::classmap;
 use crate::product::cog::{write_cog, CogBand};
 use crate::product::geojson::{map_polygon_with, write_feature_collection, UtmToLonLat};
 use crate::product::publish::Staging;
@@ -272,6 +273,10 @@ pub fn process_granule(
         }
         let t = Instant::now();
         write_classification(&dir, &result)?;
+        classmap::write_classmap(
+            &dir.join(classmap::FILE),
+            &classmap::from_classification(&result),
+        )?;
         timings.insert(
             "write classification".to_string(),
             t.elapsed().as_secs_f64(),
@@ -316,13 +321,21 @@ pub fn process_granule(
         "s2edge:warnings": warnings,
         "s2edge:processed": started.to_rfc3339(),
     });
-    let item = product_item(
+    let mut item = product_item(
         source,
         &scene.grid10,
         classification.as_ref().map(|c| &c.grid),
         &dir,
         provenance,
     )?;
+    // The map and the model Items (written beside the products by the caller).
+    if let Some(c) = &classification {
+        item.insert_asset(classmap::ASSET_KEY, classmap::asset(&c.classes));
+    }
+    for m in &model_entries {
+        item.links
+            .push(crate::model::stac::product_link(&m.name, m.version));
+    }
     stac::write_item(&dir.join("item.json"), &item)?;
     let product = staging.publish()?;
 
@@ -493,15 +506,7 @@ fn product_item(
         );
     }
     if dir.join("quicklook.png").is_file() {
-        assets.insert(
-            "quicklook".to_string(),
-            Asset::new(
-                "./quicklook.png",
-                stac::MEDIA_PNG,
-                "Quicklook",
-                &["overview"],
-            ),
-        );
+        assets.insert("quicklook".to_string(), Asset::quicklook("./quicklook.png"));
     }
     let properties = match provenance {
         serde_json::Value::Object(m) => m,
