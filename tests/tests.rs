@@ -12,4 +12,6 @@ mod safe_fixture;
 mod setup;
 #[cfg(feature = "train")]
 mod train;
+#[cfg(feature = "train")]
+mod train_sr;
 mod util;
