@@ -216,7 +216,9 @@ mod tests {
         let data = (0..w * h)
             .map(|i| {
                 let (x, y) = ((i % w) as f32, (i / w) as f32);
-                0.3 * (x * 0.7 + seed as f32).sin() + 0.2 * (y * 1.3).cos() + 0.1 * ((i * 7919) % 13) as f32
+                0.3 * (x * 0.7 + seed as f32).sin()
+                    + 0.2 * (y * 1.3).cos()
+                    + 0.1 * ((i * 7919) % 13) as f32
             })
             .collect();
         Raster::from_vec(w, h, data).unwrap()
@@ -236,7 +238,10 @@ mod tests {
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -265,7 +270,7 @@ mod tests {
 
     #[test]
     fn many_steps_make_the_output_consistent_with_the_observation() {
-        for (s, steps) in [(2usize, 300usize), (6, 300)] {
+        for (s, steps) in [(2usize, 1000usize), (6, 1000)] {
             let bp = BackProjection::new(s, steps);
             let (w, h) = (6 * s, 4 * s);
             let obs = raster(w / s, h / s, 3);

@@ -123,7 +123,10 @@ impl Dsen2 {
     /// back-projection's radius.
     pub fn receptive_radius(&self) -> u32 {
         (2 * self.blocks.len() + 2) as u32
-            + self.backprojection.as_ref().map_or(0, BackProjection::radius)
+            + self
+                .backprojection
+                .as_ref()
+                .map_or(0, BackProjection::radius)
     }
 
     /// Forward pass over the graph inputs in order (normalised; coarse ones upsampled).

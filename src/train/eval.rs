@@ -384,8 +384,7 @@ pub fn evaluate_loaded_with(
         let mut ids = Vec::new();
         for p in &opts.fit {
             let other = NativeBands::read(p, &all)?;
-            let (whole, _) =
-                split_regions(p, other.width10, other.height10, bands, Holdout::None)?;
+            let (whole, _) = split_regions(p, other.width10, other.height10, bands, Holdout::None)?;
             fit_samples(&other, whole, bands, &mut features, &mut residuals)?;
             ids.push(other.id.clone());
         }

@@ -66,11 +66,7 @@ pub fn export_sr_onnx(model: &Dsen2, bands: &SrBands, name: &str) -> Result<Vec<
         })
         .map_err(err)?;
     let joined = rename_io(onnx.as_bytes(), &[JOINED_INPUT], &[SR_OUTPUT], name)?;
-    let inputs: Vec<(&str, usize)> = bands
-        .inputs
-        .iter()
-        .map(|(n, b)| (*n, b.len()))
-        .collect();
+    let inputs: Vec<(&str, usize)> = bands.inputs.iter().map(|(n, b)| (*n, b.len())).collect();
     split_joined_input(&joined, JOINED_INPUT, &inputs, name)
 }
 
@@ -385,7 +381,13 @@ pub fn export_superres(
     eval_data: Option<&Path>,
     notes: Option<String>,
 ) -> Result<(PathBuf, Option<super::eval::EvalReport>), TrainError> {
-    export_superres_with(cfg, ckpt, eval_data, notes, &super::eval::EvalOptions::default())
+    export_superres_with(
+        cfg,
+        ckpt,
+        eval_data,
+        notes,
+        &super::eval::EvalOptions::default(),
+    )
 }
 
 /// [`export_superres`] with the evaluation's options (e.g. the linear baseline fitted on
@@ -421,14 +423,8 @@ pub fn export_superres_with(
     let mut report = None;
     if let Some(data) = eval_data {
         let mut loaded = crate::model::session::LoadedModel::load(&stage.dir, &Default::default())?;
-        let r = super::eval::evaluate_loaded_with(
-            &mut loaded,
-            &bands,
-            data,
-            cfg.holdout,
-            512,
-            eval,
-        )?;
+        let r =
+            super::eval::evaluate_loaded_with(&mut loaded, &bands, data, cfg.holdout, 512, eval)?;
         info.metrics = r.to_table();
         spec.training = info;
         stage.write_manifest(&spec)?;

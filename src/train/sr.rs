@@ -17,8 +17,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::checkpoint::{self, CheckpointState, NetState};
 use super::config::{OptimizerKind, TaskKind, TrainConfig};
 use super::data::{
-    degrade_region_blur, enumerate_samples_aligned, epoch_order, local_positions, make_batch, split_regions,
-    NativeBands, Rng, Sample, SrBands, SrBatch, SrScene,
+    degrade_region_blur, enumerate_samples_aligned, epoch_order, local_positions, make_batch,
+    split_regions, NativeBands, Rng, Sample, SrBands, SrBatch, SrScene,
 };
 use super::dist::{stop_requested, Dist};
 use super::dsen2::{Discriminator, Dsen2};
@@ -71,7 +71,11 @@ pub fn load_data(cfg: &TrainConfig) -> Result<SrData, TrainError> {
             scenes.push(scene);
         }
     }
-    let align = if cfg.backprojection_steps > 0 { cfg.scale } else { 1 };
+    let align = if cfg.backprojection_steps > 0 {
+        cfg.scale
+    } else {
+        1
+    };
     let (samples, skipped) = enumerate_samples_aligned(&scenes, cfg.patch, align);
     Ok(SrData {
         bands,
@@ -218,7 +222,11 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
                     ),
                 });
             }
-            let file = if st.task == "gan" { "generator" } else { "model" };
+            let file = if st.task == "gan" {
+                "generator"
+            } else {
+                "model"
+            };
             checkpoint::load_weights(from, file)
         })();
         let w = dist.agree(loaded)?;
