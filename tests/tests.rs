@@ -20,4 +20,6 @@ mod setup;
 mod stac_mlm;
 #[cfg(feature = "train")]
 mod train;
+#[cfg(feature = "train")]
+mod train_sr;
 mod util;

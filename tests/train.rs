@@ -317,6 +317,9 @@ fn parity(scale: usize, task: &str) -> f32 {
         split_csv: None,
         superres_model: None,
         dump_weights: false,
+        backprojection_steps: 0,
+        blur_factors: vec![],
+        init_from: None,
     };
     let optim = s2edge::train::sr::make_optim(&cfg);
     let state = s2edge::train::checkpoint::CheckpointState {
