@@ -403,7 +403,11 @@ fn the_sbatch_example_runs_each_share_and_submits_the_merge() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let models = util::fixtures();
     let env = [
         ("PATH", path.as_str()),
@@ -437,7 +441,10 @@ fn the_sbatch_example_runs_each_share_and_submits_the_merge() {
         assert_eq!(record.exists(), task == "1", "task {task}");
     }
     let args = std::fs::read_to_string(&record).unwrap();
-    assert!(args.lines().any(|l| l == "--dependency=afterany:42"), "{args}");
+    assert!(
+        args.lines().any(|l| l == "--dependency=afterany:42"),
+        "{args}"
+    );
     let wrap = args
         .lines()
         .find_map(|l| l.strip_prefix("--wrap="))

@@ -198,7 +198,8 @@ fn config_free_commands_survive_a_broken_configuration() {
     let fixtures = util::fixtures();
     let granule = sample();
     let out_dir = tmp.path().join("s");
-    let cases: Vec<(Vec<&OsStr>, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (Vec<&'a OsStr>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             vec![
                 OsStr::new("info"),

@@ -24,7 +24,11 @@ fn free_port() -> u16 {
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -114,7 +118,9 @@ fn metrics_probes_and_dashboard_on_a_running_daemon() {
     };
     wait("/livez", &|| get(port, "/livez").is_some());
     assert_eq!(get(port, "/livez").unwrap(), (200, "ok\n".to_string()));
-    wait("/readyz = 200", &|| get(port, "/readyz").is_some_and(|(c, _)| c == 200));
+    wait("/readyz = 200", &|| {
+        get(port, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
     let (_, body) = get(port, "/readyz").unwrap();
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready, serde_json::json!({"ready": true, "reasons": []}));
@@ -145,13 +151,29 @@ fn metrics_probes_and_dashboard_on_a_running_daemon() {
         .filter(|f| f["properties"]["status"] == "ok")
         .count();
     let l = "{model=\"tiny-ben19\",version=\"1\",provider=\"cpu\"}";
-    assert_eq!(value(&m, &format!("s2edge_inference_count_total{l}")), Some(ok as f64), "{m}");
+    assert_eq!(
+        value(&m, &format!("s2edge_inference_count_total{l}")),
+        Some(ok as f64),
+        "{m}"
+    );
     let execs = value(&m, &format!("s2edge_inference_exec_count_total{l}")).unwrap();
     assert!(execs >= 1.0);
-    assert_eq!(value(&m, &format!("s2edge_inference_batch_seconds_count{l}")), Some(execs));
-    assert_eq!(value(&m, &format!("s2edge_inference_failures_total{l}")), Some(0.0));
-    assert!(m.contains("s2edge_stage_seconds_bucket{stage=\"classify\",le=\"+Inf\"} 1"), "{m}");
-    assert_eq!(value(&m, "s2edge_read_bytes_total"), Some(input_bytes as f64));
+    assert_eq!(
+        value(&m, &format!("s2edge_inference_batch_seconds_count{l}")),
+        Some(execs)
+    );
+    assert_eq!(
+        value(&m, &format!("s2edge_inference_failures_total{l}")),
+        Some(0.0)
+    );
+    assert!(
+        m.contains("s2edge_stage_seconds_bucket{stage=\"classify\",le=\"+Inf\"} 1"),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "s2edge_read_bytes_total"),
+        Some(input_bytes as f64)
+    );
     let written = value(&m, "s2edge_written_bytes_total").unwrap();
     assert_eq!(written, s2edge::daemon::metrics::tree_size(&product) as f64);
     assert!(value(&m, "s2edge_queue_depth").is_some(), "{m}");
@@ -188,7 +210,10 @@ fn metrics_probes_and_dashboard_on_a_running_daemon() {
                     .strip_prefix(series.as_str())
                     .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
         });
-        assert!(exposed, "the dashboard uses {series}, which /metrics does not expose:\n{m}");
+        assert!(
+            exposed,
+            "the dashboard uses {series}, which /metrics does not expose:\n{m}"
+        );
     }
     for must in [
         "s2edge_inference_count_total",

@@ -179,7 +179,7 @@ fn shipped_models_export_valid_mlm_items_that_match_their_manifests() {
     let bad2 = tmp.path().join("bad2.json");
     std::fs::write(&bad2, bad.to_string()).unwrap();
     for f in [bad1, bad2] {
-        let (ok, out) = validate("item", &[f.clone()], "negative").unwrap();
+        let (ok, out) = validate("item", std::slice::from_ref(&f), "negative").unwrap();
         assert!(!ok, "{} should be invalid: {out}", f.display());
     }
 }

@@ -197,14 +197,15 @@ impl From<anyhow::Error> for Failure {
 /// Whether a subcommand runs without the configuration: a broken
 /// `/etc/s2edge/s2edge.toml` must not stop `info`, `sample` or `models list --models DIR`.
 fn needs_config(command: &Command) -> bool {
-    match command {
-        Command::Info { .. } | Command::Sample { .. } => false,
-        Command::Models {
-            action: ModelsAction::List { .. },
-            models: Some(_),
-        } => false,
-        _ => true,
-    }
+    !matches!(
+        command,
+        Command::Info { .. }
+            | Command::Sample { .. }
+            | Command::Models {
+                action: ModelsAction::List { .. },
+                models: Some(_),
+            }
+    )
 }
 
 fn main() -> ExitCode {

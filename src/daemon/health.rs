@@ -173,7 +173,13 @@ mod tests {
         h.raise("on_publish", Status::Degraded, "failing hook");
         assert!(h.readiness().0, "degraded still takes work");
         h.raise("worker", Status::Failing, "gone");
-        assert_eq!(h.readiness(), (false, vec!["on_publish: failing hook".into(), "worker: gone".into()]));
+        assert_eq!(
+            h.readiness(),
+            (
+                false,
+                vec!["on_publish: failing hook".into(), "worker: gone".into()]
+            )
+        );
         h.clear("worker");
         h.set_draining();
         assert_eq!(h.readiness(), (false, vec!["shutting down".into()]));

@@ -276,7 +276,11 @@ pub fn tree_size(path: &std::path::Path) -> u64 {
         return meta.len();
     }
     std::fs::read_dir(path)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| tree_size(&e.path())).sum())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| tree_size(&e.path()))
+                .sum()
+        })
         .unwrap_or(0)
 }
 
