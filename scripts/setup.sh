@@ -68,7 +68,7 @@ fi
 if ! .venv/bin/python -c "import onnxruntime, onnx, rio_cogeo, numpy; assert onnxruntime.__version__ == '$ORT_VERSION'" >/dev/null 2>&1; then
   echo "setup: installing Python packages into .venv" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check \
-    "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy" "rio-cogeo>=5"
+    "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy" "rio-cogeo>=5" "scipy"
 fi
 .venv/bin/python -c "import onnxruntime, onnx, rio_cogeo, numpy" || { echo "setup: error: the .venv lacks onnxruntime/onnx/rio-cogeo/numpy after pip install" >&2; exit 1; }
 

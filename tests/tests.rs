@@ -10,6 +10,7 @@ mod readers_safe;
 mod readers_tiff;
 mod safe_fixture;
 mod setup;
+mod streaming;
 #[cfg(feature = "train")]
 mod train;
 mod util;
