@@ -272,7 +272,7 @@ pub struct LogConfig {
 }
 
 fn default_memory_budget() -> ByteSize {
-    ByteSize(1 << 30)
+    ByteSize(128 << 20)
 }
 
 /// A size in bytes, written as a number of bytes or a string with a binary or decimal
@@ -299,7 +299,11 @@ impl std::str::FromStr for ByteSize {
             "kb" => 1e3,
             "mb" => 1e6,
             "gb" => 1e9,
-            other => return Err(format!("unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, kB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, kB, MB, GB)"
+                ))
+            }
         };
         Ok(ByteSize((value * mult) as u64))
     }
@@ -483,7 +487,11 @@ impl Settings {
         }
         if self.pipeline.superres
             && (self.pipeline.superres_scales.is_empty()
-                || self.pipeline.superres_scales.iter().any(|s| *s != 2 && *s != 6))
+                || self
+                    .pipeline
+                    .superres_scales
+                    .iter()
+                    .any(|s| *s != 2 && *s != 6))
         {
             return Err(invalid(
                 "pipeline.superres_scales",

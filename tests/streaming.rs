@@ -18,7 +18,9 @@ use s2edge::pipeline::Infer;
 use s2edge::product::cog::{write_cog, CogBand};
 use s2edge::raster::Raster;
 
-use crate::pipeline::{band_names, load_fixture, read_json, s2edge, scene_with, texture, write_folder};
+use crate::pipeline::{
+    band_names, load_fixture, read_json, s2edge, scene_with, texture, write_folder,
+};
 use crate::util;
 
 /// A textured scene with nodata and saturated pixels on every band's own grid.
@@ -81,7 +83,11 @@ fn reference_file(scene: &Scene, path: &Path, tile: usize) {
 }
 
 /// Runs `process_granule` on the folder with the tiny 2× and 6× models.
-fn process(folder: &Path, out: &Path, opts: &ProcessOptions) -> s2edge::pipeline::process::ProcessReport {
+fn process(
+    folder: &Path,
+    out: &Path,
+    opts: &ProcessOptions,
+) -> s2edge::pipeline::process::ProcessReport {
     let source = GranuleSource::open(folder).unwrap();
     let mut m2 = load_fixture("tiny-dsen2-2x");
     let mut m6 = load_fixture("tiny-dsen2-6x");
@@ -118,9 +124,16 @@ fn streamed_superres_tif_equals_the_whole_raster_path() {
     let a = std::fs::read(&reference).unwrap();
     let b = std::fs::read(&product).unwrap();
     assert_eq!(a.len(), b.len(), "file sizes differ");
-    assert!(a == b, "the streamed superres.tif differs from the whole-raster path");
+    assert!(
+        a == b,
+        "the streamed superres.tif differs from the whole-raster path"
+    );
     assert_eq!(report.superres_pixels, (618 * 546 * 8) as u64);
-    assert!(report.timings.contains_key("superres 2x"), "{:?}", report.timings);
+    assert!(
+        report.timings.contains_key("superres 2x"),
+        "{:?}",
+        report.timings
+    );
 
     let out_small = tmp.path().join("out-small");
     process(&folder, &out_small, &options(120, 8, 64 << 20));
@@ -133,8 +146,17 @@ fn streamed_superres_tif_equals_the_whole_raster_path() {
     for name in ["tiny-dsen2-2x", "tiny-dsen2-6x"] {
         let mut m = load_fixture(name);
         whole.extend(
-            superres(&scene, &mut m, "whole", SrTiling { tile: 1200, batch: 1 }, &mut |_, _| {})
-                .unwrap(),
+            superres(
+                &scene,
+                &mut m,
+                "whole",
+                SrTiling {
+                    tile: 1200,
+                    batch: 1,
+                },
+                &mut |_, _| {},
+            )
+            .unwrap(),
         );
     }
     let tiled: BTreeMap<Band, Raster<u16>> = {
@@ -142,8 +164,17 @@ fn streamed_superres_tif_equals_the_whole_raster_path() {
         for name in ["tiny-dsen2-2x", "tiny-dsen2-6x"] {
             let mut m = load_fixture(name);
             t.extend(
-                superres(&scene, &mut m, "t", SrTiling { tile: 120, batch: 4 }, &mut |_, _| {})
-                    .unwrap(),
+                superres(
+                    &scene,
+                    &mut m,
+                    "t",
+                    SrTiling {
+                        tile: 120,
+                        batch: 4,
+                    },
+                    &mut |_, _| {},
+                )
+                .unwrap(),
             );
         }
         t
@@ -162,7 +193,10 @@ fn streamed_superres_tif_equals_the_whole_raster_path() {
             }
         }
     }
-    assert!(nodata > 0 && saturated > 0, "the scene exercises nodata and saturation");
+    assert!(
+        nodata > 0 && saturated > 0,
+        "the scene exercises nodata and saturation"
+    );
 }
 
 /// A configuration with the tiny models and extra `[section] key = value` lines.
@@ -212,8 +246,23 @@ fn only_one_superres_model_runs_without_the_other() {
     )
     .unwrap();
     let cases: [(&str, Option<&str>, &[Band]); 2] = [
-        ("superres2x", None, &[Band::B05, Band::B06, Band::B07, Band::B8A, Band::B11, Band::B12]),
-        ("superres6x", Some("superres_scales = [6]"), &[Band::B01, Band::B09]),
+        (
+            "superres2x",
+            None,
+            &[
+                Band::B05,
+                Band::B06,
+                Band::B07,
+                Band::B8A,
+                Band::B11,
+                Band::B12,
+            ],
+        ),
+        (
+            "superres6x",
+            Some("superres_scales = [6]"),
+            &[Band::B01, Band::B09],
+        ),
     ];
     for (only, key, coarse) in cases {
         let out = tmp.path().join(format!("out-{only}"));
@@ -239,18 +288,29 @@ fn only_one_superres_model_runs_without_the_other() {
             .collect();
         assert_eq!(band_names(&info), expected, "{only}");
         let item = read_json(&product.join("item.json"));
-        let rb = item["assets"]["superres"]["raster:bands"].as_array().unwrap();
+        let rb = item["assets"]["superres"]["raster:bands"]
+            .as_array()
+            .unwrap();
         assert_eq!(rb.len(), expected.len(), "{only}: raster:bands");
         assert!(!product.join("classification.tif").exists(), "{only}");
         util::rio_validate(&product.join("superres.tif"), TEST);
     }
     // A scale that does not exist is a configuration error (exit 2).
     let bad = config(tmp.path(), "[pipeline]\nsuperres_scales = [3]\n");
-    let run = run_cli(&folder, &tmp.path().join("bad"), &bad, &["--only", "superres"]);
+    let run = run_cli(
+        &folder,
+        &tmp.path().join("bad"),
+        &bad,
+        &["--only", "superres"],
+    );
     assert_eq!(run.code, Some(2), "{}", run.context());
     assert!(run.stderr.contains("superres_scales"), "{}", run.context());
     let bad = config(tmp.path(), "memory_budget = \"12 parsecs\"\n");
     let run = run_cli(&folder, &tmp.path().join("bad"), &bad, &[]);
     assert_eq!(run.code, Some(2), "{}", run.context());
-    assert!(run.stderr.contains("memory_budget") || run.stderr.contains("parsecs"), "{}", run.context());
+    assert!(
+        run.stderr.contains("memory_budget") || run.stderr.contains("parsecs"),
+        "{}",
+        run.context()
+    );
 }

@@ -248,8 +248,11 @@ fn process(
         Some(Stage::Superres2x | Stage::Superres6x) => {
             settings.pipeline.classify = false;
             settings.pipeline.superres = true;
-            settings.pipeline.superres_scales =
-                vec![if matches!(only, Some(Stage::Superres2x)) { 2 } else { 6 }];
+            settings.pipeline.superres_scales = vec![if matches!(only, Some(Stage::Superres2x)) {
+                2
+            } else {
+                6
+            }];
         }
         None => {}
     }

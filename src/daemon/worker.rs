@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 use crate::granule::{GranuleId, GranuleSource};
 use crate::model::session::LoadedModel;
 use crate::model::set::ModelSet;
-use crate::pipeline::process::{process_granule, ProcessOptions, ProcessReport, Progress};
 use crate::pipeline::pooled::PooledSet;
+use crate::pipeline::process::{process_granule, ProcessOptions, ProcessReport, Progress};
 use crate::pipeline::PipelineError;
 
 use super::error::DaemonError;

@@ -17,6 +17,14 @@
 //! batch size (issue 9: 0.97 Mpx/s at 540² × 1, 0.93 at 540² × 8), so a smaller batch
 //! costs no speed, only memory.
 //!
+//! Second rule, from profiling the 2× stage (BENCHMARKS.md "Streaming pipeline"): one
+//! sample's feature map (`features · p² · 4` bytes) is kept at most [`MMAP_CEILING`]
+//! (32 MiB, glibc's largest mmap threshold) by shrinking the tile, but not below 3/4 of
+//! the configured tile. Larger buffers are `mmap`ed by malloc and page-faulted in afresh
+//! on every run: with 504² tiles (540² padded, 37 MB feature maps) 40 % of the inference
+//! thread's samples were the kernel's page-fault path, and 462² tiles ran the same padded
+//! pixels 1.3-1.6× faster.
+//!
 //! The feature width comes from the graph ([`crate::model::session::graph_feature_width`]);
 //! when it is unknown [`DEFAULT_FEATURES`] is assumed.
 
@@ -25,6 +33,9 @@ pub const LIVE_ACTIVATIONS: u64 = 3;
 
 /// Feature width assumed when the graph does not tell.
 pub const DEFAULT_FEATURES: usize = 64;
+
+/// One sample's feature map above this is `mmap`ed afresh on every run (module docs).
+pub const MMAP_CEILING: u64 = 32 << 20;
 
 /// The smallest core tile the budget may shrink a tile to (10 m pixels).
 pub const MIN_TILE: usize = 96;
@@ -48,7 +59,12 @@ impl BatchPlan {
 }
 
 /// Estimated bytes of one sample of padded side `padded`.
-pub fn sample_bytes(padded: usize, in_channels: usize, out_channels: usize, features: usize) -> u64 {
+pub fn sample_bytes(
+    padded: usize,
+    in_channels: usize,
+    out_channels: usize,
+    features: usize,
+) -> u64 {
     let px = (padded * padded) as u64;
     px * 4 * (in_channels as u64 + out_channels as u64 + LIVE_ACTIVATIONS * features as u64)
 }
@@ -73,6 +89,11 @@ pub fn plan_batch(
     while tile > min_tile && cost(tile) > budget {
         tile -= 6;
     }
+    let floor = (tile * 3 / 4).max(min_tile);
+    let feature_map = |t: usize| ((t + 2 * halo) * (t + 2 * halo) * features * 4) as u64;
+    while tile > floor && tile > 6 && feature_map(tile) > MMAP_CEILING {
+        tile -= 6;
+    }
     let sample = cost(tile);
     let batch = usize::try_from(budget / sample.max(1))
         .unwrap_or(usize::MAX)
@@ -94,8 +115,13 @@ mod tests {
         let one = sample_bytes(540, 10, 6, 32);
         assert_eq!(one, 540 * 540 * 4 * (16 + 96));
         let p = plan_batch(504, 14, 10, 6, Some(32), 8, 1 << 30);
-        assert_eq!(p.tile, 504);
-        assert_eq!(p.batch, ((1u64 << 30) / one) as usize);
+        // 504 + 36 = 540 padded: a 37 MB feature map, over MMAP_CEILING; 474 + 36 fits.
+        assert_eq!(p.tile, 474);
+        assert!(510 * 510 * 32 * 4 <= MMAP_CEILING && 516 * 516 * 32 * 4 > MMAP_CEILING);
+        assert_eq!(p.batch, ((1u64 << 30) / sample_bytes(510, 10, 6, 32)) as usize);
+        // The ceiling never shrinks a tile below 3/4 of the configured one.
+        assert_eq!(plan_batch(504, 14, 10, 6, Some(128), 8, 1 << 40).tile, 378);
+        assert!(one > p.sample_bytes);
         assert!(p.batch_bytes() <= 1 << 30);
         // A generous budget is capped by batch_size.
         assert_eq!(plan_batch(504, 14, 10, 6, Some(32), 8, 1 << 40).batch, 8);

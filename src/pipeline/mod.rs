@@ -13,8 +13,8 @@ pub mod error;
 pub mod pooled;
 pub mod process;
 pub mod scene;
-pub mod superres;
 pub mod stream;
+pub mod superres;
 pub mod tensor;
 
 use ndarray::{Array4, ArrayD};

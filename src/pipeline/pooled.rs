@@ -156,7 +156,8 @@ impl PooledSet {
     /// # Errors
     /// As [`PooledModel::from_loaded`].
     pub fn from_set(set: crate::model::ModelSet, workers: usize) -> Result<PooledSet, ModelError> {
-        let pool = |m: Option<LoadedModel>| m.map(|m| PooledModel::from_loaded(m, workers)).transpose();
+        let pool =
+            |m: Option<LoadedModel>| m.map(|m| PooledModel::from_loaded(m, workers)).transpose();
         Ok(PooledSet {
             classifier: pool(set.classifier)?,
             superres_2x: pool(set.superres_2x)?,

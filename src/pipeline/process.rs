@@ -149,6 +149,17 @@ pub fn process_granule(
             "super-resolution is on but neither the 2x nor the 6x model is loaded".into(),
         ));
     }
+    if options.classify
+        && options.classify_input == ClassifyInput::Superres
+        && options.superres
+        && (models.superres_2x.is_none() || models.superres_6x.is_none())
+    {
+        return Err(PipelineError::Options(
+            "classify_input = \"superres\" needs both the 2x and the 6x model \
+             ([pipeline] superres_scales = [2, 6])"
+                .into(),
+        ));
+    }
     if options.classify && options.classify_input == ClassifyInput::Superres && !options.superres {
         return Err(PipelineError::Options(
             "classify_input = \"superres\" needs [pipeline] superres = true".into(),
@@ -239,10 +250,7 @@ pub fn process_granule(
         product_bands = out.bands;
         sr_bands = out.kept;
         for s in &out.stats {
-            timings.insert(
-                format!("superres {}x", s.scale),
-                s.stats.busy.as_secs_f64(),
-            );
+            timings.insert(format!("superres {}x", s.scale), s.stats.busy.as_secs_f64());
         }
         timings.insert("superres + write".to_string(), t.elapsed().as_secs_f64());
     }
@@ -384,9 +392,12 @@ fn superres_streamed(
 ) -> Result<SuperresOut, PipelineError> {
     let mut runs: Vec<&mut dyn Infer> = Vec::new();
     let mut scales = Vec::new();
-    for m in [models.superres_2x.as_deref_mut(), models.superres_6x.as_deref_mut()]
-        .into_iter()
-        .flatten()
+    for m in [
+        models.superres_2x.as_deref_mut(),
+        models.superres_6x.as_deref_mut(),
+    ]
+    .into_iter()
+    .flatten()
     {
         scales.push(m.spec().superres.as_ref().map_or(0, |s| s.scale));
         runs.push(m);
@@ -458,7 +469,8 @@ fn superres_streamed(
                 for b in &bands {
                     if b.resolution() == Resolution::R10 {
                         let src = scene.band(*b, "superres.tif", id)?;
-                        planes.push(src.data[strip.row * w..(strip.row + strip.height) * w].to_vec());
+                        planes
+                            .push(src.data[strip.row * w..(strip.row + strip.height) * w].to_vec());
                     } else if let Some((_, r)) = strip.bands.iter().find(|(sb, _)| sb == b) {
                         if let Some(full) = kept.get_mut(b) {
                             full.paste(r, 0, strip.row);
@@ -467,9 +479,8 @@ fn superres_streamed(
                     }
                 }
                 // A closed channel means the encoder failed: its error is reported below.
-                tx.send(planes).map_err(|_| {
-                    PipelineError::Options("the superres.tif encoder stopped".into())
-                })
+                tx.send(planes)
+                    .map_err(|_| PipelineError::Options("the superres.tif encoder stopped".into()))
             },
         );
         drop(tx);

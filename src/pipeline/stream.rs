@@ -179,7 +179,10 @@ pub fn superres_strips(
         });
     }
     let nstrips = runs.first().map_or(0, |r| r.strips.len());
-    let total: usize = runs.iter().map(|r| r.strips.iter().map(Vec::len).sum::<usize>()).sum();
+    let total: usize = runs
+        .iter()
+        .map(|r| r.strips.iter().map(Vec::len).sum::<usize>())
+        .sum();
     let mut done = 0;
     for k in 0..nstrips {
         let (row, height) = {
@@ -258,26 +261,41 @@ fn drain(
 ) -> Result<(), PipelineError> {
     let outputs = pending.wait()?;
     let y = pick_output(&outputs, &run.out_name, &run.name)?;
-    check_output_shape(y, tiles.len(), run.out_bands.len(), ph, pw, &run.name, &run.out_name)?;
+    check_output_shape(
+        y,
+        tiles.len(),
+        run.out_bands.len(),
+        ph,
+        pw,
+        &run.name,
+        &run.out_name,
+    )?;
+    let mut guide_nodata = Vec::new();
     for (i, tile) in tiles.iter().enumerate() {
         let (ox, oy) = tile.core_offset();
         let core = tile.core;
         let item = y.index_axis(Axis(0), i);
-        for (c, ob) in run.out_bands.iter().enumerate() {
-            let plane = item.index_axis(Axis(0), c);
-            let low = run.lowres[c];
-            let out = &mut outs[c];
-            for r in 0..core.height {
-                let grow = core.row + r;
-                let lrow = (grow / ob.factor).min(low.height - 1);
-                let low_row = low.row(lrow);
-                let values = plane.index_axis(Axis(0), oy + r);
+        for r in 0..core.height {
+            let grow = core.row + r;
+            // Whether a 10 m guide band is nodata, once per row for every output band.
+            guide_nodata.clear();
+            guide_nodata.resize(core.width, false);
+            for g in &run.guides {
+                for (m, v) in guide_nodata.iter_mut().zip(&g.row(grow)[core.col..core.right()]) {
+                    *m |= *v == NODATA_DN;
+                }
+            }
+            for (c, ob) in run.out_bands.iter().enumerate() {
+                let values = item.index_axis(Axis(0), c);
+                let values = values.index_axis(Axis(0), oy + r);
+                let low = run.lowres[c];
+                let low_row = low.row((grow / ob.factor).min(low.height - 1));
+                let out = &mut outs[c];
                 let dst = &mut out.data[(grow - strip_row) * out.width..][..out.width];
                 for c0 in 0..core.width {
                     let col = core.col + c0;
                     let lv = low_row[(col / ob.factor).min(low.width - 1)];
-                    let guide_nodata = run.guides.iter().any(|g| g.get(col, grow) == NODATA_DN);
-                    dst[col] = product_dn(lv, guide_nodata, values[ox + c0], &ob.channel);
+                    dst[col] = product_dn(lv, guide_nodata[c0], values[ox + c0], &ob.channel);
                 }
             }
         }

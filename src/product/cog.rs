@@ -499,7 +499,9 @@ fn lay_out_and_copy<T: CogSample>(
     let mut copy = |start: u64, len: u64| -> Result<(), ProductError> {
         let mut done = 0u64;
         while done < len {
-            let n = buf.len().min(usize::try_from(len - done).unwrap_or(usize::MAX));
+            let n = buf
+                .len()
+                .min(usize::try_from(len - done).unwrap_or(usize::MAX));
             spill
                 .read_exact_at(&mut buf[..n], start + done)
                 .map_err(spill_io)?;

@@ -66,7 +66,8 @@ impl<T: CogSample> CogStreamWriter<T> {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let spill = tempfile::tempfile_in(&spill_dir).map_err(|e| ProductError::io(&spill_dir, e))?;
+        let spill =
+            tempfile::tempfile_in(&spill_dir).map_err(|e| ProductError::io(&spill_dir, e))?;
         let n = descriptions.len();
         Ok(CogStreamWriter {
             path: path.to_path_buf(),
@@ -281,13 +282,19 @@ mod tests {
         let mut row = 0;
         while row < h {
             let n = strip.min(h - row);
-            let slices: Vec<&[T]> = bands.iter().map(|b| &b.data[row * w..(row + n) * w]).collect();
+            let slices: Vec<&[T]> = bands
+                .iter()
+                .map(|b| &b.data[row * w..(row + n) * w])
+                .collect();
             wr.push_rows(&slices).unwrap();
             row += n;
         }
         assert_eq!(wr.rows_written(), h);
         wr.finish().unwrap();
-        let (a, b) = (std::fs::read(&whole).unwrap(), std::fs::read(&streamed).unwrap());
+        let (a, b) = (
+            std::fs::read(&whole).unwrap(),
+            std::fs::read(&streamed).unwrap(),
+        );
         assert_eq!(a.len(), b.len(), "{w}x{h} strip {strip}: sizes differ");
         assert!(a == b, "{w}x{h} strip {strip}: bytes differ");
     }
@@ -310,7 +317,11 @@ mod tests {
         };
         // Odd sizes, several overview levels, nodata on some pixels, strips that do
         // not divide the tile height.
-        for &(w, h, strip) in &[(700usize, 613usize, 77usize), (300, 1100, 256), (200, 100, 7)] {
+        for &(w, h, strip) in &[
+            (700usize, 613usize, 77usize),
+            (300, 1100, 256),
+            (200, 100, 7),
+        ] {
             let u: Vec<Raster<u16>> = (0..3)
                 .map(|b| {
                     let d = noise(w, h, b)
@@ -351,14 +362,16 @@ mod tests {
                 .unwrap();
         let row = vec![1u16; 10];
         assert!(wr.push_rows(&[&row]).is_err(), "one band of two");
-        assert!(wr.push_rows(&[&row[..9], &row[..9]]).is_err(), "partial row");
+        assert!(
+            wr.push_rows(&[&row[..9], &row[..9]]).is_err(),
+            "partial row"
+        );
         wr.push_rows(&[&row, &row]).unwrap();
         let e = wr.finish().unwrap_err().to_string();
         assert!(e.contains("only 1 of 10 rows"), "{e}");
         assert!(!p.exists());
         let mut wr =
-            CogStreamWriter::<u16>::new(&p, &g, &["a"], Some(0.0), &CogOptions::default())
-                .unwrap();
+            CogStreamWriter::<u16>::new(&p, &g, &["a"], Some(0.0), &CogOptions::default()).unwrap();
         let many = vec![1u16; 110];
         assert!(wr.push_rows(&[&many]).is_err(), "past the height");
     }
