@@ -118,7 +118,10 @@ mod tests {
         // 504 + 36 = 540 padded: a 37 MB feature map, over MMAP_CEILING; 474 + 36 fits.
         assert_eq!(p.tile, 474);
         assert!(510 * 510 * 32 * 4 <= MMAP_CEILING && 516 * 516 * 32 * 4 > MMAP_CEILING);
-        assert_eq!(p.batch, ((1u64 << 30) / sample_bytes(510, 10, 6, 32)) as usize);
+        assert_eq!(
+            p.batch,
+            (((1u64 << 30) / sample_bytes(510, 10, 6, 32)) as usize).min(8)
+        );
         // The ceiling never shrinks a tile below 3/4 of the configured one.
         assert_eq!(plan_batch(504, 14, 10, 6, Some(128), 8, 1 << 40).tile, 378);
         assert!(one > p.sample_bytes);
