@@ -281,7 +281,10 @@ fn drain(
             guide_nodata.clear();
             guide_nodata.resize(core.width, false);
             for g in &run.guides {
-                for (m, v) in guide_nodata.iter_mut().zip(&g.row(grow)[core.col..core.right()]) {
+                for (m, v) in guide_nodata
+                    .iter_mut()
+                    .zip(&g.row(grow)[core.col..core.right()])
+                {
                     *m |= *v == NODATA_DN;
                 }
             }
