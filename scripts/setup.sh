@@ -66,10 +66,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnxruntime, onnx, rio_cogeo, numpy, jsonschema; assert onnxruntime.__version__ == '$ORT_VERSION'" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import onnxruntime, onnx, rio_cogeo, numpy, jsonschema, scipy; assert onnxruntime.__version__ == '$ORT_VERSION'" >/dev/null 2>&1; then
   echo "setup: installing Python packages into .venv" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check \
-    "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy" "rio-cogeo>=5" "jsonschema>=4.18"
+    "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy" "rio-cogeo>=5" "jsonschema>=4.18" "scipy"
 fi
 .venv/bin/python -c "import onnxruntime, onnx, rio_cogeo, numpy" || { echo "setup: error: the .venv lacks onnxruntime/onnx/rio-cogeo/numpy after pip install" >&2; exit 1; }
 

@@ -18,6 +18,7 @@ mod readers_tiff;
 mod safe_fixture;
 mod setup;
 mod stac_mlm;
+mod streaming;
 #[cfg(feature = "train")]
 mod train;
 #[cfg(feature = "train")]

@@ -48,7 +48,8 @@ enum Command {
         /// Where `<granule-id>/` is published.
         #[arg(long)]
         out: PathBuf,
-        /// Run only one stage.
+        /// Run only one stage: `classify`, `superres` (2x and 6x), or one
+        /// super-resolution model, `superres2x` (20 m bands) or `superres6x` (60 m bands).
         #[arg(long, value_enum)]
         only: Option<Stage>,
         /// Models directory (overrides [paths] models).
@@ -166,6 +167,10 @@ enum ModelsAction {
 enum Stage {
     Classify,
     Superres,
+    /// Super-resolution of the 20 m bands only (the 2x model).
+    Superres2x,
+    /// Super-resolution of the 60 m bands only (the 6x model).
+    Superres6x,
 }
 
 /// A failure with its exit code: 2 for configuration, 1 otherwise; a closed stdout is
@@ -429,6 +434,15 @@ fn process(
     match only {
         Some(Stage::Classify) => settings.pipeline.superres = false,
         Some(Stage::Superres) => settings.pipeline.classify = false,
+        Some(Stage::Superres2x | Stage::Superres6x) => {
+            settings.pipeline.classify = false;
+            settings.pipeline.superres = true;
+            settings.pipeline.superres_scales = vec![if matches!(only, Some(Stage::Superres2x)) {
+                2
+            } else {
+                6
+            }];
+        }
         None => {}
     }
     if !settings.pipeline.superres
