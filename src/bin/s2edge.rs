@@ -16,8 +16,7 @@ use s2edge::model::registry::Registry;
 use s2edge::model::set::ModelSet;
 use s2edge::model::{init_runtime, ModelSelection};
 use s2edge::pipeline::pooled::PooledSet;
-use s2edge::pipeline::process::{process_granule, Models, NoProgress, ProcessOptions, Progress};
-use s2edge::pipeline::Infer;
+use s2edge::pipeline::process::{process_granule, NoProgress, ProcessOptions, Progress};
 
 #[derive(Parser)]
 #[command(
@@ -516,21 +515,6 @@ fn start_models(settings: &Settings, dir: &Path) -> Result<PooledSet, Failure> {
         eprintln!("warning   skipped model version {s}");
     }
     Ok(set)
-}
-
-/// Borrows a started set as the pipeline's models.
-trait AsModels {
-    fn models(&mut self) -> Models<'_>;
-}
-
-impl AsModels for PooledSet {
-    fn models(&mut self) -> Models<'_> {
-        Models {
-            classifier: self.classifier.as_mut().map(|m| m as &mut dyn Infer),
-            superres_2x: self.superres_2x.as_mut().map(|m| m as &mut dyn Infer),
-            superres_6x: self.superres_6x.as_mut().map(|m| m as &mut dyn Infer),
-        }
-    }
 }
 
 /// Writes the MLM Items of `used` (`name@version`) into `<out>/models/`, where the

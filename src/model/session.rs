@@ -98,6 +98,12 @@ pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelErro
     }
     let env = environment()?;
     let (session, report) = build_session(env, &bytes, &label, opts)?;
+    // Read from the verified bytes, not the file again.
+    let feature_width = if spec.task == Task::Superres {
+        graph_feature_width(&bytes)
+    } else {
+        None
+    };
     drop(bytes);
     let inputs: Vec<TensorInfo> = session
         .inputs()
@@ -113,13 +119,6 @@ pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelErro
         model: label.clone(),
         reason,
     })?;
-    let feature_width = if spec.task == Task::Superres {
-        std::fs::read(dir.join(ONNX_FILE))
-            .ok()
-            .and_then(|b| graph_feature_width(&b))
-    } else {
-        None
-    };
     tracing::info!(model = %label, provider = %report.used, sha256 = %sha256, "model loaded");
     Ok(LoadedModel {
         feature_width,
