@@ -121,7 +121,10 @@ pub async fn run(ctx: Ctx, id: GranuleId, claimed: Claimed, permit: OwnedSemapho
     let mut shutdown = ctx.shutdown.clone();
     let mut round = 0u32;
     loop {
-        match run_inner(&ctx, &id, &claimed).instrument(span.clone()).await {
+        match run_inner(&ctx, &id, &claimed)
+            .instrument(span.clone())
+            .await
+        {
             Ok(()) => break,
             Err(DaemonError::WorkerGone(why)) => {
                 // The service is going down (serve exits non-zero); the input stays
