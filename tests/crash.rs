@@ -5,6 +5,9 @@
 //! once or quarantined with a reason, no product is partial, no temporary file is left
 //! anywhere, and the ledger agrees with the disk.
 
+/// A granule delivery still to make: writes it under the ingest dir, returns its id.
+type Delivery = Box<dyn FnOnce(&Path) -> String>;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -78,7 +81,7 @@ fn random_sigkills_leave_every_granule_done_once_or_quarantined() {
     let mut d = Daemon::new(tmp.path(), &ingest, &fixtures_models(), "");
 
     // The granules, delivered in waves between the kills.
-    let mut pending: Vec<Box<dyn FnOnce(&Path) -> String>> = Vec::new();
+    let mut pending: Vec<Delivery> = Vec::new();
     let folders = env_u64("S2EDGE_CRASH_GRANULES", 6);
     for i in 0..folders {
         pending.push(Box::new(move |ingest: &Path| {

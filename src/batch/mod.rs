@@ -27,6 +27,7 @@ pub mod collection;
 #[cfg(feature = "mpi-batch")]
 pub mod mpi;
 
+use crate::daemon::worker::error_chain;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -307,20 +308,6 @@ pub fn run_shard(
         }
     }
     Ok(report)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// What the merge found.

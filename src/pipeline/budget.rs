@@ -117,7 +117,7 @@ mod tests {
         let p = plan_batch(504, 14, 10, 6, Some(32), 8, 1 << 30);
         // 504 + 36 = 540 padded: a 37 MB feature map, over MMAP_CEILING; 474 + 36 fits.
         assert_eq!(p.tile, 474);
-        assert!(510 * 510 * 32 * 4 <= MMAP_CEILING && 516 * 516 * 32 * 4 > MMAP_CEILING);
+        const { assert!(510 * 510 * 32 * 4 <= MMAP_CEILING && 516 * 516 * 32 * 4 > MMAP_CEILING) };
         assert_eq!(
             p.batch,
             (((1u64 << 30) / sample_bytes(510, 10, 6, 32)) as usize).min(8)

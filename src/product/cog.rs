@@ -526,7 +526,6 @@ fn lay_out_and_copy<T: CogSample>(
             copy(s, l)?;
         }
     }
-    drop(copy);
     out.flush().map_err(io)?;
     Ok(())
 }
