@@ -13,8 +13,9 @@ if [ $# -eq 0 ]; then
   # No separate `cargo build --features train`: the dev-dependencies change the feature set
   # of shared crates, so a plain build would compile the burn stack a second time; the
   # integration-test build below builds the s2edge-train binary it runs.
-  cargo test --features train,mpi-batch --lib train::
-  cargo test --features train,mpi-batch --test tests train:: train_sr:: batch::
+  # One test build for the library's trainer units and the integration tests that run
+  # `s2edge-train` / `mpirun`; the filters go after `--` (cargo takes one name before it).
+  cargo test --features train,mpi-batch --lib --test tests -- train:: train_sr:: batch::
 fi
 # Installing the .deb changes the machine (/etc/s2edge, a system user): run that test
 # alone, after everything else, when root can install packages.
