@@ -10,6 +10,7 @@
 #       libopenmpi-dev    mpicc + headers for rsmpi (feature "train")
 #       libclang-dev      libclang.so for rsmpi's bindgen (feature "train")
 #       time              /usr/bin/time -v for the memory benchmarks
+#       strace            strace -f -e trace=file: the hostile-corpus test checks what the daemon opens
 #       python3-venv      the project venv
 #   - a project venv (.venv) with the PyPI onnxruntime wheel (libonnxruntime.so), onnx
 #     (test-model generator) and rio-cogeo (COG validation);
@@ -26,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ORT_VERSION=1.32.0
-PACKAGES=${S2EDGE_SETUP_PACKAGES:-"gdal-bin libopenjp2-tools sqlite3 systemd openmpi-bin libopenmpi-dev libclang-dev time python3-venv"}
+PACKAGES=${S2EDGE_SETUP_PACKAGES:-"gdal-bin libopenjp2-tools sqlite3 systemd openmpi-bin libopenmpi-dev libclang-dev time python3-venv strace"}
 
 # A package counts as present only when dpkg says "install ok installed".
 installed() {
@@ -65,10 +66,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnxruntime, onnx, rio_cogeo, numpy; assert onnxruntime.__version__ == '$ORT_VERSION'" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import onnxruntime, onnx, rio_cogeo, numpy, jsonschema, scipy; assert onnxruntime.__version__ == '$ORT_VERSION'" >/dev/null 2>&1; then
   echo "setup: installing Python packages into .venv" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check \
-    "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy" "rio-cogeo>=5"
+    "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy" "rio-cogeo>=5" "jsonschema>=4.18" "scipy"
 fi
 .venv/bin/python -c "import onnxruntime, onnx, rio_cogeo, numpy" || { echo "setup: error: the .venv lacks onnxruntime/onnx/rio-cogeo/numpy after pip install" >&2; exit 1; }
 

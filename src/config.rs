@@ -141,8 +141,15 @@ pub struct RuntimeConfig {
     pub intra_threads: usize,
     /// Inference worker threads; each owns its sessions.
     pub inference_workers: usize,
-    /// Patches or tiles per inference batch.
+    /// Patches or tiles per inference batch: an upper bound; super-resolution batches
+    /// are sized from `memory_budget` below it.
     pub batch_size: usize,
+    /// Memory one super-resolution batch may take in the inference runtime (its input,
+    /// output and activation tensors), e.g. `"1GiB"` or a number of bytes. The batch size
+    /// (at most `batch_size`), and the tile if even one tile does not fit, are derived
+    /// from it, the model's feature width and the tile area (`pipeline::budget`).
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
     /// TensorRT engine cache directory (engines take minutes to build).
     #[serde(default)]
     pub tensorrt_cache: Option<PathBuf>,
@@ -205,6 +212,12 @@ pub struct PipelineConfig {
     pub max_cloud_fraction: f64,
     /// Output-grid size of a super-resolution tile (before the halo).
     pub sr_tile: usize,
+    /// Which super-resolution models run when `superres` is on: any of `2` (20 m → 10 m)
+    /// and `6` (60 m → 10 m). The configuration equivalent of `--only superres2x` /
+    /// `--only superres6x`; a model that does not run is not loaded, and `superres.tif`
+    /// then holds the 10 m bands and the bands of the models that ran.
+    #[serde(default = "default_superres_scales")]
+    pub superres_scales: Vec<u32>,
     /// Longest side of `quicklook.png`.
     pub quicklook_size: usize,
 }
@@ -258,6 +271,91 @@ pub struct LogConfig {
     pub level: String,
 }
 
+fn default_memory_budget() -> ByteSize {
+    ByteSize(128 << 20)
+}
+
+/// A size in bytes, written as a number of bytes or a string with a binary or decimal
+/// suffix: `"512MiB"`, `"1.5GiB"`, `"2GB"`, `"1048576"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (e.g. \"1GiB\", \"512MiB\")"))?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "kib" | "k" => 1024.0,
+            "mib" | "m" => 1024.0 * 1024.0,
+            "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+            "kb" => 1e3,
+            "mb" => 1e6,
+            "gb" => 1e9,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, kB, MB, GB)"
+                ))
+            }
+        };
+        Ok(ByteSize((value * mult) as u64))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0}MiB", self.0 as f64 / (1024.0 * 1024.0))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size: bytes, or a string such as \"1GiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn default_superres_scales() -> Vec<u32> {
+    vec![2, 6]
+}
+
+impl PipelineConfig {
+    /// Whether the super-resolution model of `scale` (2 or 6) runs.
+    pub fn runs_superres(&self, scale: u32) -> bool {
+        self.superres && self.superres_scales.contains(&scale)
+    }
+}
+
 impl RuntimeConfig {
     /// The execution-provider policy these keys describe.
     pub fn provider_options(&self) -> ProviderOptions {
@@ -293,12 +391,12 @@ impl Settings {
             } else {
                 None
             },
-            superres_2x: if self.pipeline.superres {
+            superres_2x: if self.pipeline.runs_superres(2) {
                 Some(parse("superres_2x", &self.models.superres_2x)?)
             } else {
                 None
             },
-            superres_6x: if self.pipeline.superres {
+            superres_6x: if self.pipeline.runs_superres(6) {
                 Some(parse("superres_6x", &self.models.superres_6x)?)
             } else {
                 None
@@ -386,6 +484,25 @@ impl Settings {
         }
         if self.service.max_in_flight == 0 {
             return Err(invalid("service.max_in_flight", "must be at least 1"));
+        }
+        if self.pipeline.superres
+            && (self.pipeline.superres_scales.is_empty()
+                || self
+                    .pipeline
+                    .superres_scales
+                    .iter()
+                    .any(|s| *s != 2 && *s != 6))
+        {
+            return Err(invalid(
+                "pipeline.superres_scales",
+                "must list 2, 6 or both (the 20 m and 60 m super-resolution models)",
+            ));
+        }
+        if self.runtime.memory_budget.0 < 64 << 20 {
+            return Err(invalid(
+                "runtime.memory_budget",
+                "must be at least 64MiB (the activations of one small tile)",
+            ));
         }
         if !self.pipeline.classify && !self.pipeline.superres {
             return Err(invalid(

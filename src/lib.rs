@@ -17,6 +17,7 @@
 //! | [`product`] | COG writer, GeoJSON labels, STAC Item, quicklook, atomic publish |
 //! | [`config`] | typed configuration: embedded defaults, file, environment |
 //! | [`daemon`] | the ingest daemon (tokio): watcher, claims, ledger, worker thread, metrics, systemd |
+//! | [`batch`] | `s2edge batch`: a granule list into one output directory, resumable (a ledger per worker), sharded over Slurm arrays or MPI ranks (feature `mpi-batch`), merged into a STAC Collection |
 //! | [`sample`] | a synthetic demo granule (`s2edge sample`) |
 //! | `train` | feature `train`: the MPI trainer (burn models, data parallelism, ONNX export, evaluation) |
 //!
@@ -26,6 +27,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod granule;

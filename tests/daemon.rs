@@ -20,7 +20,7 @@ use crate::util;
 const SIDE: usize = 240;
 
 /// A template granule, written once per test run: 12 bands, 240×240 at 10 m.
-fn template() -> PathBuf {
+pub(crate) fn template() -> PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let d = util::tempdir();
@@ -74,7 +74,7 @@ fn template() -> PathBuf {
     dir.path().join("template")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -85,7 +85,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A free loopback port (bound then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -94,17 +94,17 @@ fn free_port() -> u16 {
 }
 
 /// One daemon instance's directories and process.
-struct Daemon {
-    root: PathBuf,
-    config: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    log: PathBuf,
+pub(crate) struct Daemon {
+    pub(crate) root: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) child: Option<Child>,
+    pub(crate) log: PathBuf,
 }
 
 impl Daemon {
     /// Directories under `root`; `ingest` may be shared with another instance.
-    fn new(root: &Path, ingest: &Path, models: &Path, extra: &str) -> Daemon {
+    pub(crate) fn new(root: &Path, ingest: &Path, models: &Path, extra: &str) -> Daemon {
         std::fs::create_dir_all(root).unwrap();
         let port = free_port();
         let config = root.join("s2edge.toml");
@@ -135,7 +135,7 @@ impl Daemon {
         }
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -158,14 +158,14 @@ impl Daemon {
         );
     }
 
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         let pid = self.child.as_ref().unwrap().id() as i32;
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
     }
 
     /// Waits for the process to exit; returns its exit code.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take().unwrap();
         let t = Instant::now();
         loop {
@@ -184,18 +184,18 @@ impl Daemon {
         }
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// GET `path` on the daemon's endpoint; the body, or `None` when it is not up.
-    fn http(&self, path: &str) -> Option<String> {
+    pub(crate) fn http(&self, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
@@ -210,19 +210,24 @@ impl Daemon {
         Some(body.to_string())
     }
 
-    fn healthz(&self) -> serde_json::Value {
+    pub(crate) fn healthz(&self) -> serde_json::Value {
         serde_json::from_str(&self.http("/healthz").unwrap()).unwrap()
     }
 
-    fn ledger(&self) -> Ledger {
+    pub(crate) fn ledger(&self) -> Ledger {
         Ledger::open_file(&self.root.join("state").join(LEDGER_FILE)).unwrap()
     }
 
-    fn state(&self, id: &str) -> Option<GranuleState> {
+    pub(crate) fn state(&self, id: &str) -> Option<GranuleState> {
         self.ledger().get(id).unwrap().map(|r| r.state)
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Daemon) -> bool) {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Daemon) -> bool,
+    ) {
         let t = Instant::now();
         while !f(self) {
             if t.elapsed() > timeout {
@@ -232,11 +237,11 @@ impl Daemon {
         }
     }
 
-    fn out(&self, id: &str) -> PathBuf {
+    pub(crate) fn out(&self, id: &str) -> PathBuf {
         self.root.join("out").join(id)
     }
 
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         util::s2edge()
             .arg("--config")
             .arg(&self.config)
@@ -256,7 +261,7 @@ impl Drop for Daemon {
 }
 
 /// Joins repeated `[section]` blocks so that extra keys land in their section.
-fn merge_toml(text: &str) -> String {
+pub(crate) fn merge_toml(text: &str) -> String {
     let mut sections: Vec<(String, Vec<String>)> = Vec::new();
     let mut cur = String::new();
     for line in text.lines() {
@@ -280,18 +285,18 @@ fn merge_toml(text: &str) -> String {
 }
 
 /// Delivers a good granule named `id` into `ingest` (copy, then marker).
-fn deliver(ingest: &Path, id: &str) {
+pub(crate) fn deliver(ingest: &Path, id: &str) {
     let tmp = ingest.join(format!(".{id}.part"));
     copy_dir(&template(), &tmp);
     std::fs::rename(&tmp, ingest.join(id)).unwrap();
     std::fs::write(ingest.join(format!("{id}.ready")), b"").unwrap();
 }
 
-fn fixtures_models() -> PathBuf {
+pub(crate) fn fixtures_models() -> PathBuf {
     util::root().join("tests/fixtures/models")
 }
 
-fn runtime_available(test: &str) -> bool {
+pub(crate) fn runtime_available(test: &str) -> bool {
     let ok = s2edge::model::init_runtime(None).is_ok();
     if !ok {
         eprintln!("SKIP {test}: no ONNX Runtime library (run scripts/setup.sh)");
@@ -299,7 +304,7 @@ fn runtime_available(test: &str) -> bool {
     ok
 }
 
-fn item_models(product: &Path) -> Vec<String> {
+pub(crate) fn item_models(product: &Path) -> Vec<String> {
     let item: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(product.join("item.json")).unwrap()).unwrap();
     item["properties"]["s2edge:models"]
@@ -320,7 +325,7 @@ fn item_processed(product: &Path) -> String {
 }
 
 /// Parses Prometheus text exposition: every sample line is `name{labels} value`.
-fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+pub(crate) fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.starts_with('#') || line.is_empty() {
@@ -350,7 +355,7 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     out
 }
 
-fn metric(samples: &[(String, f64)], series: &str) -> f64 {
+pub(crate) fn metric(samples: &[(String, f64)], series: &str) -> f64 {
     samples
         .iter()
         .find(|(s, _)| s == series)
@@ -671,7 +676,7 @@ fn sighup_reloads_and_sigterm_drains() {
 
 /// Copies a fixture model version as `version`, optionally with a wrong sha256; the
 /// manifest is renamed in last, as a deployment must.
-fn add_version(models: &Path, name: &str, from: u32, version: u32, bad_sha: bool) {
+pub(crate) fn add_version(models: &Path, name: &str, from: u32, version: u32, bad_sha: bool) {
     let src = models.join(name).join(from.to_string());
     let dst = models.join(name).join(version.to_string());
     std::fs::create_dir_all(&dst).unwrap();

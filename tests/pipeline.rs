@@ -32,7 +32,7 @@ use crate::util;
 // ---------------------------------------------------------------------------------
 
 /// A fixture model on one CPU thread (the machine is shared; results do not depend on it).
-fn load_fixture(name: &str) -> LoadedModel {
+pub(crate) fn load_fixture(name: &str) -> LoadedModel {
     let opts = ProviderOptions {
         intra_threads: 1,
         ..ProviderOptions::default()
@@ -45,14 +45,14 @@ fn sha256_hex(path: &Path) -> String {
 }
 
 /// The outcome of one CLI run.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         format!(
             "exit {:?}\nstdout:\n{}\nstderr:\n{}",
             self.code, self.stdout, self.stderr
@@ -62,7 +62,7 @@ impl Run {
 
 /// Runs `s2edge args` with a clean environment for its configuration and logging
 /// (no inherited `S2EDGE__*` or `RUST_LOG`, no colours) plus `env`.
-fn s2edge<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Run {
+pub(crate) fn s2edge<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Run {
     let mut cmd = util::s2edge();
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("S2EDGE__") {
@@ -83,7 +83,7 @@ fn s2edge<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Run {
 
 /// A configuration selecting the tiny fixture models, with extra `[pipeline]` keys
 /// (values in TOML syntax). `sr_tile` defaults to 300.
-fn tiny_config(dir: &Path, pipeline: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn tiny_config(dir: &Path, pipeline: &[(&str, &str)]) -> PathBuf {
     let mut s = String::from(
         "[models]\nclassifier = \"tiny-ben19\"\nsuperres_2x = \"tiny-dsen2-2x\"\n\
          superres_6x = \"tiny-dsen2-6x\"\n\n[runtime]\nintra_threads = 1\n\n[pipeline]\n",
@@ -102,7 +102,7 @@ fn tiny_config(dir: &Path, pipeline: &[(&str, &str)]) -> PathBuf {
 }
 
 /// `s2edge process GRANULE --out OUT --models tests/fixtures/models --config CONFIG [extra]`.
-fn process_tiny(
+pub(crate) fn process_tiny(
     granule: &Path,
     out: &Path,
     config: &Path,
@@ -161,7 +161,7 @@ fn envi_f32(path: &Path, band: usize, test: &str) -> Option<Vec<f32>> {
     )
 }
 
-fn read_json(path: &Path) -> Value {
+pub(crate) fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -181,7 +181,7 @@ fn positions(geom: &Value) -> Vec<(f64, f64)> {
     out
 }
 
-fn band_names(info: &Value) -> Vec<String> {
+pub(crate) fn band_names(info: &Value) -> Vec<String> {
     info["bands"]
         .as_array()
         .unwrap()
@@ -215,7 +215,7 @@ fn geotransform(info: &Value) -> Vec<f64> {
 }
 
 /// A UTM 33N 10 m grid of `w`×`h` pixels.
-fn grid(w: usize, h: usize) -> GeoRef {
+pub(crate) fn grid(w: usize, h: usize) -> GeoRef {
     GeoRef {
         epsg: 32633,
         transform: GeoTransform {
@@ -230,7 +230,7 @@ fn grid(w: usize, h: usize) -> GeoRef {
 }
 
 /// A deterministic hash of (x, y, salt) to [0, 1).
-fn hash01(x: usize, y: usize, salt: usize) -> f32 {
+pub(crate) fn hash01(x: usize, y: usize, salt: usize) -> f32 {
     let mut h = (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ (y as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
         ^ (salt as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
@@ -241,7 +241,7 @@ fn hash01(x: usize, y: usize, salt: usize) -> f32 {
 }
 
 /// Texture on a band's own grid: smooth structure plus pixel noise, in 500..3000 DN.
-fn texture(band: Band, col: usize, row: usize) -> u16 {
+pub(crate) fn texture(band: Band, col: usize, row: usize) -> u16 {
     let k = Band::PRODUCT.iter().position(|b| *b == band).unwrap() as f32;
     let f = band.resolution().factor() as f32;
     let (x, y) = (col as f32 * f, row as f32 * f);
@@ -251,7 +251,7 @@ fn texture(band: Band, col: usize, row: usize) -> u16 {
 
 /// A scene of all 12 product bands on a `w`×`h` 10 m grid, `value(band, col, row)` on
 /// each band's own grid, offsets 0.
-fn scene_with(w: usize, h: usize, value: impl Fn(Band, usize, usize) -> u16) -> Scene {
+pub(crate) fn scene_with(w: usize, h: usize, value: impl Fn(Band, usize, usize) -> u16) -> Scene {
     let mut bands = BTreeMap::new();
     for b in Band::PRODUCT {
         let f = b.resolution().factor();
@@ -269,7 +269,7 @@ fn scene_with(w: usize, h: usize, value: impl Fn(Band, usize, usize) -> u16) -> 
 
 /// Writes `scene` as a per-band GeoTIFF folder `dir/name/B??.tif` (no STAC Item, so the
 /// reader assumes offset 0).
-fn write_folder(dir: &Path, name: &str, scene: &Scene) -> PathBuf {
+pub(crate) fn write_folder(dir: &Path, name: &str, scene: &Scene) -> PathBuf {
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).unwrap();
     for (band, data) in &scene.bands {

@@ -42,7 +42,11 @@ done
 }
 
 fn run_setup(dir: &Path) -> Output {
-    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     Command::new("bash")
         .arg(root().join("scripts/setup.sh"))
         .env("PATH", path)
@@ -62,7 +66,7 @@ fn apt_installs(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "gdal-bin",
     "libopenjp2-tools",
     "sqlite3",
@@ -72,6 +76,7 @@ const ALL: [&str; 9] = [
     "libclang-dev",
     "time",
     "python3-venv",
+    "strace",
 ];
 
 /// The fresh-machine case that broke CI: the image ships libclang-cpp14 (whose
@@ -81,19 +86,45 @@ fn setup_installs_libclang_dev_when_only_libclang_cpp_is_present() {
     let dir = tempfile::tempdir().unwrap();
     stubs(
         dir.path(),
-        &["libclang-cpp14", "libllvm14", "sqlite3", "systemd", "time", "python3-venv"],
+        &[
+            "libclang-cpp14",
+            "libllvm14",
+            "sqlite3",
+            "systemd",
+            "time",
+            "python3-venv",
+        ],
     );
     let out = run_setup(dir.path());
-    assert!(out.status.success(), "setup failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = apt_installs(dir.path());
-    for pkg in ["libclang-dev", "gdal-bin", "libopenjp2-tools", "openmpi-bin", "libopenmpi-dev"] {
-        assert!(got.contains(&pkg.to_string()), "{pkg} not installed; apt saw {got:?}");
+    for pkg in [
+        "libclang-dev",
+        "gdal-bin",
+        "libopenjp2-tools",
+        "openmpi-bin",
+        "libopenmpi-dev",
+    ] {
+        assert!(
+            got.contains(&pkg.to_string()),
+            "{pkg} not installed; apt saw {got:?}"
+        );
     }
     for pkg in ["sqlite3", "systemd", "time", "python3-venv"] {
-        assert!(!got.contains(&pkg.to_string()), "{pkg} was present but reinstalled: {got:?}");
+        assert!(
+            !got.contains(&pkg.to_string()),
+            "{pkg} was present but reinstalled: {got:?}"
+        );
     }
     let log = fs::read_to_string(dir.path().join("apt.log")).unwrap();
-    assert!(log.starts_with("update"), "apt-get update must come first: {log}");
+    assert!(
+        log.starts_with("update"),
+        "apt-get update must come first: {log}"
+    );
 }
 
 #[test]
@@ -101,7 +132,11 @@ fn setup_installs_nothing_when_every_package_is_present() {
     let dir = tempfile::tempdir().unwrap();
     stubs(dir.path(), &ALL);
     let out = run_setup(dir.path());
-    assert!(out.status.success(), "setup failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         !dir.path().join("apt.log").exists(),
         "apt-get ran although everything is installed"
@@ -113,11 +148,18 @@ fn setup_installs_nothing_when_every_package_is_present() {
 #[test]
 fn setup_fails_early_naming_a_package_still_missing_after_install() {
     let dir = tempfile::tempdir().unwrap();
-    let present: Vec<&str> = ALL.iter().copied().filter(|p| *p != "libclang-dev").collect();
+    let present: Vec<&str> = ALL
+        .iter()
+        .copied()
+        .filter(|p| *p != "libclang-dev")
+        .collect();
     stubs(dir.path(), &present);
     fs::write(dir.path().join("broken"), "libclang-dev\n").unwrap();
     let out = run_setup(dir.path());
-    assert!(!out.status.success(), "setup passed with libclang-dev missing");
+    assert!(
+        !out.status.success(),
+        "setup passed with libclang-dev missing"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("still not installed") && err.contains("libclang-dev"),

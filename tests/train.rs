@@ -318,6 +318,9 @@ fn parity(scale: usize, task: &str) -> f32 {
         superres_model: None,
         classify: Default::default(),
         dump_weights: false,
+        backprojection_steps: 0,
+        blur_factors: vec![],
+        init_from: None,
     };
     let optim = s2edge::train::sr::make_optim(&cfg);
     let state = s2edge::train::checkpoint::CheckpointState {

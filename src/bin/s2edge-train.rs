@@ -5,6 +5,7 @@
 //! mpirun -n 2 s2edge-train train --config train.toml [--resume]
 //! s2edge-train export --config train.toml [--eval-data GRANULE]
 //! s2edge-train eval --model models/dsen2-2x/2 --data GRANULE [--holdout none]
+//!     [--fit-data OTHER_GRANULE,…] [--blur-factor 1.4]
 //! s2edge-train study --config config/train/ben19-study.toml [--seeds 3] [--superres-model DIR]...
 //! ```
 
@@ -64,6 +65,10 @@ enum Cmd {
         /// A note for the manifest's `[training] notes`.
         #[arg(long)]
         notes: Option<String>,
+        /// superres: fit the linear baseline on these whole granules instead of the
+        /// evaluated granule's training region (scoring a scene the model never saw).
+        #[arg(long, value_delimiter = ',')]
+        fit_data: Vec<PathBuf>,
         /// Record the model as untrained (classify: e.g. a few steps on example patches).
         #[arg(long)]
         untrained: bool,
@@ -99,6 +104,14 @@ enum Cmd {
         /// Pipeline tile size.
         #[arg(long, default_value_t = 512)]
         tile: usize,
+        /// Fit the linear baseline on these whole granules instead of the evaluated
+        /// granule's training region (a scene the model never saw: `--holdout none`).
+        #[arg(long, value_delimiter = ',')]
+        fit_data: Vec<PathBuf>,
+        /// Blur mismatch: degrade the scored scene with σ = this × scale/2 while the models
+        /// and the baseline fit assume the standard σ (e.g. 0.7 or 1.4).
+        #[arg(long, default_value_t = 1.0)]
+        blur_factor: f32,
     },
 }
 
@@ -205,6 +218,7 @@ fn main() -> ExitCode {
             config,
             eval_data,
             notes,
+            fit_data,
             untrained,
         } => TrainConfig::load(&config).and_then(|cfg| {
             let ckpt = s2edge::train::checkpoint::latest(&cfg.checkpoint_dir);
@@ -218,8 +232,17 @@ fn main() -> ExitCode {
                 println!("{}", dir.display());
                 return Ok(());
             }
-            let (dir, report) =
-                s2edge::train::export::export_superres(&cfg, &ckpt, eval_data.as_deref(), notes)?;
+            let opts = s2edge::train::eval::EvalOptions {
+                fit: fit_data,
+                ..Default::default()
+            };
+            let (dir, report) = s2edge::train::export::export_superres_with(
+                &cfg,
+                &ckpt,
+                eval_data.as_deref(),
+                notes,
+                &opts,
+            )?;
             println!("{}", dir.display());
             if let Some(r) = report {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -237,12 +260,22 @@ fn main() -> ExitCode {
             data,
             holdout,
             tile,
+            fit_data,
+            blur_factor,
         } => {
             let h = match holdout {
                 HoldoutArg::None => Holdout::None,
                 HoldoutArg::BottomThird => Holdout::BottomThird,
             };
-            s2edge::train::eval::evaluate(&model, &data, h, tile).map(|r| {
+            if !(blur_factor.is_finite() && blur_factor > 0.0) {
+                eprintln!("s2edge-train: error: --blur-factor must be positive, got {blur_factor}");
+                return ExitCode::from(2);
+            }
+            let opts = s2edge::train::eval::EvalOptions {
+                fit: fit_data,
+                blur_factor,
+            };
+            s2edge::train::eval::evaluate_with(&model, &data, h, tile, &opts).map(|r| {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             })
         }

@@ -16,8 +16,7 @@ use s2edge::model::registry::Registry;
 use s2edge::model::set::ModelSet;
 use s2edge::model::{init_runtime, ModelSelection};
 use s2edge::pipeline::pooled::PooledSet;
-use s2edge::pipeline::process::{process_granule, Models, ProcessOptions, Progress};
-use s2edge::pipeline::Infer;
+use s2edge::pipeline::process::{process_granule, NoProgress, ProcessOptions, Progress};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +28,12 @@ struct Cli {
     /// Configuration file (default: /etc/s2edge/s2edge.toml when it exists).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// More log output: -v debug, -vv trace (overrides [log] level and RUST_LOG).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output: -q warnings and errors only, -qq errors only.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,7 +47,8 @@ enum Command {
         /// Where `<granule-id>/` is published.
         #[arg(long)]
         out: PathBuf,
-        /// Run only one stage.
+        /// Run only one stage: `classify`, `superres` (2x and 6x), or one
+        /// super-resolution model, `superres2x` (20 m bands) or `superres6x` (60 m bands).
         #[arg(long, value_enum)]
         only: Option<Stage>,
         /// Models directory (overrides [paths] models).
@@ -80,16 +86,48 @@ enum Command {
         #[command(subcommand)]
         action: LedgerAction,
     },
+    /// Process every granule of a list into one output directory, resumably, sharded
+    /// over a Slurm job array or MPI ranks; `--merge` joins the workers' results.
+    Batch {
+        /// A text file with one granule path per line (`#` comments and blank lines
+        /// skipped; relative paths are relative to the file).
+        #[arg(long, required_unless_present = "merge")]
+        list: Option<PathBuf>,
+        /// The output directory: products, `collection.json`, the workers' ledgers.
+        #[arg(long)]
+        out: PathBuf,
+        /// Models directory (overrides [paths] models).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// This worker's share as INDEX/COUNT (default: from SLURM_ARRAY_TASK_ID and
+        /// SLURM_ARRAY_TASK_COUNT, and the MPI rank in an `mpi-batch` build).
+        #[arg(long)]
+        shard: Option<String>,
+        /// Do not process: join the workers' ledgers and write `collection.json`.
+        #[arg(long)]
+        merge: bool,
+        /// The collection id (default: the output directory's name).
+        #[arg(long)]
+        collection_id: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
 enum LedgerAction {
-    /// Every granule as a table.
-    List,
+    /// Every granule as a table (`--json`: an array of rows).
+    List {
+        /// Print a JSON array of rows instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// One granule's row as JSON.
     Show {
         /// Granule id.
         id: String,
+        /// Print the row as one line of JSON (the default output is the same row,
+        /// pretty-printed).
+        #[arg(long)]
+        json: bool,
     },
     /// Process a granule again: a quarantined input moves back into ingest, a done one
     /// is marked for reprocessing.
@@ -106,22 +144,40 @@ enum LedgerAction {
 
 #[derive(Subcommand)]
 enum ModelsAction {
-    /// Every version in the registry, with its status.
-    List,
+    /// Every version in the registry, with its status (`--json`: an array).
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load each configured model and run one inference on the configured providers.
     Verify,
+    /// Print a model version as a STAC Item with the Machine Learning Model extension.
+    Stac {
+        /// `NAME` (highest complete valid version) or `NAME@VERSION`.
+        model: String,
+        /// Write the Item to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Stage {
     Classify,
     Superres,
+    /// Super-resolution of the 20 m bands only (the 2x model).
+    Superres2x,
+    /// Super-resolution of the 60 m bands only (the 6x model).
+    Superres6x,
 }
 
-/// A failure with its exit code: 2 for configuration, 1 otherwise.
+/// A failure with its exit code: 2 for configuration, 1 otherwise; a closed stdout is
+/// a normal end (exit 0, nothing printed).
 enum Failure {
     Config(anyhow::Error),
     Run(anyhow::Error),
+    ClosedStdout,
 }
 
 impl From<ConfigError> for Failure {
@@ -142,18 +198,52 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// Whether a subcommand runs without the configuration: a broken
+/// `/etc/s2edge/s2edge.toml` must not stop `info`, `sample` or `models list --models DIR`.
+fn needs_config(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Info { .. }
+            | Command::Sample { .. }
+            | Command::Models {
+                action: ModelsAction::List { .. },
+                models: Some(_),
+            }
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()).and_then(|s| s.validate().map(|_| s))
-    {
-        Ok(s) => s,
-        Err(e) => {
+    let loaded = Settings::load(cli.config.as_deref()).and_then(|s| s.validate().map(|_| s));
+    let settings = match (loaded, needs_config(&cli.command)) {
+        (Ok(s), _) => s,
+        (Err(e), true) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+        // Logging still needs its settings: the embedded defaults.
+        (Err(e), false) => match default_settings() {
+            Ok(s) => {
+                init_logging(&s, cli.verbose, cli.quiet);
+                tracing::debug!(error = %e, "configuration ignored: this command does not need it");
+                return finish(dispatch(cli, s));
+            }
+            Err(d) => {
+                eprintln!("error: {e} (and the embedded defaults: {d})");
+                return ExitCode::from(2);
+            }
+        },
     };
-    init_logging(&settings);
-    let result = match cli.command {
+    init_logging(&settings, cli.verbose, cli.quiet);
+    finish(dispatch(cli, settings))
+}
+
+fn default_settings() -> Result<Settings, toml::de::Error> {
+    toml::from_str(s2edge::config::DEFAULTS)
+}
+
+fn dispatch(cli: Cli, settings: Settings) -> Result<(), Failure> {
+    match cli.command {
         Command::Process {
             granule,
             out,
@@ -164,14 +254,36 @@ fn main() -> ExitCode {
         Command::Validate { models } => validate(settings, models),
         Command::Info { granule } => info(&granule),
         Command::Models { action, models } => match action {
-            ModelsAction::List => models_list(&settings, models),
+            ModelsAction::List { json } => models_list(&settings, models, json),
             ModelsAction::Verify => models_verify(settings, models),
+            ModelsAction::Stac { model, out } => models_stac(&settings, models, &model, out),
         },
         Command::Sample { dir } => sample(&dir),
         Command::Ledger { action } => ledger(&settings, action),
-    };
+        Command::Batch {
+            list,
+            out,
+            models,
+            shard,
+            merge,
+            collection_id,
+        } => batch(
+            settings,
+            BatchArgs {
+                list,
+                out,
+                models,
+                shard,
+                merge,
+                collection_id,
+            },
+        ),
+    }
+}
+
+fn finish(result: Result<(), Failure>) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) | Err(Failure::ClosedStdout) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
             eprintln!("error: {}", render(&e));
             ExitCode::from(2)
@@ -199,17 +311,94 @@ fn render(e: &anyhow::Error) -> String {
     out
 }
 
-fn init_logging(settings: &Settings) {
+/// Whether stderr gets ANSI colours: only on a terminal, and never with `NO_COLOR` set
+/// to a non-empty value (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
+/// The log filter: `-v`/`-q` win, then `RUST_LOG`, then `[log] level`.
+fn log_filter(settings: &Settings, verbose: u8, quiet: u8) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},ort=warn", settings.log.level)));
+    let flag = match (verbose, quiet) {
+        (0, 0) => None,
+        (1, _) => Some("debug"),
+        (v, _) if v >= 2 => Some("trace"),
+        (_, 1) => Some("warn"),
+        _ => Some("error"),
+    };
+    match flag {
+        Some(level) => EnvFilter::new(format!("{level},ort=warn")),
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("{},ort=warn", settings.log.level))),
+    }
+}
+
+fn init_logging(settings: &Settings, verbose: u8, quiet: u8) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(settings, verbose, quiet))
         .with_writer(std::io::stderr);
     match settings.log.format {
         s2edge::config::LogFormat::Json => builder.json().init(),
-        s2edge::config::LogFormat::Human => builder.init(),
+        s2edge::config::LogFormat::Human => builder.with_ansi(colour()).init(),
     }
+}
+
+/// Writes `text` and a newline to stdout; a closed pipe (`| head`) ends the command
+/// quietly ([`Failure::ClosedStdout`]).
+fn emit(text: impl std::fmt::Display) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::ClosedStdout),
+        r => r.context("writing to stdout").map_err(Failure::Run),
+    }
+}
+
+/// Where a source checkout keeps its models, when this binary runs from one (the
+/// executable lies under a checkout, or the checkout it was built from still exists).
+fn checkout_models() -> Option<PathBuf> {
+    let is_checkout = |d: &Path| d.join("src/bin/s2edge.rs").is_file() && d.join("models").is_dir();
+    let from_exe = std::env::current_exe().ok().and_then(|exe| {
+        exe.ancestors()
+            .find(|d| is_checkout(d))
+            .map(Path::to_path_buf)
+    });
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"));
+    from_exe
+        .or_else(|| is_checkout(built_from).then(|| built_from.to_path_buf()))
+        .map(|d| d.join("models"))
+}
+
+/// A configuration error when `dir` holds no model at all, saying how to point s2edge
+/// at one; `None` when it holds at least one version (usable or not: then the
+/// registry's own error is the informative one).
+fn no_models(dir: &Path) -> Option<Failure> {
+    let why = if !dir.exists() {
+        "does not exist"
+    } else if !dir.is_dir() {
+        "is not a directory"
+    } else {
+        match Registry::new(dir).list() {
+            Ok(l) if l.is_empty() => "holds no model versions",
+            _ => return None,
+        }
+    };
+    let mut msg = format!(
+        "the models directory {} {why}; point s2edge at one with `--models DIR`, \
+         `[paths] models = \"DIR\"` in the configuration, or S2EDGE__PATHS__MODELS=DIR",
+        dir.display()
+    );
+    if let Some(m) = checkout_models().filter(|m| m.as_path() != dir) {
+        msg.push_str(&format!(
+            "; this binary runs from a source checkout, whose models are in {} (try `--models {}`)",
+            m.display(),
+            m.display()
+        ));
+    }
+    Some(Failure::Config(anyhow::anyhow!(msg)))
 }
 
 fn models_dir(settings: &Settings, flag: Option<PathBuf>) -> PathBuf {
@@ -221,6 +410,10 @@ fn load_models(
     dir: &Path,
     selection: &ModelSelection,
 ) -> Result<ModelSet, Failure> {
+    if let Some(f) = no_models(dir) {
+        return Err(f);
+    }
+    tracing::debug!(models = %dir.display(), ?selection, "loading models");
     let rt =
         init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
     tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");
@@ -240,6 +433,15 @@ fn process(
     match only {
         Some(Stage::Classify) => settings.pipeline.superres = false,
         Some(Stage::Superres) => settings.pipeline.classify = false,
+        Some(Stage::Superres2x | Stage::Superres6x) => {
+            settings.pipeline.classify = false;
+            settings.pipeline.superres = true;
+            settings.pipeline.superres_scales = vec![if matches!(only, Some(Stage::Superres2x)) {
+                2
+            } else {
+                6
+            }];
+        }
         None => {}
     }
     if !settings.pipeline.superres
@@ -248,32 +450,19 @@ fn process(
         settings.pipeline.classify_input = s2edge::config::ClassifyInput::Resampled;
     }
     let dir = models_dir(&settings, models);
-    let selection = settings.model_selection()?;
     let source =
         GranuleSource::open(granule).with_context(|| format!("opening {}", granule.display()))?;
-    let rt =
-        init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
-    tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");
-    let mut set = PooledSet::start(
-        &Registry::new(&dir),
-        &selection,
-        &settings.runtime.provider_options(),
-        settings.runtime.inference_workers,
-    )
-    .with_context(|| format!("loading models from {}", dir.display()))?;
-    for s in &set.skipped {
-        eprintln!("warning   skipped model version {s}");
-    }
+    let mut set = start_models(&settings, &dir)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut models = Models {
-        classifier: set.classifier.as_mut().map(|m| m as &mut dyn Infer),
-        superres_2x: set.superres_2x.as_mut().map(|m| m as &mut dyn Infer),
-        superres_6x: set.superres_6x.as_mut().map(|m| m as &mut dyn Infer),
-    };
     let options = ProcessOptions::from_settings(&settings);
     let mut bars = Bars::default();
-    let report = process_granule(&source, &mut models, &options, out, &mut bars)
-        .with_context(|| format!("processing {}", source.id))?;
+    let report = {
+        let _span = tracing::info_span!("granule", id = %source.id).entered();
+        let mut models = set.models();
+        process_granule(&source, &mut models, &options, out, &mut bars)
+            .with_context(|| format!("processing {}", source.id))?
+    };
+    write_model_items(&settings, &dir, out, &report.models)?;
     eprintln!("granule   {}", report.id);
     for (stage, secs) in &report.timings {
         eprintln!("  {stage:<22} {secs:>8.2} s");
@@ -301,7 +490,56 @@ fn process(
     for w in &report.warnings {
         eprintln!("warning   {w}");
     }
-    println!("{}", report.product.display());
+    emit(report.product.display())
+}
+
+/// The configured models behind inference worker pools, after checking that the models
+/// directory holds any.
+fn start_models(settings: &Settings, dir: &Path) -> Result<PooledSet, Failure> {
+    if let Some(f) = no_models(dir) {
+        return Err(f);
+    }
+    let selection = settings.model_selection()?;
+    tracing::debug!(models = %dir.display(), ?selection, "loading models");
+    let rt =
+        init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
+    tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");
+    let set = PooledSet::start(
+        &Registry::new(dir),
+        &selection,
+        &settings.runtime.provider_options(),
+        settings.runtime.inference_workers,
+    )
+    .with_context(|| format!("loading models from {}", dir.display()))?;
+    for s in &set.skipped {
+        eprintln!("warning   skipped model version {s}");
+    }
+    Ok(set)
+}
+
+/// Writes the MLM Items of `used` (`name@version`) into `<out>/models/`, where the
+/// products' `derived_from` links point.
+fn write_model_items(
+    settings: &Settings,
+    dir: &Path,
+    out: &Path,
+    used: &[String],
+) -> Result<(), Failure> {
+    use s2edge::model::stac;
+    let registry = Registry::new(dir);
+    let providers = settings.runtime.provider_options().order;
+    for label in used {
+        let r: s2edge::model::ModelRef = label
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("model {label}: {e}"))?;
+        let resolved = registry
+            .resolve(&r)
+            .with_context(|| format!("describing model {label}"))?;
+        let facts =
+            stac::ModelFacts::from_dir(&resolved.spec, &resolved.sha256, &resolved.dir, &providers);
+        stac::write_model_item(out, &stac::model_item(&facts))
+            .with_context(|| format!("writing the STAC Item of {label}"))?;
+    }
     Ok(())
 }
 
@@ -361,18 +599,35 @@ fn ledger(settings: &Settings, action: LedgerAction) -> Result<(), Failure> {
     }
     let l = Ledger::open_file(&file).with_context(|| format!("opening {}", file.display()))?;
     match action {
-        LedgerAction::List => {
-            admin::list(&l, &mut std::io::stdout().lock()).context("listing the ledger")?
+        LedgerAction::List { json: true } => {
+            let rows = l.list().context("listing the ledger")?;
+            emit(serde_json::to_string_pretty(&rows).context("serialising the ledger")?)?
         }
-        LedgerAction::Show { id } => println!("{}", admin::show(&l, &id)?),
-        LedgerAction::Requeue { id } => println!("{}", admin::requeue(settings, &l, &id)?),
+        LedgerAction::List { json: false } => {
+            let mut buf = Vec::new();
+            admin::list(&l, &mut buf).context("listing the ledger")?;
+            emit(String::from_utf8_lossy(&buf).trim_end())?
+        }
+        LedgerAction::Show { id, json } => {
+            let row = l
+                .get(&id)
+                .context("reading the ledger")?
+                .ok_or_else(|| anyhow::anyhow!("no granule {id} in the ledger"))?;
+            let text = if json {
+                serde_json::to_string(&row)
+            } else {
+                serde_json::to_string_pretty(&row)
+            };
+            emit(text.context("serialising the row")?)?
+        }
+        LedgerAction::Requeue { id } => emit(admin::requeue(settings, &l, &id)?)?,
         LedgerAction::Purge { id } => {
             if !admin::purge(&l, &id)? {
                 return Err(Failure::Run(anyhow::anyhow!(
                     "no granule {id} in the ledger"
                 )));
             }
-            println!("{id}: purged");
+            emit(format!("{id}: purged"))?
         }
     }
     Ok(())
@@ -382,54 +637,107 @@ fn info(granule: &Path) -> Result<(), Failure> {
     let source =
         GranuleSource::open(granule).with_context(|| format!("opening {}", granule.display()))?;
     let json = serde_json::to_string_pretty(&source).context("serialising metadata")?;
-    print_stdout(&json)
-}
-
-/// Prints a line to stdout; a closed pipe (`| head`) ends the output quietly.
-fn print_stdout(text: &str) -> Result<(), Failure> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}") {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("writing to stdout").map_err(Failure::Run),
-    }
+    emit(json)
 }
 
 fn sample(dir: &Path) -> Result<(), Failure> {
     let folder = s2edge::sample::write_sample(dir).context("writing the sample granule")?;
-    println!("{}", folder.display());
-    Ok(())
+    emit(folder.display())
 }
 
-fn models_list(settings: &Settings, models: Option<PathBuf>) -> Result<(), Failure> {
+/// One registry entry as `models list --json` prints it (README "Machine-readable
+/// output"; fields are only ever added).
+#[derive(serde::Serialize)]
+struct ModelEntry {
+    name: String,
+    version: u32,
+    task: Option<String>,
+    training: Option<String>,
+    size_bytes: Option<u64>,
+    dir: PathBuf,
+    usable: bool,
+    problem: Option<String>,
+}
+
+fn models_list(settings: &Settings, models: Option<PathBuf>, json: bool) -> Result<(), Failure> {
     let dir = models_dir(settings, models);
+    if let Some(f) = no_models(&dir).filter(|_| !dir.is_dir()) {
+        return Err(f);
+    }
     let listing = Registry::new(&dir)
         .list()
         .with_context(|| format!("listing {}", dir.display()))?;
-    println!(
+    let entries: Vec<ModelEntry> = listing
+        .into_iter()
+        .map(|m| ModelEntry {
+            task: m.task.map(|t| format!("{t:?}").to_lowercase()),
+            training: m.status.map(|s| s.to_string()),
+            size_bytes: m.size,
+            usable: m.problem.is_none(),
+            problem: m.problem,
+            dir: m.dir,
+            name: m.name,
+            version: m.version,
+        })
+        .collect();
+    if json {
+        return emit(serde_json::to_string_pretty(&entries).context("serialising the listing")?);
+    }
+    if entries.is_empty() {
+        eprintln!("no model versions in {}", dir.display());
+    }
+    emit(format!(
         "{:<20} {:>7} {:<9} {:<10} {:>10}  status",
         "name", "version", "task", "training", "size"
-    );
-    for m in listing {
-        let task = m
-            .task
-            .map(|t| format!("{t:?}").to_lowercase())
-            .unwrap_or_else(|| "?".into());
-        let training = m
-            .status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "?".into());
+    ))?;
+    for m in entries {
         let size = m
-            .size
+            .size_bytes
             .map(|s| format!("{:.1} MB", s as f64 / 1e6))
             .unwrap_or_else(|| "-".into());
-        let status = m.problem.unwrap_or_else(|| "ok".into());
-        println!(
-            "{:<20} {:>7} {:<9} {:<10} {:>10}  {status}",
-            m.name, m.version, task, training, size
-        );
+        emit(format!(
+            "{:<20} {:>7} {:<9} {:<10} {:>10}  {}",
+            m.name,
+            m.version,
+            m.task.as_deref().unwrap_or("?"),
+            m.training.as_deref().unwrap_or("?"),
+            size,
+            m.problem.as_deref().unwrap_or("ok")
+        ))?;
     }
     Ok(())
+}
+
+fn models_stac(
+    settings: &Settings,
+    models: Option<PathBuf>,
+    model: &str,
+    file: Option<PathBuf>,
+) -> Result<(), Failure> {
+    use s2edge::model::stac;
+    let dir = models_dir(settings, models);
+    if let Some(f) = no_models(&dir) {
+        return Err(f);
+    }
+    let r: s2edge::model::ModelRef = model
+        .parse()
+        .map_err(|e: String| Failure::Config(anyhow::anyhow!("model {model}: {e}")))?;
+    let resolved = Registry::new(&dir)
+        .resolve(&r)
+        .with_context(|| format!("resolving {model}"))?;
+    let providers = settings.runtime.provider_options().order;
+    let facts =
+        stac::ModelFacts::from_dir(&resolved.spec, &resolved.sha256, &resolved.dir, &providers);
+    let text =
+        serde_json::to_string_pretty(&stac::model_item(&facts)).context("serialising the Item")?;
+    match file {
+        Some(f) => {
+            std::fs::write(&f, format!("{text}\n"))
+                .with_context(|| format!("writing {}", f.display()))?;
+            emit(f.display())
+        }
+        None => emit(text),
+    }
 }
 
 fn models_verify(settings: Settings, models: Option<PathBuf>) -> Result<(), Failure> {
@@ -446,7 +754,7 @@ fn models_verify(settings: Settings, models: Option<PathBuf>) -> Result<(), Fail
             .iter()
             .map(|(p, why)| format!("{p} unavailable: {why}"))
             .collect();
-        println!(
+        emit(format!(
             "{:<24} ok  provider {:<9} sha256 {}…  status {}  test inference {:.0} ms{}",
             m.label(),
             m.provider.to_string(),
@@ -458,7 +766,7 @@ fn models_verify(settings: Settings, models: Option<PathBuf>) -> Result<(), Fail
             } else {
                 format!("  ({})", failures.join("; "))
             }
-        );
+        ))?;
     }
     Ok(())
 }
@@ -496,14 +804,14 @@ fn validate(settings: Settings, models: Option<PathBuf>) -> Result<(), Failure> 
                 .into_iter()
                 .flatten()
             {
-                println!("model {} ok on {}", m.label(), m.provider);
+                emit(format!("model {} ok on {}", m.label(), m.provider))?;
             }
         }
         Err(Failure::Run(e) | Failure::Config(e)) => problems.push(render(&e)),
+        Err(Failure::ClosedStdout) => return Err(Failure::ClosedStdout),
     }
     if problems.is_empty() {
-        println!("configuration ok");
-        Ok(())
+        emit("configuration ok")
     } else {
         for pr in &problems {
             eprintln!("problem: {pr}");
@@ -527,4 +835,118 @@ fn check_writable_dir(dir: &Path) -> Result<(), String> {
     std::fs::write(&probe, b"").map_err(|e| format!("not writable: {e}"))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// The arguments of `s2edge batch`.
+struct BatchArgs {
+    list: Option<PathBuf>,
+    out: PathBuf,
+    models: Option<PathBuf>,
+    shard: Option<String>,
+    merge: bool,
+    collection_id: Option<String>,
+}
+
+fn batch(settings: Settings, a: BatchArgs) -> Result<(), Failure> {
+    use s2edge::batch::{self, Shard};
+    let env = |k: &str| std::env::var(k).ok();
+    let config = |e: batch::BatchError| Failure::Config(e.into());
+    let collection_id = a.collection_id.clone().unwrap_or_else(|| {
+        std::path::absolute(&a.out)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "s2edge-batch".into())
+    });
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let merge = |out: &Path| -> Result<(), Failure> {
+        let r = batch::merge(out, &collection_id).context("merging the workers' results")?;
+        eprintln!(
+            "merged    {} ledger(s): {} products in {}, {} not done",
+            r.ledgers.len(),
+            r.products,
+            r.collection.display(),
+            r.not_done.len()
+        );
+        out_json(&serde_json::json!({ "merge": r }))
+    };
+    if a.merge {
+        return merge(&a.out);
+    }
+    let Some(list_file) = &a.list else {
+        return Err(Failure::Config(anyhow::anyhow!("--list FILE is required")));
+    };
+    let list = batch::read_list(list_file).map_err(config)?;
+    let mut shard = match &a.shard {
+        Some(s) => Shard::parse(s).map_err(config)?,
+        None => Shard::from_slurm(env)
+            .map_err(config)?
+            .unwrap_or(Shard::ALL),
+    };
+    #[cfg(feature = "mpi-batch")]
+    let world = match batch::launched_size(env) {
+        Some(_) => Some(batch::mpi::World::init().map_err(config)?),
+        None => None,
+    };
+    #[cfg(feature = "mpi-batch")]
+    if let Some(w) = &world {
+        shard = shard.split(w.rank(), w.size()).map_err(config)?;
+    }
+    #[cfg(not(feature = "mpi-batch"))]
+    if let Some(n) = batch::launched_size(env).filter(|n| *n > 1) {
+        return Err(Failure::Config(anyhow::anyhow!(
+            "started as one of {n} MPI ranks, but this s2edge was built without MPI: every \
+             rank would process the whole list; rebuild with `--features mpi-batch`, or shard \
+             with a Slurm job array or --shard INDEX/COUNT"
+        )));
+    }
+    let _ = &mut shard;
+    let dir = models_dir(&settings, a.models.clone());
+    let mut set = start_models(&settings, &dir)?;
+    let options = ProcessOptions::from_settings(&settings);
+    let report = batch::run_shard(&a.out, &list, shard, &mut |source| {
+        let mut models = set.models();
+        process_granule(source, &mut models, &options, &a.out, &mut NoProgress)
+    })
+    .context("running the batch")?;
+    let used: Vec<String> = report.models.iter().cloned().collect();
+    write_model_items(&settings, &dir, &a.out, &used)?;
+    eprintln!(
+        "worker    {shard}: {} processed, {} already done, {} failed",
+        report.processed.len(),
+        report.already_done.len(),
+        report.failed.len()
+    );
+    for (id, why) in &report.failed {
+        eprintln!("failed    {id}: {why}");
+    }
+    let failed = report.failed.len();
+    out_json(&serde_json::json!({ "worker": shard.to_string(), "report": report }))?;
+    #[cfg(feature = "mpi-batch")]
+    let merges = match &world {
+        Some(w) => {
+            // Also the barrier: rank 0 merges only once every rank's ledger is final.
+            let total = w.sum(failed as u64);
+            if total > 0 && w.rank() == 0 {
+                eprintln!("batch     {total} granule(s) failed over all ranks");
+            }
+            w.rank() == 0
+        }
+        None => shard.count == 1,
+    };
+    #[cfg(not(feature = "mpi-batch"))]
+    let merges = shard.count == 1;
+    if merges {
+        merge(&a.out)?;
+    }
+    if failed > 0 {
+        return Err(Failure::Run(anyhow::anyhow!(
+            "{failed} granule(s) of worker {shard} failed (recorded in its ledger; a rerun retries them)"
+        )));
+    }
+    Ok(())
+}
+
+/// One line of JSON on stdout.
+fn out_json(v: &serde_json::Value) -> Result<(), Failure> {
+    emit(serde_json::to_string(v).context("serialising")?)
 }

@@ -4,7 +4,10 @@
 //! `requeue` puts the input back where the daemon will see it: a quarantined input
 //! moves back into ingest with a marker; a `done` granule's archived input (when
 //! `[ingest] after = "archive"`) moves back too, and the row is set `queued` so the
-//! next delivery is processed rather than counted as a duplicate.
+//! next delivery is processed rather than counted as a duplicate. A `queued`,
+//! `processing` or `failed` granule is set `queued` with its attempts reset: a running
+//! daemon notices it within a second (a job waiting out its backoff retries at once; an
+//! input in `work` that no job holds is resumed).
 
 use std::io::Write;
 
@@ -120,7 +123,10 @@ pub fn requeue(settings: &Settings, ledger: &Ledger, id: &str) -> Result<String,
         }
         GranuleState::Queued | GranuleState::Processing | GranuleState::Failed => {
             ledger.requeue(id, row.work_path.as_deref())?;
-            format!("{id}: attempts reset; it is retried from work")
+            format!(
+                "{id}: attempts reset; a running daemon retries it from work within a second \
+                 (ending its backoff), or the next start does"
+            )
         }
     };
     Ok(msg)

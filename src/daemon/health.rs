@@ -1,5 +1,6 @@
 //! `/healthz`: the daemon's overall state (ready, degraded or failing) with the reasons,
-//! and the models and execution providers in use.
+//! and the models and execution providers in use; `/readyz` ([`Health::readiness`]):
+//! whether the daemon takes work now. (`/livez` needs no state: the process answers.)
 //!
 //! Problems are keyed (`"models"`, `"on_publish"`, ...) so that the component that
 //! raised one clears it when it recovers. Failing outranks degraded.
@@ -101,6 +102,23 @@ impl Health {
         self.with(|i| i.draining = true);
     }
 
+    /// Whether the daemon should be sent work: models loaded, not failing, not
+    /// draining; with the reasons when not.
+    pub fn readiness(&self) -> (bool, Vec<String>) {
+        let r = self.report();
+        let mut why = Vec::new();
+        if r.models.is_empty() {
+            why.push("no models loaded".to_string());
+        }
+        if r.status == Status::Failing {
+            why.extend(r.reasons.iter().cloned());
+        }
+        if r.draining {
+            why.push("shutting down".to_string());
+        }
+        (why.is_empty(), why)
+    }
+
     /// The current document.
     pub fn report(&self) -> Report {
         self.with(|i| Report {
@@ -139,5 +157,31 @@ mod tests {
         assert_eq!(h.report().status, Status::Degraded);
         let json = serde_json::to_value(h.report()).unwrap();
         assert_eq!(json["status"], "degraded");
+    }
+
+    #[test]
+    fn ready_needs_models_no_failure_and_no_drain() {
+        let h = Health::default();
+        assert!(!h.readiness().0, "no models yet");
+        h.set_models(vec![ModelInUse {
+            role: "classifier".into(),
+            model: "m@1".into(),
+            provider: "cpu".into(),
+            sha256: "x".into(),
+        }]);
+        assert_eq!(h.readiness(), (true, vec![]));
+        h.raise("on_publish", Status::Degraded, "failing hook");
+        assert!(h.readiness().0, "degraded still takes work");
+        h.raise("worker", Status::Failing, "gone");
+        assert_eq!(
+            h.readiness(),
+            (
+                false,
+                vec!["on_publish: failing hook".into(), "worker: gone".into()]
+            )
+        );
+        h.clear("worker");
+        h.set_draining();
+        assert_eq!(h.readiness(), (false, vec!["shutting down".into()]));
     }
 }

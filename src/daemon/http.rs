@@ -1,5 +1,7 @@
-//! `/metrics` (Prometheus text exposition) and `/healthz` (JSON, HTTP 503 when failing)
-//! on `[http] listen`, loopback by default.
+//! `/metrics` (Prometheus text exposition), `/healthz` (JSON, HTTP 503 when failing),
+//! `/livez` (HTTP 200 while the process serves: a liveness probe) and `/readyz` (HTTP
+//! 200 when it takes work, 503 with the reasons otherwise: a readiness probe) on
+//! `[http] listen`, loopback by default.
 
 use std::sync::Arc;
 
@@ -43,11 +45,30 @@ async fn healthz(State(o): State<Observed>) -> impl IntoResponse {
     (code, Json(report))
 }
 
-/// Serves both endpoints on `listener` until `shutdown` changes.
+async fn livez() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(o): State<Observed>) -> impl IntoResponse {
+    let (ready, why) = o.health.readiness();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({ "ready": ready, "reasons": why })),
+    )
+}
+
+/// Serves the endpoints on `listener` until `shutdown` changes.
 pub async fn serve(listener: TcpListener, observed: Observed, mut shutdown: watch::Receiver<bool>) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .with_state(observed);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -2,30 +2,53 @@
 //! backoff for transient errors, then `done` (input deleted or archived, `on_publish`
 //! run) or quarantine with the reason.
 //!
-//! Each job task holds a semaphore permit (the `max_in_flight` bound) and a clone of the
-//! drain sender, which it drops when it ends: the shutdown waits for those clones.
-//! A shutdown during a backoff abandons the wait; the input stays claimed in `work` and
-//! the next start resumes it. Ledger writes and file moves run on the blocking pool.
+//! Each job task holds a semaphore permit (the `max_in_flight` bound) and runs in the
+//! dispatcher's `JoinSet`, which the shutdown drains. A shutdown during a backoff
+//! abandons the wait; the input stays claimed in `work` and the next start resumes it.
+//! Ledger writes and file moves run on the blocking pool.
+//!
+//! Supervision:
+//! - an error of the daemon's own inside a job (a busy ledger, a failed quarantine move)
+//!   is retried with backoff, with `/healthz` degraded (`jobs`) until a job finishes
+//!   again, never left wedged in `work` until a restart;
+//! - before the first attempt the input's tree is checked ([`tree::check_contained`]):
+//!   a link, FIFO, device or hard-linked file is quarantined before anything is opened;
+//! - a full output disk (`ENOSPC`, `EDQUOT`) is not the granule's fault: the attempt is
+//!   taken back, intake pauses (`/healthz` failing, `disk`), and the job retries until
+//!   space returns;
+//! - attempts cut off by a crash count as `crashes` (see [`super::ledger`]), quarantined
+//!   only past [`CRASH_LIMIT`];
+//! - `s2edge ledger requeue` on a granule in backoff (the row turns `queued`) ends the
+//!   wait at once, with its attempts reset.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit};
 
 use crate::config::Settings;
-use crate::granule::GranuleId;
+use crate::granule::{tree, GranuleId};
 use crate::pipeline::process::ProcessReport;
 
 use super::claim::{dispose, Claimed};
 use super::error::DaemonError;
 use super::health::{Health, Status};
-use super::ledger::Ledger;
+use super::ledger::{GranuleState, Ledger};
 use super::metrics::Metrics;
 use super::quarantine::{quarantine, Reason};
 use super::worker::{model_labels, Job, Request, WorkerHandle};
 use super::{blocking, systemd};
+
+/// Attempts cut off by the daemon stopping (SIGKILL, OOM kill, power cut) after which a
+/// granule is quarantined as the likely cause.
+pub const CRASH_LIMIT: u32 = 8;
+
+/// How often a waiting job looks for an operator's `ledger requeue`.
+const REQUEUE_POLL: Duration = Duration::from_secs(1);
 
 /// What every job task shares.
 #[derive(Debug, Clone)]
@@ -44,6 +67,11 @@ pub struct Ctx {
     pub shutdown: watch::Receiver<bool>,
     /// Wakes the dispatcher when a slot frees up.
     pub wake: Arc<Notify>,
+    /// Ids of the granules a job task holds (so the dispatcher can tell a requeued
+    /// row nobody works on from one in flight).
+    pub running: Arc<Mutex<HashSet<String>>>,
+    /// Set while the output disk is full: the dispatcher claims nothing new.
+    pub disk_full: Arc<AtomicBool>,
 }
 
 impl Ctx {
@@ -51,6 +79,18 @@ impl Ctx {
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.borrow().clone()
     }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether an error message is a full disk or exhausted quota (not the granule's fault).
+pub fn is_disk_full(message: &str) -> bool {
+    message.contains("os error 28")
+        || message.contains("os error 122")
+        || message.contains("No space left on device")
+        || message.contains("Disk quota exceeded")
 }
 
 /// The wait before retry number `attempt` (1-based): `base · 2^(attempt−1)`, at most
@@ -72,23 +112,75 @@ pub async fn wait_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bo
 }
 
 /// Runs one claimed granule to its end (or until a shutdown); see the module docs.
-pub async fn run(
-    ctx: Ctx,
-    id: GranuleId,
-    claimed: Claimed,
-    permit: OwnedSemaphorePermit,
-    drain: mpsc::Sender<()>,
-) {
+pub async fn run(ctx: Ctx, id: GranuleId, claimed: Claimed, permit: OwnedSemaphorePermit) {
+    use tracing::Instrument;
     let idstr = id.to_string();
-    if let Err(e) = run_inner(&ctx, &id, &claimed).await {
-        // The input stays claimed; the next start resumes it.
-        tracing::error!(granule = %idstr, error = %e, "job stopped");
-        ctx.health
-            .raise("jobs", Status::Failing, format!("{idstr}: {e}"));
+    // Every log line of this granule's job carries its id.
+    let span = tracing::info_span!("granule", id = %idstr);
+    ctx.running().insert(idstr.clone());
+    let mut shutdown = ctx.shutdown.clone();
+    let mut round = 0u32;
+    loop {
+        match run_inner(&ctx, &id, &claimed)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(()) => break,
+            Err(DaemonError::WorkerGone(why)) => {
+                // The service is going down (serve exits non-zero); the input stays
+                // claimed and the next start resumes it.
+                tracing::error!(granule = %idstr, reason = %why, "job stopped: the worker is gone");
+                break;
+            }
+            Err(e) => {
+                round += 1;
+                let settings = ctx.settings();
+                let delay = backoff(
+                    round,
+                    settings.service.retry_backoff,
+                    settings.service.retry_backoff_max,
+                );
+                tracing::error!(granule = %idstr, error = %e, retry_in = ?delay, "job failed on the daemon's side; retrying");
+                ctx.metrics.inc("s2edge_job_errors_total", &[]);
+                ctx.health
+                    .raise("jobs", Status::Degraded, format!("{idstr}: {e} (retrying)"));
+                if !wait_or_shutdown(delay, &mut shutdown).await {
+                    break;
+                }
+            }
+        }
     }
+    ctx.running().remove(&idstr);
     drop(permit);
-    drop(drain);
     ctx.wake.notify_one();
+}
+
+/// Waits `delay`, ending early on shutdown (returns `false`) or when an operator
+/// requeued the granule (its row turned `queued`; returns `true`).
+async fn wait_backoff(
+    ctx: &Ctx,
+    id: &str,
+    delay: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        let step = (deadline - now).min(REQUEUE_POLL);
+        if !wait_or_shutdown(step, shutdown).await {
+            return false;
+        }
+        let (l, i) = (ctx.ledger.clone(), id.to_string());
+        if let Ok(Ok(Some(row))) = blocking(move || l.get(&i)).await {
+            if row.state == GranuleState::Queued {
+                tracing::info!(granule = %id, "requeued by the operator; retrying now");
+                return true;
+            }
+        }
+    }
 }
 
 async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), DaemonError> {
@@ -98,9 +190,24 @@ async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), D
         let (l, i) = (ledger.clone(), idstr.clone());
         blocking(move || l.get(&i)).await??
     };
-    let ready_at = row.and_then(|r| r.ready_at);
+    let ready_at = row.as_ref().and_then(|r| r.ready_at);
+    let crashes = row.as_ref().map_or(0, |r| r.crashes);
     let claimed_at = std::time::Instant::now();
     let mut shutdown = ctx.shutdown.clone();
+    if crashes >= CRASH_LIMIT {
+        let settings = ctx.settings();
+        let why = format!(
+            "gave up: the daemon stopped or crashed during {crashes} attempts on this granule \
+             (crash limit {CRASH_LIMIT})"
+        );
+        return to_quarantine(ctx, &settings, id, claimed, why, crashes).await;
+    }
+    // Nothing of the input is opened before its tree is known to be its own.
+    let input = claimed.input.clone();
+    if let Err(e) = blocking(move || tree::check_contained(&input)).await? {
+        let settings = ctx.settings();
+        return to_quarantine(ctx, &settings, id, claimed, e.to_string(), 0).await;
+    }
     loop {
         let settings = ctx.settings();
         let attempt = {
@@ -111,14 +218,6 @@ async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), D
             let latency = (Utc::now() - t).num_milliseconds().max(0) as f64 / 1e3;
             ctx.metrics
                 .observe("s2edge_ready_to_start_seconds", &[], latency);
-        }
-        let limit = settings.service.retry_limit + 1;
-        if attempt > limit {
-            let why = format!(
-                "gave up: {} attempts did not finish (the daemon stopped or crashed during each)",
-                attempt - 1
-            );
-            return to_quarantine(ctx, &settings, id, claimed, why, attempt - 1).await;
         }
         tracing::info!(granule = %idstr, attempt, "processing");
         systemd::status(&format!("processing {idstr}"));
@@ -147,7 +246,28 @@ async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), D
                     &[],
                     claimed_at.elapsed().as_secs_f64(),
                 );
+                if ctx.disk_full.swap(false, Ordering::SeqCst) {
+                    tracing::info!("output disk has space again; intake resumes");
+                    ctx.health.clear("disk");
+                    ctx.wake.notify_one();
+                }
                 return finish(ctx, &settings, id, claimed, report).await;
+            }
+            Err(f) if is_disk_full(&f.message) => {
+                let delay = settings.service.retry_backoff;
+                tracing::warn!(granule = %idstr, error = %f.message, retry_in = ?delay, "output disk full: intake paused; the attempt does not count");
+                ctx.disk_full.store(true, Ordering::SeqCst);
+                ctx.health.raise(
+                    "disk",
+                    Status::Failing,
+                    format!("paused: disk full ({})", f.message),
+                );
+                let (l, i, m) = (ledger.clone(), idstr.clone(), f.message.clone());
+                blocking(move || l.refund(&i, &m)).await??;
+                if !wait_backoff(ctx, &idstr, delay, &mut shutdown).await {
+                    tracing::info!(granule = %idstr, "shutdown while the disk is full; it stays claimed");
+                    return Ok(());
+                }
             }
             Err(f) if f.transient && attempt <= settings.service.retry_limit => {
                 let delay = backoff(
@@ -160,7 +280,7 @@ async fn run_inner(ctx: &Ctx, id: &GranuleId, claimed: &Claimed) -> Result<(), D
                     .inc("s2edge_granules_total", &[("outcome", "retried")]);
                 let (l, i, m) = (ledger.clone(), idstr.clone(), f.message.clone());
                 blocking(move || l.failed(&i, &m)).await??;
-                if !wait_or_shutdown(delay, &mut shutdown).await {
+                if !wait_backoff(ctx, &idstr, delay, &mut shutdown).await {
                     tracing::info!(granule = %idstr, "shutdown during backoff; it stays claimed");
                     return Ok(());
                 }
@@ -188,6 +308,15 @@ async fn finish(
     claimed: &Claimed,
     report: ProcessReport,
 ) -> Result<(), DaemonError> {
+    {
+        // Walks the input and the product: file I/O, off the async threads.
+        let (m, input, product) = (
+            ctx.metrics.clone(),
+            claimed.input.clone(),
+            report.product.clone(),
+        );
+        blocking(move || m.record_io(&input, &product)).await?;
+    }
     let m = &ctx.metrics;
     for (stage, secs) in &report.timings {
         m.observe("s2edge_stage_seconds", &[("stage", stage)], *secs);
@@ -219,6 +348,7 @@ async fn finish(
         // The product is safe; the input lingers in work and is disposed at the next start.
         tracing::warn!(granule = %id, error = %e, "could not dispose of the input");
     }
+    ctx.health.clear("jobs");
     run_on_publish(ctx, &settings.service.on_publish, &report.product).await;
     systemd::status("idle");
     Ok(())
@@ -276,6 +406,7 @@ pub async fn to_quarantine(
     .await?;
     ctx.metrics
         .inc("s2edge_granules_total", &[("outcome", "quarantined")]);
+    ctx.health.clear("jobs");
     systemd::status("idle");
     Ok(())
 }
@@ -317,6 +448,8 @@ pub async fn quarantine_blocking(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -342,5 +475,66 @@ mod tests {
         tx.send(true).unwrap();
         assert!(!waiter.await.unwrap());
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn disk_full_is_recognised_in_error_chains() {
+        assert!(is_disk_full(
+            "writing out/.g.tmp-1-0/superres.tif: No space left on device (os error 28)"
+        ));
+        assert!(is_disk_full("x: Disk quota exceeded (os error 122)"));
+        assert!(!is_disk_full("x: Permission denied (os error 13)"));
+    }
+
+    /// `s2edge ledger requeue` on a granule waiting out a long backoff used to reset the
+    /// row only; the waiting job now sees it and retries within a second.
+    #[tokio::test]
+    async fn a_requeue_ends_a_backoff_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open_in(dir.path()).unwrap());
+        ledger
+            .claimed("g", Path::new("/in/g"), Path::new("/work/g"), None)
+            .unwrap();
+        ledger.start("g").unwrap();
+        ledger.failed("g", "transient").unwrap();
+        let settings = Settings::load(None).unwrap();
+        let (worker, _thread) = super::super::worker::spawn(
+            crate::model::set::ModelSet::default(),
+            crate::pipeline::process::ProcessOptions::from_settings(&settings),
+            1,
+            Arc::new(Health::default()),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let (_stx, srx) = watch::channel(Arc::new(settings));
+        let (_dtx, shutdown) = watch::channel(false);
+        let ctx = Ctx {
+            settings: srx,
+            ledger: ledger.clone(),
+            worker,
+            metrics: Arc::new(Metrics::default()),
+            health: Arc::new(Health::default()),
+            shutdown,
+            wake: Arc::new(Notify::new()),
+            running: Arc::default(),
+            disk_full: Arc::default(),
+        };
+        let t = std::time::Instant::now();
+        let waiter = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let mut sd = ctx.shutdown.clone();
+                wait_backoff(&ctx, "g", Duration::from_secs(600), &mut sd).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let l = ledger.clone();
+        blocking(move || l.requeue("g", Some(Path::new("/work/g"))))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(waiter.await.unwrap(), "the wait must end as a retry");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(ledger.start("g").unwrap(), 1, "attempts start over");
     }
 }

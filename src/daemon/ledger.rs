@@ -10,7 +10,14 @@
 //! - every state change is one statement, so a crash leaves the previous or the new
 //!   state, never a mix;
 //! - the schema version lives in `PRAGMA user_version`; [`Ledger::open`] migrates older
-//!   files forward and refuses newer ones.
+//!   files forward and refuses newer ones;
+//! - `synchronous = FULL`: a commit is on disk before the call returns, so a terminal
+//!   state (`done`, `quarantined`) is durable before the input is disposed of, and a power
+//!   cut cannot revert a row whose input is already gone;
+//! - `attempts` counts the attempts that ended in a failure of the granule's own;
+//!   `crashes` counts attempts cut off by the daemon stopping (SIGKILL, OOM kill, power
+//!   cut), found at the next start. The two have separate limits, so a good granule is
+//!   not quarantined because the machine kept losing power.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,10 +36,11 @@ use super::error::LedgerError;
 pub const LEDGER_FILE: &str = "ledger.sqlite";
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, index `i` taking the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE granules (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE granules (
         id          TEXT PRIMARY KEY,
         source      TEXT NOT NULL,
         work_path   TEXT,
@@ -48,7 +56,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE granules (
         models      TEXT,
         updated_at  TEXT NOT NULL
     );
-    CREATE INDEX granules_state ON granules (state);"];
+    CREATE INDEX granules_state ON granules (state);",
+    "ALTER TABLE granules ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// A granule's state in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -115,8 +125,10 @@ pub struct GranuleRow {
     pub work_path: Option<PathBuf>,
     /// Current state.
     pub state: GranuleState,
-    /// Processing attempts of the current delivery.
+    /// Processing attempts of the current delivery (crashed ones excepted).
     pub attempts: u32,
+    /// Attempts of the current delivery cut off by the daemon stopping or crashing.
+    pub crashes: u32,
     /// The last error, with its chain.
     pub last_error: Option<String>,
     /// How many times the granule was delivered (duplicates included).
@@ -142,6 +154,9 @@ pub struct GranuleRow {
 pub struct Ledger {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// `(st_dev, st_ino)` of the file when it was opened, to notice it being deleted or
+    /// replaced under a running daemon.
+    identity: Option<(u64, u64)>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -157,7 +172,12 @@ fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
 }
 
 const COLUMNS: &str = "id, source, work_path, state, attempts, last_error, deliveries, ready_at, \
-                       claimed_at, started_at, finished_at, product, models, updated_at";
+                       claimed_at, started_at, finished_at, product, models, updated_at, crashes";
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
 
 impl Ledger {
     /// Opens (creating if needed) `<state_dir>/ledger.sqlite`.
@@ -188,9 +208,10 @@ impl Ledger {
         conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
-        // NORMAL is durable across application crashes in WAL mode; a power cut may lose
-        // the last transactions, which the restart logic tolerates (work is redone).
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL: a terminal state must be on disk before the input is disposed of (NORMAL
+        // in WAL mode may lose the last commits to a power cut, reverting a `done` row
+        // whose input is already deleted).
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -212,12 +233,28 @@ impl Ledger {
         Ok(Ledger {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            identity: identity(path),
         })
     }
 
     /// The ledger file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `PRAGMA synchronous` of the connection (2 = FULL).
+    ///
+    /// # Errors
+    /// [`LedgerError::Sqlite`].
+    pub fn synchronous(&self) -> Result<i64, LedgerError> {
+        self.with(|c| c.pragma_query_value(None, "synchronous", |r| r.get(0)))
+    }
+
+    /// Whether the file opened is still the one at [`Ledger::path`]: `false` once it was
+    /// deleted or replaced under the daemon (whose writes would then go nowhere, and
+    /// whose next start would reprocess every finished granule).
+    pub fn file_intact(&self) -> bool {
+        self.identity.is_some() && identity(&self.path) == self.identity
     }
 
     fn with<T>(
@@ -250,11 +287,13 @@ impl Ledger {
             Some(Err(e)) => return Ok(Err(bad(format!("models: {e}")))),
         };
         let updated: String = r.get(13)?;
+        let crashes: u32 = r.get(14)?;
         Ok(Ok(GranuleRow {
             source: PathBuf::from(r.get::<_, String>(1)?),
             work_path: r.get::<_, Option<String>>(2)?.map(PathBuf::from),
             state,
             attempts: r.get(4)?,
+            crashes,
             last_error: r.get(5)?,
             deliveries: r.get(6)?,
             ready_at: parse_ts(r.get(7)?),
@@ -330,7 +369,7 @@ impl Ledger {
                 "INSERT INTO granules (id, source, work_path, state, attempts, ready_at, claimed_at, updated_at)
                  VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?5)
                  ON CONFLICT(id) DO UPDATE SET source = ?2, work_path = ?3, state = 'queued',
-                   attempts = 0, last_error = NULL, deliveries = deliveries + 1, ready_at = ?4,
+                   attempts = 0, crashes = 0, last_error = NULL, deliveries = deliveries + 1, ready_at = ?4,
                    claimed_at = ?5, started_at = NULL, finished_at = NULL, updated_at = ?5",
                 params![
                     id,
@@ -344,20 +383,60 @@ impl Ledger {
         Ok(())
     }
 
-    /// Re-queues a granule found in `work` at startup, keeping its attempts (so an
-    /// input that crashes the daemon every time still reaches its retry limit).
-    /// Creates the row when the crash came between the claim and its ledger write.
+    /// Re-queues a granule found in `work` at startup. An attempt that was running
+    /// (`processing`) when the daemon stopped is moved from `attempts` to `crashes`, so
+    /// an input that crashes the daemon every time still reaches a limit, while power
+    /// cuts do not use up the retries of the granule's own failures. Creates the row
+    /// when the crash came between the claim and its ledger write. Returns the crashes.
     ///
     /// # Errors
     /// [`LedgerError::Sqlite`].
-    pub fn resume(&self, id: &str, work_path: &Path) -> Result<(), LedgerError> {
+    pub fn resume(&self, id: &str, work_path: &Path) -> Result<u32, LedgerError> {
+        let now = ts(Utc::now());
+        let crashes = self.with(|c| {
+            c.query_row(
+                "INSERT INTO granules (id, source, work_path, state, attempts, claimed_at, updated_at)
+                 VALUES (?1, ?2, ?2, 'queued', 0, ?3, ?3)
+                 ON CONFLICT(id) DO UPDATE SET state = 'queued', work_path = ?2, updated_at = ?3,
+                   crashes = crashes + (state = 'processing'),
+                   attempts = max(0, attempts - (state = 'processing'))
+                 RETURNING crashes",
+                params![id, work_path.to_string_lossy(), now],
+                |r| r.get::<_, u32>(0),
+            )
+        })?;
+        Ok(crashes)
+    }
+
+    /// Takes back the attempt just started (it ended for a reason outside the granule,
+    /// such as a full output disk) and records `error`; the row is `failed`.
+    ///
+    /// # Errors
+    /// [`LedgerError::Sqlite`].
+    pub fn refund(&self, id: &str, error: &str) -> Result<(), LedgerError> {
         let now = ts(Utc::now());
         self.with(|c| {
             c.execute(
-                "INSERT INTO granules (id, source, work_path, state, attempts, claimed_at, updated_at)
-                 VALUES (?1, ?2, ?2, 'queued', 0, ?3, ?3)
-                 ON CONFLICT(id) DO UPDATE SET state = 'queued', work_path = ?2, updated_at = ?3",
-                params![id, work_path.to_string_lossy(), now],
+                "UPDATE granules SET state = 'failed', attempts = max(0, attempts - 1),
+                   last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, error, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records that an unfinished granule's input is no longer in `work` (removed by
+    /// hand): the row leaves the unfinished set as `failed` with `work_path` cleared.
+    ///
+    /// # Errors
+    /// [`LedgerError::Sqlite`].
+    pub fn lost(&self, id: &str, error: &str) -> Result<(), LedgerError> {
+        let now = ts(Utc::now());
+        self.with(|c| {
+            c.execute(
+                "UPDATE granules SET state = 'failed', work_path = NULL, last_error = ?2,
+                   updated_at = ?3 WHERE id = ?1",
+                params![id, error, now],
             )
         })?;
         Ok(())
@@ -455,7 +534,7 @@ impl Ledger {
         let now = ts(Utc::now());
         let n = self.with(|c| {
             c.execute(
-                "UPDATE granules SET state = 'queued', attempts = 0, last_error = NULL,
+                "UPDATE granules SET state = 'queued', attempts = 0, crashes = 0, last_error = NULL,
                    work_path = ?2, finished_at = NULL, updated_at = ?3 WHERE id = ?1",
                 params![id, work_path.map(|p| p.to_string_lossy().into_owned()), now],
             )
@@ -583,5 +662,34 @@ mod tests {
             Err(LedgerError::NewerSchema { .. })
         ));
         drop(d);
+    }
+
+    #[test]
+    fn commits_are_full_sync_and_crashes_count_apart() {
+        let (_d, l) = ledger();
+        assert_eq!(l.synchronous().unwrap(), 2, "synchronous = FULL");
+        l.claimed("g", Path::new("/in/g"), Path::new("/work/g"), None)
+            .unwrap();
+        assert_eq!(l.start("g").unwrap(), 1);
+        // The daemon died during the attempt: it is a crash, not an attempt.
+        assert_eq!(l.resume("g", Path::new("/work/g")).unwrap(), 1);
+        let row = l.get("g").unwrap().unwrap();
+        assert_eq!((row.attempts, row.crashes), (0, 1));
+        // Queued (not processing) at the stop: nothing counted.
+        assert_eq!(l.resume("g", Path::new("/work/g")).unwrap(), 1);
+        assert_eq!(l.start("g").unwrap(), 1);
+        l.refund("g", "No space left on device").unwrap();
+        let row = l.get("g").unwrap().unwrap();
+        assert_eq!((row.state, row.attempts), (GranuleState::Failed, 0));
+        l.lost("g", "gone").unwrap();
+        assert!(l.unfinished().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_deleted_ledger_file_is_noticed() {
+        let (_d, l) = ledger();
+        assert!(l.file_intact());
+        std::fs::remove_file(l.path()).unwrap();
+        assert!(!l.file_intact());
     }
 }

@@ -18,7 +18,7 @@
 //! | [`models`] | model hot swap: validation before swapping in |
 //! | [`quarantine`] | moving bad inputs aside with a `reason.txt`, and back |
 //! | [`admin`] | `s2edge ledger list/show/requeue/purge` |
-//! | [`http`], [`metrics`], [`health`] | `/metrics` and `/healthz` |
+//! | [`http`], [`metrics`], [`health`] | `/metrics`, `/healthz`, `/livez`, `/readyz` |
 //! | [`signals`], [`systemd`] | SIGTERM/SIGHUP, sd_notify |
 //! | [`error`] | `DaemonError`, `LedgerError`, `AdminError` |
 //!
@@ -43,12 +43,14 @@ pub mod signals;
 pub mod systemd;
 pub mod worker;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
 
 pub use error::{AdminError, DaemonError, LedgerError};
 
@@ -61,6 +63,9 @@ use health::{Health, Status};
 use ledger::Ledger;
 use metrics::Metrics;
 use service::Dispatcher;
+
+/// How long open HTTP connections may delay the exit once draining is done.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long systemd is asked to wait while models load (a TensorRT engine build can
 /// take minutes).
@@ -161,6 +166,8 @@ async fn run(
     ort_version: String,
 ) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::default());
+    // Every inference batch, on whichever thread, is counted (Triton-style metrics).
+    crate::model::observe::set_observer(Some(metrics.clone()));
     let health = Arc::new(Health::default());
     metrics.set(
         "s2edge_build_info",
@@ -171,7 +178,10 @@ async fn run(
         1.0,
     );
     let max_in_flight = settings.service.max_in_flight;
-    let (worker, _thread) = worker::spawn(
+    for r in &models.skipped {
+        health.raise("models", Status::Degraded, format!("refused {r}"));
+    }
+    let (worker, thread) = worker::spawn(
         models,
         ProcessOptions::from_settings(&settings),
         max_in_flight + 2,
@@ -189,7 +199,7 @@ async fn run(
         addr: settings.http.listen,
         source,
     })?;
-    tracing::info!(listen = %bound, "serving /metrics and /healthz");
+    tracing::info!(listen = %bound, "serving /metrics, /healthz, /livez and /readyz");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let observed = http::Observed {
         metrics: metrics.clone(),
@@ -221,33 +231,96 @@ async fn run(
         health: health.clone(),
         shutdown: shutdown_rx,
         wake: Arc::new(Notify::new()),
+        running: Arc::new(Mutex::new(HashSet::new())),
+        disk_full: Arc::new(AtomicBool::new(false)),
     };
     let model_task = tokio::spawn(service::watch_models(ctx.clone()));
-    let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
     let mut dispatcher = Dispatcher {
         ctx,
         settings_tx,
         config_file,
         slots: Arc::new(Semaphore::new(max_in_flight)),
-        drain: drain_tx,
+        jobs: JoinSet::new(),
         tracker: Arc::new(Mutex::new(ingest::Tracker::default())),
         resume,
+        pending: None,
     };
     systemd::ready("ready");
     tracing::info!(ingest = %settings.paths.ingest.display(), "ready");
-    dispatcher.run(poke_rx, sig_rx).await;
+    let mut worker_exit = std::pin::pin!(worker_exited(thread));
+    let fatal = tokio::select! {
+        _ = dispatcher.run(poke_rx, sig_rx) => None,
+        e = &mut worker_exit => Some(e),
+    };
+    if let Some(e) = &fatal {
+        tracing::error!(error = %e, "the inference worker died; stopping so that the service manager restarts the daemon");
+        health.raise("worker", Status::Failing, e.to_string());
+        systemd::status("the inference worker died");
+    }
 
     // Drain: no new claims; running granules get `shutdown_timeout` to finish.
     tracing::info!(timeout = ?settings.service.shutdown_timeout, "shutting down: draining");
     systemd::stopping();
     health.set_draining();
     let _ = shutdown_tx.send(true);
+    let mut jobs = dispatcher.take_jobs();
     drop(dispatcher);
-    match tokio::time::timeout(settings.service.shutdown_timeout, drain_rx.recv()).await {
-        Ok(_) => tracing::info!("drained; exiting"),
+    let drained = tokio::time::timeout(settings.service.shutdown_timeout, async {
+        while jobs.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!("shutdown_timeout passed; unfinished granules stay claimed and resume at the next start"),
     }
+    // Jobs still running are abandoned here: their inputs stay claimed in `work`.
+    drop(jobs);
     model_task.abort();
-    let _ = http_task.await;
-    Ok(())
+    // The endpoint stops accepting at once; a client that never finishes its request
+    // (an idle keep-alive, headers never sent) must not hold the exit up.
+    match tokio::time::timeout(HTTP_DRAIN, http_task).await {
+        Ok(_) => {}
+        Err(_) => tracing::info!("HTTP clients still connected after {HTTP_DRAIN:?}; closing them"),
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Resolves when the worker thread ends: it only ends on its own by dying (a panic
+/// outside a job), since the daemon keeps its channel open while running.
+async fn worker_exited(thread: std::thread::JoinHandle<()>) -> DaemonError {
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+    let why = match joined {
+        Ok(Ok(())) => "the worker thread exited".to_string(),
+        Ok(Err(panic)) => panic
+            .downcast_ref::<&str>()
+            .map(|s| format!("the worker thread panicked: {s}"))
+            .or_else(|| {
+                panic
+                    .downcast_ref::<String>()
+                    .map(|s| format!("the worker thread panicked: {s}"))
+            })
+            .unwrap_or_else(|| "the worker thread panicked".into()),
+        Err(e) => format!("joining the worker thread: {e}"),
+    };
+    DaemonError::WorkerGone(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dead_worker_thread_is_noticed() {
+        let t = std::thread::spawn(|| panic!("boom in the worker"));
+        let e = tokio::time::timeout(Duration::from_secs(10), worker_exited(t))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&e, DaemonError::WorkerGone(w) if w.contains("boom")),
+            "{e}"
+        );
+    }
 }

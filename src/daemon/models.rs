@@ -5,13 +5,17 @@
 //!
 //! A version that fails any check is refused: logged, counted and reported on
 //! `/healthz` as degraded, while the models in use keep running. A poll only resolves a
-//! model again when its list of complete versions changed, so a refused version is not
-//! retried (nor its sha256 recomputed) on every poll.
+//! model again when its versions changed: the list of complete versions, or the size or
+//! mtime of a version's `model.toml` or `model.onnx`. So a refused version is not
+//! retried (nor its sha256 recomputed) on every poll, but it is retried once its files
+//! change (a `model.onnx` that finished copying after its `model.toml`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::SystemTime;
 
 use crate::config::Settings;
-use crate::model::registry::Registry;
+use crate::model::registry::{Registry, MANIFEST_FILE, ONNX_FILE};
 use crate::model::set::ModelSet;
 
 use super::error::DaemonError;
@@ -27,13 +31,17 @@ use super::worker::error_chain;
 pub fn load_validated(settings: &Settings) -> Result<ModelSet, DaemonError> {
     let selection = settings.model_selection()?;
     let registry = Registry::new(&settings.paths.models);
-    let mut set = ModelSet::load(&registry, &selection, &settings.runtime.provider_options())
-        .map_err(DaemonError::Models)?;
-    for m in set.iter_mut() {
-        let t = m.smoke_test().map_err(DaemonError::Models)?;
-        tracing::info!(model = %m.label(), ms = t.as_secs_f64() * 1e3, "test inference passed");
-    }
-    Ok(set)
+    ModelSet::load_checked(
+        &registry,
+        &selection,
+        &settings.runtime.provider_options(),
+        |m| {
+            let t = m.smoke_test()?;
+            tracing::info!(model = %m.label(), ms = t.as_secs_f64() * 1e3, "test inference passed");
+            Ok(())
+        },
+    )
+    .map_err(DaemonError::Models)
 }
 
 /// What one poll found.
@@ -48,8 +56,20 @@ pub struct PollOutcome {
 /// Memory between polls; see the module docs.
 #[derive(Debug, Default)]
 pub struct ModelWatch {
-    versions: BTreeMap<String, Vec<u32>>,
+    versions: BTreeMap<String, Vec<(u32, Fingerprint)>>,
     reported: BTreeSet<String>,
+}
+
+/// Size and mtime of a version's manifest and graph (`None` when absent).
+type Fingerprint = [Option<(u64, SystemTime)>; 2];
+
+fn fingerprint(dir: &Path) -> Fingerprint {
+    let stat = |f: &str| {
+        std::fs::metadata(dir.join(f))
+            .ok()
+            .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+    };
+    [stat(MANIFEST_FILE), stat(ONNX_FILE)]
 }
 
 impl ModelWatch {
@@ -87,7 +107,17 @@ impl ModelWatch {
                     continue;
                 }
             };
+            let model_dir = settings.paths.models.join(&r.name);
+            let versions: Vec<(u32, Fingerprint)> = versions
+                .into_iter()
+                .map(|v| (v, fingerprint(&model_dir.join(v.to_string()))))
+                .collect();
             let changed = self.versions.get(&r.name) != Some(&versions);
+            if changed {
+                // A changed version may be refused again: report it again.
+                let prefix = format!("{}@", r.name);
+                self.reported.retain(|l| !l.starts_with(&prefix));
+            }
             self.versions.insert(r.name.clone(), versions);
             if !changed && current.is_some() {
                 continue;

@@ -3,16 +3,19 @@
 //! holding the error chain, the time and the attempts. `s2edge ledger requeue` moves it
 //! back into ingest ([`restore`]).
 //!
-//! Invariants: the input is moved, never copied or deleted, so nothing is lost;
+//! Invariants: the input is moved (across file systems: copied, synced, then removed),
+//! never deleted, so nothing is lost;
 //! `reason.txt` is written to a temp file and renamed, so it is whole or absent; an
-//! earlier quarantine of the same id is set aside as `<id>.<unix-time>`, not overwritten.
+//! earlier quarantine of the same id is set aside as `<id>.<unix-time>`, not overwritten;
+//! every field of `reason.txt` is one line (control characters in names and errors are
+//! escaped), so no field can be spoofed by a crafted file name.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::claim::rename_noreplace;
+use super::claim::{move_noreplace, sync_dir, sync_parent};
 use super::ingest::{marker_of, MARKER_SUFFIX};
 
 /// The file that explains a quarantine.
@@ -32,16 +35,30 @@ pub struct Reason {
 }
 
 impl Reason {
-    /// The text of `reason.txt`.
+    /// The text of `reason.txt`: one `key: value` line per field.
     pub fn render(&self, id: &str) -> String {
         format!(
-            "granule: {id}\nsource: {}\ntime: {}\nattempts: {}\nerror: {}\n",
-            self.source.display(),
+            "granule: {}\nsource: {}\ntime: {}\nattempts: {}\nerror: {}\n",
+            one_line(id),
+            one_line(&self.source.display().to_string()),
             self.at.to_rfc3339(),
             self.attempts,
-            self.error
+            one_line(&self.error)
         )
     }
+}
+
+/// `s` with control characters (newlines included) escaped as `\n`, `\u{1b}`, ...
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Moves `input` (and `marker`) into `<root>/<id>/` with a `reason.txt`; returns that
@@ -59,7 +76,9 @@ pub fn quarantine(
     std::fs::create_dir_all(root)?;
     let dir = root.join(id);
     if dir.exists() {
-        let aside = root.join(format!("{id}.{}", Utc::now().timestamp_millis()));
+        let mut aside = super::claim::short_name(std::ffi::OsStr::new(id));
+        aside.push(format!(".{}", Utc::now().timestamp_millis()));
+        let aside = root.join(aside);
         std::fs::rename(&dir, aside)?;
     }
     std::fs::create_dir(&dir)?;
@@ -67,15 +86,22 @@ pub fn quarantine(
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let dst = dir.join(name);
-    rename_noreplace(input, &dst)?;
-    if let Some(m) = marker {
-        let _ = std::fs::rename(m, marker_of(&dst));
-    }
+    // The reason first: whoever finds the input there finds why.
     let tmp = dir.join(format!(".{REASON_FILE}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(reason.render(id).as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(REASON_FILE))?;
+    sync_dir(&dir)?;
+    sync_parent(&dir);
+    if let Err(e) = move_noreplace(input, &dst) {
+        // Leave no directory that claims to hold an input it does not.
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    if let Some(m) = marker {
+        let _ = move_noreplace(m, &marker_of(&dst));
+    }
     Ok(dir)
 }
 
@@ -107,14 +133,16 @@ pub fn restore(root: &Path, id: &str, ingest: &Path, make_marker: bool) -> io::R
     let dst = ingest.join(name);
     // The input first, its marker after: a daemon must never see a marker whose input
     // is still arriving.
-    rename_noreplace(&input, &dst)?;
+    move_noreplace(&input, &dst)?;
     let marker = marker_of(&input);
     if marker.exists() {
-        std::fs::rename(&marker, marker_of(&dst))?;
+        move_noreplace(&marker, &marker_of(&dst))?;
     } else if make_marker {
         std::fs::write(marker_of(&dst), b"")?;
     }
+    sync_parent(&dst);
     std::fs::remove_dir_all(&dir)?;
+    sync_parent(&dir);
     Ok(dst)
 }
 
@@ -163,5 +191,23 @@ mod tests {
         assert_eq!(back, ingest.join("g"));
         assert!(ingest.join("g.ready").is_file());
         assert!(!q.join("g").exists());
+    }
+
+    #[test]
+    fn reason_fields_stay_on_one_line() {
+        let reason = Reason {
+            error: "bad\nattempts: 0".into(),
+            attempts: 3,
+            at: Utc::now(),
+            source: PathBuf::from("/in/x\nerror: spoofed"),
+        };
+        let text = reason.render("x\ngranule: other");
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.contains("source: /in/x\\nerror: spoofed"), "{text}");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{text}"
+        );
     }
 }

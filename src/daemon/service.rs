@@ -6,13 +6,26 @@
 //! `max_in_flight` granules are in flight nothing more is claimed: the backlog waits on
 //! disk in the ingest directory, never in memory. Inputs found in `work` at startup are
 //! resumed first.
+//!
+//! Supervision: job tasks run in a `JoinSet` (a panicking job is reported, its slot
+//! freed); intake pauses while the output disk is full or the ledger file was deleted
+//! under the daemon; each loop turn pings the systemd watchdog only while the worker
+//! thread is alive too ([`systemd::service_ping`]). At startup [`Dispatcher::recover`]
+//! reconciles the ledger's unfinished rows with `work/` and `quarantine/`.
+//!
+//! SIGHUP: the new options and the models they need change together. When the model
+//! selection changed, the new set is loaded and tested first and handed to the worker
+//! with the options in one message; while it cannot load (a model not yet installed)
+//! the running configuration stays, `/healthz` says why, and the reload is retried.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Settings;
@@ -26,9 +39,9 @@ use super::ingest::{is_entry_name, scan, Candidate, Rules, Tracker, Verdict};
 use super::job::{self, quarantine_blocking, Ctx};
 use super::ledger::{GranuleState, Ledger};
 use super::models::{load_validated, ModelWatch};
-use super::quarantine::{quarantine, Reason};
+use super::quarantine::{quarantine, Reason, REASON_FILE};
 use super::signals::Request as Signal;
-use super::worker::{model_labels, Request};
+use super::worker::{model_labels, models_in_use, Request};
 use super::{blocking, systemd};
 
 /// How long pokes are collected before a scan: a copy fires many events at once.
@@ -81,12 +94,14 @@ pub struct Dispatcher {
     pub config_file: Option<PathBuf>,
     /// The `max_in_flight` slots.
     pub slots: Arc<Semaphore>,
-    /// Each job holds a clone; the drain waits for all to drop.
-    pub drain: mpsc::Sender<()>,
+    /// The job tasks; the shutdown drains them.
+    pub jobs: JoinSet<()>,
     /// Per-entry readiness memory.
     pub tracker: Arc<Mutex<Tracker>>,
-    /// Claimed inputs found in `work` at startup.
+    /// Claimed inputs found in `work` at startup (or requeued while nobody held them).
     pub resume: VecDeque<Claimed>,
+    /// A reloaded configuration waiting for its models to load.
+    pub pending: Option<Settings>,
 }
 
 impl Dispatcher {
@@ -121,13 +136,50 @@ impl Dispatcher {
                     }
                 }
                 _ => {
-                    tracing::info!(granule = %id, "resuming a granule claimed before the restart");
-                    ledger.resume(id.as_str(), &input)?;
+                    let crashes = ledger.resume(id.as_str(), &input)?;
+                    tracing::info!(granule = %id, crashes, "resuming a granule claimed before the restart");
                     out.push_back(claimed);
                 }
             }
         }
+        Self::reconcile(settings, ledger)?;
         Ok(out)
+    }
+
+    /// Rows the ledger calls unfinished whose input is no longer in `work`: a crash
+    /// between the quarantine move and its ledger write (the input is in `quarantine/`:
+    /// recorded so), or an input removed by hand (recorded as lost). Afterwards every
+    /// unfinished row has its input in `work`.
+    ///
+    /// # Errors
+    /// Ledger errors.
+    pub fn reconcile(settings: &Settings, ledger: &Ledger) -> Result<(), DaemonError> {
+        for row in ledger.unfinished()? {
+            let Some(work_path) = &row.work_path else {
+                continue;
+            };
+            if std::fs::symlink_metadata(work_path).is_ok() {
+                continue;
+            }
+            let reason = settings.paths.quarantine.join(&row.id).join(REASON_FILE);
+            if let Ok(text) = std::fs::read_to_string(&reason) {
+                let error = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("error: "))
+                    .unwrap_or("see reason.txt")
+                    .to_string();
+                tracing::warn!(granule = %row.id, "found in quarantine at startup; recording it");
+                ledger.quarantined(&row.id, &row.source, &error)?;
+            } else {
+                let why = format!(
+                    "the input vanished from {} before the granule finished",
+                    work_path.display()
+                );
+                tracing::error!(granule = %row.id, reason = %why, "unfinished granule without its input");
+                ledger.lost(&row.id, &why)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs until a shutdown signal; returns when the dispatcher stops taking work.
@@ -137,8 +189,10 @@ impl Dispatcher {
         mut signals: mpsc::Receiver<Signal>,
     ) {
         let mut pokes_open = true;
+        let ping = systemd::watchdog_period().unwrap_or(Duration::from_secs(3600));
         loop {
             self.round().await;
+            systemd::service_ping();
             let rescan = self.ctx.settings().ingest.rescan_interval;
             tokio::select! {
                 sig = signals.recv() => match sig {
@@ -146,8 +200,51 @@ impl Dispatcher {
                     Some(Signal::Shutdown) | None => return,
                 },
                 open = debounce(&mut pokes, DEBOUNCE), if pokes_open => pokes_open = open,
+                Some(ended) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                    if let Err(e) = ended {
+                        tracing::error!(error = %e, "a job task panicked; its input stays claimed and is retried");
+                        self.ctx.health.raise("jobs", Status::Degraded, format!("a job task panicked: {e}"));
+                        self.requeue_orphans().await;
+                    }
+                },
                 _ = tokio::time::sleep(rescan) => {},
+                _ = tokio::time::sleep(ping) => {},
                 _ = self.ctx.wake.notified() => {},
+            }
+        }
+    }
+
+    /// The job tasks, for the shutdown to drain.
+    pub fn take_jobs(&mut self) -> JoinSet<()> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// Queues again the rows that are `queued` with their input in `work` but held by
+    /// no job (a job task that panicked, or `s2edge ledger requeue` on one nobody
+    /// works on).
+    async fn requeue_orphans(&mut self) {
+        let l = self.ctx.ledger.clone();
+        let Ok(Ok(rows)) = blocking(move || l.unfinished()).await else {
+            return;
+        };
+        let running = self
+            .ctx
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for row in rows {
+            let Some(work_path) = row.work_path else {
+                continue;
+            };
+            let queued = self.resume.iter().any(|c| c.input == work_path);
+            if row.state == GranuleState::Queued
+                && !running.contains(&row.id)
+                && !queued
+                && work_path.exists()
+            {
+                tracing::info!(granule = %row.id, "queued in the ledger but held by no job; resuming it");
+                self.resume.push_back(Claimed::in_work(work_path));
             }
         }
     }
@@ -158,18 +255,47 @@ impl Dispatcher {
     }
 
     fn start_job(
-        &self,
+        &mut self,
         id: GranuleId,
         claimed: Claimed,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
         let ctx = self.ctx.clone();
-        let drain = self.drain.clone();
-        tokio::spawn(job::run(ctx, id, claimed, permit, drain));
+        // Marked running now, so `requeue_orphans` never doubles a job just started.
+        ctx.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        self.jobs.spawn(job::run(ctx, id, claimed, permit));
+    }
+
+    /// Whether intake must pause, raising or clearing the health problems that say why.
+    fn intake_paused(&self) -> bool {
+        if !self.ctx.ledger.file_intact() {
+            self.ctx.health.raise(
+                "ledger",
+                Status::Failing,
+                format!(
+                    "{} was deleted or replaced under the running daemon: intake stopped \
+                     (restart the service once the ledger is restored)",
+                    self.ctx.ledger.path().display()
+                ),
+            );
+            return true;
+        }
+        self.ctx.disk_full.load(Ordering::SeqCst)
     }
 
     /// One scan-and-claim round.
     async fn round(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.apply(pending).await;
+        }
+        if self.intake_paused() {
+            self.publish_gauges(0).await;
+            return;
+        }
+        self.requeue_orphans().await;
         let settings = self.ctx.settings();
         while !self.resume.is_empty() {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
@@ -206,9 +332,11 @@ impl Dispatcher {
             rules(&settings),
             Instant::now(),
         );
+        // Checksums are only verified for as many entries as could be claimed now.
+        let budget = self.slots.available_permits();
         let verdicts = match blocking(move || {
             let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
-            scan(&dir, &mut t, &r, now)
+            scan(&dir, &mut t, &r, now, budget)
         })
         .await
         {
@@ -265,7 +393,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                Verdict::Expired(why) => {
+                Verdict::Expired(why) | Verdict::Refused(why) => {
                     let work = settings.paths.work.clone();
                     let c = cand.clone();
                     match blocking(move || claim(&c, &work)).await {
@@ -274,7 +402,7 @@ impl Dispatcher {
                             let name = GranuleId::from_path(&cand.path)
                                 .map(|i| i.to_string())
                                 .unwrap_or_else(|_| cand.name());
-                            tracing::error!(granule = %name, reason = %why, "quarantined: incomplete");
+                            tracing::error!(granule = %name, reason = %why, "quarantined before processing");
                             let q = settings.paths.quarantine.clone();
                             if let Err(e) =
                                 quarantine_blocking(&self.ctx.ledger, q, name, claimed, why, 0)
@@ -295,6 +423,10 @@ impl Dispatcher {
                 }
             }
         }
+        self.publish_gauges(waiting).await;
+    }
+
+    async fn publish_gauges(&self, waiting: usize) {
         self.ctx
             .metrics
             .set("s2edge_queue_depth", &[], waiting as f64);
@@ -374,8 +506,56 @@ impl Dispatcher {
         Ok(taken)
     }
 
-    /// SIGHUP: reload and validate the configuration; keep the old one on failure. The
-    /// model watcher reloads models when the selection changed.
+    /// Hands `new` to the worker with the models it selects: loaded first when the
+    /// selection changed, so options and models change in one message. While the models
+    /// cannot load, the running configuration stays and `new` is retried next round.
+    async fn apply(&mut self, new: Settings) {
+        let old = self.ctx.settings();
+        let selection = |s: &Settings| s.model_selection().ok().map(|m| format!("{m:?}"));
+        let models = if selection(&new) != selection(&old) || new.paths.models != old.paths.models {
+            let s = new.clone();
+            match blocking(move || load_validated(&s)).await {
+                Ok(Ok(set)) => Some(Box::new(set)),
+                Ok(Err(e)) => {
+                    let why = super::worker::error_chain(&e);
+                    tracing::warn!(reason = %why, "reload waits for its models; the running configuration stays");
+                    self.ctx.health.raise(
+                        "config",
+                        Status::Degraded,
+                        format!("reload waits for its models: {why}"),
+                    );
+                    self.pending = Some(new);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "model loading failed");
+                    self.pending = Some(new);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(set) = &models {
+            self.ctx.health.set_models(models_in_use(set));
+        }
+        let options = ProcessOptions::from_settings(&new);
+        if let Err(e) = self
+            .ctx
+            .worker
+            .submit(Request::Configure { models, options })
+            .await
+        {
+            tracing::error!(error = %e, "could not pass the new options to the worker");
+            return;
+        }
+        self.ctx.health.clear("config");
+        let _ = self.settings_tx.send(Arc::new(new));
+        tracing::info!("configuration reloaded");
+    }
+
+    /// SIGHUP: reload and validate the configuration; keep the old one on failure; see
+    /// the module docs for how models follow.
     async fn reload(&mut self) {
         systemd::reloading();
         let old = self.ctx.settings();
@@ -399,21 +579,8 @@ impl Dispatcher {
                     tracing::warn!("max_in_flight and runtime.onnxruntime changes need a restart");
                     new.service.max_in_flight = old.service.max_in_flight;
                 }
-                let options = ProcessOptions::from_settings(&new);
-                if let Err(e) = self
-                    .ctx
-                    .worker
-                    .submit(Request::Configure {
-                        models: None,
-                        options,
-                    })
-                    .await
-                {
-                    tracing::error!(error = %e, "could not pass the new options to the worker");
-                }
-                self.ctx.health.clear("config");
-                let _ = self.settings_tx.send(Arc::new(new));
-                tracing::info!("configuration reloaded");
+                self.pending = None;
+                self.apply(new).await;
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reload refused; keeping the running configuration");
@@ -478,6 +645,19 @@ pub async fn watch_models(ctx: Ctx) {
         let s = settings.clone();
         match blocking(move || load_validated(&s)).await {
             Ok(Ok(set)) => {
+                // Versions that verified but failed to load were passed over.
+                for r in &set.skipped {
+                    tracing::error!(reason = %r, "model version refused; the models in use keep running");
+                    ctx.metrics.inc("s2edge_model_rejected_total", &[]);
+                    ctx.health
+                        .raise("models", Status::Degraded, format!("refused {r}"));
+                }
+                let labels = model_labels(&models_in_use(&set));
+                if labels == model_labels(&ctx.health.models()) {
+                    tracing::info!("the selected versions are already in use");
+                    continue;
+                }
+                let set_clean = set.skipped.is_empty();
                 let options = ProcessOptions::from_settings(&settings);
                 let req = Request::Configure {
                     models: Some(Box::new(set)),
@@ -487,7 +667,7 @@ pub async fn watch_models(ctx: Ctx) {
                     return;
                 }
                 ctx.metrics.inc("s2edge_model_swaps_total", &[]);
-                if outcome.refused.is_empty() {
+                if outcome.refused.is_empty() && set_clean {
                     ctx.health.clear("models");
                 }
             }

@@ -1,7 +1,9 @@
-//! The inference worker: a dedicated OS thread that owns the [`ModelSet`] (and so every
-//! ONNX Runtime session) and runs [`process_granule`] for jobs arriving on a bounded
-//! channel. Reading, inference and product writing all happen here, never on the async
-//! threads.
+//! The inference worker: a dedicated OS thread that owns the models and runs
+//! [`process_granule`] — the very pipeline `s2edge process` runs — for jobs arriving on a
+//! bounded channel. Reading, inference and product writing all happen off the async
+//! threads. Each model of the [`ModelSet`] is put behind its own pool of
+//! `[runtime] inference_workers` threads ([`PooledSet::from_set`]), so the strip loop
+//! prepares the next batch while a worker runs the current one, as in `s2edge process`.
 //!
 //! Model swaps arrive on the same channel as jobs, so a swap happens between granules,
 //! never during one. A panic inside the pipeline is caught and reported as a permanent
@@ -20,8 +22,9 @@ use tokio::sync::oneshot;
 use crate::granule::{GranuleId, GranuleSource};
 use crate::model::session::LoadedModel;
 use crate::model::set::ModelSet;
-use crate::pipeline::process::{process_granule, Models, ProcessOptions, ProcessReport, Progress};
-use crate::pipeline::{Infer, PipelineError};
+use crate::pipeline::pooled::PooledSet;
+use crate::pipeline::process::{process_granule, ProcessOptions, ProcessReport, Progress};
+use crate::pipeline::PipelineError;
 
 use super::error::DaemonError;
 use super::health::{Health, ModelInUse};
@@ -206,13 +209,23 @@ pub fn spawn(
     Ok((WorkerHandle { tx }, thread))
 }
 
+/// The models behind their worker pools, or why they could not be started.
+fn pooled(models: ModelSet, workers: usize) -> Result<PooledSet, String> {
+    PooledSet::from_set(models, workers).map_err(|e| {
+        let e = error_chain(&e);
+        tracing::error!(error = %e, "cannot start the inference workers");
+        e
+    })
+}
+
 fn run(
     rx: Receiver<Request>,
-    mut models: ModelSet,
+    models: ModelSet,
     mut options: ProcessOptions,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) {
+    let mut models = pooled(models, options.inference_workers);
     let period = systemd::watchdog_period();
     let idle_wake = period.unwrap_or(Duration::from_secs(3600));
     loop {
@@ -229,11 +242,21 @@ fn run(
                 models: new,
                 options: o,
             } => {
+                let workers_changed = o.inference_workers != options.inference_workers;
                 options = o;
                 if let Some(new) = new {
-                    models = *new;
-                    publish_models(&models, &health, &metrics);
-                    tracing::info!(models = ?model_labels(&models_in_use(&models)), "models swapped in");
+                    publish_models(&new, &health, &metrics);
+                    tracing::info!(models = ?model_labels(&models_in_use(&new)), "models swapped in");
+                    // The old pools are dropped (their threads joined) before new ones start.
+                    drop(std::mem::replace(
+                        &mut models,
+                        Err("models are being swapped".into()),
+                    ));
+                    models = pooled(*new, options.inference_workers);
+                } else if workers_changed {
+                    tracing::warn!(
+                        "inference_workers changed: it takes effect with the next model swap"
+                    );
                 }
             }
             Request::Process(job) => {
@@ -243,11 +266,13 @@ fn run(
                 };
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     let source = GranuleSource::open(&job.input).map_err(PipelineError::from)?;
-                    let mut m = Models {
-                        classifier: models.classifier.as_mut().map(|m| m as &mut dyn Infer),
-                        superres_2x: models.superres_2x.as_mut().map(|m| m as &mut dyn Infer),
-                        superres_6x: models.superres_6x.as_mut().map(|m| m as &mut dyn Infer),
-                    };
+                    let set = models.as_mut().map_err(|e| {
+                        PipelineError::Model(crate::model::ModelError::Inference {
+                            model: "inference workers".into(),
+                            reason: e.clone(),
+                        })
+                    })?;
+                    let mut m = set.models();
                     process_granule(&source, &mut m, &options, &job.out_dir, &mut progress)
                 }));
                 let result = match result {

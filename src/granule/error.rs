@@ -46,6 +46,10 @@ pub enum GranuleError {
     /// A zip entry whose name would escape the product directory.
     #[error("{path}: zip entry {entry:?} escapes the product")]
     ZipEscape { path: PathBuf, entry: String },
+    /// A file of the input that is a link, FIFO, device or hard-linked file, refused
+    /// before it is opened ([`super::tree`]).
+    #[error("{path}: refused: {reason}")]
+    UnsafeFile { path: PathBuf, reason: String },
     /// A band the operation needs has no file.
     #[error("granule {id}: band {band} is missing")]
     MissingBand { id: String, band: Band },

@@ -295,6 +295,21 @@ fn read_stac_item(path: &Path) -> Result<Option<Value>, GranuleError> {
     Ok(is_item.then_some(value))
 }
 
+/// Fuzzing entry point, not an API: the STAC Item reader on `bytes` applied to a
+/// metadata record of a 240 px EPSG:32633 granule (`fuzz/fuzz_targets/stac_item.rs`).
+#[doc(hidden)]
+pub fn fuzz_stac_item(bytes: &[u8]) {
+    if bytes.len() as u64 > MAX_JSON_BYTES {
+        return;
+    }
+    let Ok(item) = serde_json::from_slice::<Value>(bytes) else {
+        return;
+    };
+    let mut metadata = Metadata::new(32633);
+    let mut warnings = Vec::new();
+    let _ = apply_stac(Path::new("item.json"), &item, &mut metadata, &mut warnings);
+}
+
 /// Earth Search asset keys (STAC common band names) and the bands they hold.
 const COMMON_NAMES: [(&str, Band); 13] = [
     ("coastal", Band::B01),

@@ -24,6 +24,7 @@ pub mod jp2;
 pub mod labels;
 pub mod safe;
 pub mod tiff;
+pub mod tree;
 pub mod xml;
 
 use std::collections::BTreeMap;

@@ -31,9 +31,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use zip::ZipArchive;
 
 use super::{
-    jp2, read_location, read_raster_u16, xml, Band, CloudMask, GeoRef, GeoTransform, GranuleError,
-    GranuleId, GranuleSource, InputKind, Location, MaskFile, MaskKind, Metadata, ProductLevel,
-    Resolution, MAX_SIDE,
+    jp2, read_location, read_raster_u16, tree, xml, Band, CloudMask, GeoRef, GeoTransform,
+    GranuleError, GranuleId, GranuleSource, InputKind, Location, MaskFile, MaskKind, Metadata,
+    ProductLevel, Resolution, MAX_SIDE,
 };
 use crate::raster::Raster;
 
@@ -273,7 +273,10 @@ impl Tree {
         let bytes = match self {
             Tree::Dir(root) => {
                 let p = root.join(rel);
-                let f = File::open(&p).map_err(|e| GranuleError::io(&p, e))?;
+                // Never a link, FIFO or device: a metadata file is read before any
+                // pixel, in the daemon before any claim.
+                tree::check_beneath(root, rel)?;
+                let f = tree::open_regular(&p)?;
                 let mut buf = Vec::new();
                 f.take(MAX_XML_BYTES + 1)
                     .read_to_end(&mut buf)
@@ -645,11 +648,279 @@ fn parse_tile_mtd(text: &str, path: &Path) -> Result<TileMtd, GranuleError> {
 /// `href`s of `manifest.safe`'s `fileLocation`s, cleaned; unsafe ones are dropped (the
 /// manifest is only a fallback for finding files, never trusted to point outside).
 fn manifest_hrefs(text: &str, path: &Path) -> Result<Vec<String>, GranuleError> {
-    let doc = xml::parse(text, path)?;
-    Ok(xml::find_all(doc.root_element(), "fileLocation")
-        .filter_map(|n| n.attribute("href"))
-        .filter_map(clean_rel)
+    Ok(parse_manifest(text, path)?
+        .files
+        .into_iter()
+        .map(|f| f.href)
         .collect())
+}
+
+/// One file listed in `manifest.safe` (a `fileLocation` and its `byteStream`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestFile {
+    /// Product-relative path, cleaned (checked not to escape).
+    pub href: String,
+    /// The listed size in bytes, when given.
+    pub size: Option<u64>,
+    /// `(checksumName, lower-case hex digest)`, when given.
+    pub checksum: Option<(String, String)>,
+}
+
+/// `manifest.safe`, parsed: the one parser of the project (the daemon's `manifest`
+/// readiness rule and the SAFE reader both use it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// Listed files whose `href` stays inside the product.
+    pub files: Vec<ManifestFile>,
+    /// Raw `href`s that would leave the product (absolute, `..`, drive, backslash):
+    /// never followed; the daemon refuses a product that lists any.
+    pub escaping: Vec<String>,
+}
+
+/// The most files a manifest may list (a real one lists ~100).
+pub const MAX_MANIFEST_FILES: usize = 100_000;
+
+/// Parses `manifest.safe` (the text of the file at `path`) with the hardened parser.
+///
+/// # Errors
+/// [`GranuleError::Xml`] when it does not parse or declares a DTD;
+/// [`GranuleError::Metadata`] for an unparsable size or too many entries.
+pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest, GranuleError> {
+    let doc = xml::parse(text, path)?;
+    let mut out = Manifest::default();
+    for loc in xml::find_all(doc.root_element(), "fileLocation") {
+        let Some(raw) = loc.attribute("href") else {
+            continue;
+        };
+        if out.files.len() + out.escaping.len() >= MAX_MANIFEST_FILES {
+            return Err(meta_err(
+                path,
+                "fileLocation",
+                format!("more than {MAX_MANIFEST_FILES} entries"),
+            ));
+        }
+        let Some(href) = clean_rel(raw) else {
+            if !raw.trim().is_empty() && raw.trim() != "." && raw.trim() != "./" {
+                out.escaping.push(raw.to_string());
+            }
+            continue;
+        };
+        let stream = loc.parent_element().filter(|p| xml::is(*p, "byteStream"));
+        let size = match stream.and_then(|b| b.attribute("size")) {
+            Some(s) => Some(parse_num::<u64>(s, path, "byteStream size")?),
+            None => None,
+        };
+        let checksum = stream
+            .and_then(|b| xml::child(b, "checksum"))
+            .and_then(|c| {
+                Some((
+                    c.attribute("checksumName")?.to_string(),
+                    xml::text(c)?.to_ascii_lowercase(),
+                ))
+            });
+        out.files.push(ManifestFile {
+            href,
+            size,
+            checksum,
+        });
+    }
+    Ok(out)
+}
+
+/// The files of a SAFE (directory or zip) as the daemon's readiness rule sees them:
+/// the manifest, read with the caps and checks of the reader, and each listed file's
+/// size and bytes, never following a link or opening a FIFO or device.
+pub struct SafeFiles {
+    tree: Tree,
+}
+
+impl std::fmt::Debug for SafeFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafeFiles").finish_non_exhaustive()
+    }
+}
+
+impl SafeFiles {
+    /// Opens a SAFE directory or zip (every zip entry name is checked, as by
+    /// [`open_zip`]).
+    ///
+    /// # Errors
+    /// [`GranuleError::UnsafeFile`] when `path` itself is a link, FIFO or device; the
+    /// errors of [`open_zip`]'s archive checks.
+    pub fn open(path: &Path) -> Result<SafeFiles, GranuleError> {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| GranuleError::io(path, e))?;
+        if let Some(why) = tree::refusal(&meta) {
+            return Err(GranuleError::UnsafeFile {
+                path: path.to_path_buf(),
+                reason: why,
+            });
+        }
+        let tree = if meta.is_dir() {
+            Tree::Dir(path.to_path_buf())
+        } else {
+            // `open_archive` opens the file; it is a regular file (checked above).
+            Tree::open_zip(path)?
+        };
+        Ok(SafeFiles { tree })
+    }
+
+    /// The parsed `manifest.safe`, `None` when the product has none (yet).
+    ///
+    /// # Errors
+    /// As [`parse_manifest`]; [`GranuleError::UnsafeFile`] when it is a link, FIFO or
+    /// device; [`GranuleError::Xml`] when larger than [`MAX_XML_BYTES`].
+    pub fn manifest(&mut self) -> Result<Option<Manifest>, GranuleError> {
+        match &self.tree {
+            Tree::Dir(root) => {
+                if let Err(e) = std::fs::symlink_metadata(root.join("manifest.safe")) {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        return Ok(None);
+                    }
+                }
+            }
+            Tree::Zip { files, .. } => {
+                if !files.contains_key("manifest.safe") {
+                    return Ok(None);
+                }
+            }
+        }
+        let text = self.tree.read_text("manifest.safe")?;
+        parse_manifest(&text, &self.tree.display("manifest.safe")).map(Some)
+    }
+
+    /// The size of the listed file `rel`, `None` when it is absent.
+    ///
+    /// # Errors
+    /// [`GranuleError::UnsafeFile`] for a link, FIFO, device or hard-linked file on the
+    /// way; [`GranuleError::Io`] when it cannot be inspected.
+    pub fn size(&mut self, rel: &str) -> Result<Option<u64>, GranuleError> {
+        match &mut self.tree {
+            Tree::Dir(root) => match tree::check_beneath(root, rel) {
+                Ok(meta) => Ok(Some(meta.len())),
+                Err(GranuleError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
+            Tree::Zip {
+                archive,
+                zip,
+                files,
+            } => {
+                let Some(entry) = files.get(rel) else {
+                    return Ok(None);
+                };
+                let e = zip.by_name(entry).map_err(|e| zip_err(archive, entry, e))?;
+                Ok(Some(e.size()))
+            }
+        }
+    }
+
+    /// Streams at most `limit` bytes of the listed file `rel` into `sink` (a digest);
+    /// returns how many bytes were read (more than `limit` means the file is longer).
+    ///
+    /// # Errors
+    /// As [`SafeFiles::size`]; the read error.
+    pub fn read_into(
+        &mut self,
+        rel: &str,
+        limit: u64,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64, GranuleError> {
+        let display = self.tree.display(rel);
+        let mut reader: Box<dyn Read + '_> = match &mut self.tree {
+            Tree::Dir(root) => {
+                tree::check_beneath(root, rel)?;
+                Box::new(tree::open_regular(&root.join(rel))?)
+            }
+            Tree::Zip {
+                archive,
+                zip,
+                files,
+            } => {
+                let entry = files.get(rel).ok_or_else(|| GranuleError::Zip {
+                    path: archive.clone(),
+                    reason: format!("no entry for {rel}"),
+                })?;
+                Box::new(zip.by_name(entry).map_err(|e| zip_err(archive, entry, e))?)
+            }
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        while total <= limit {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| GranuleError::io(&display, e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            sink(&buf[..n]);
+        }
+        Ok(total)
+    }
+
+    /// `rel` as a path for messages.
+    pub fn display(&self, rel: &str) -> PathBuf {
+        self.tree.display(rel)
+    }
+}
+
+/// The tile metadata file named in errors of [`check_tiff_bands_against_tile`].
+fn mtd_path_for_errors(tree: &Tree) -> PathBuf {
+    tree.tile_metadata_files()
+        .first()
+        .map(|r| tree.display(r))
+        .unwrap_or_else(|| tree.display("GRANULE"))
+}
+
+/// GeoTIFF bands (distributor-converted SAFEs) carry their own CRS and size in their
+/// header: a tile metadata that contradicts them (another EPSG code) is refused at
+/// opening, before any pixel is processed.
+/// JPEG 2000 bands are not checked here (their GeoJP2 box is not read).
+///
+/// # Errors
+/// [`GranuleError::Metadata`] naming the band file and both values; the header's error.
+fn check_tiff_bands_against_tile(
+    bands: &BTreeMap<Band, Location>,
+    epsg: u32,
+    tile_mtd: &Path,
+) -> Result<(), GranuleError> {
+    for (band, loc) in bands {
+        let Location::File(file) = loc else { continue };
+        let lower = file.to_string_lossy().to_ascii_lowercase();
+        if !(lower.ends_with(".tif") || lower.ends_with(".tiff")) {
+            continue;
+        }
+        let Ok(header) = super::tiff::read_header(file) else {
+            continue; // a corrupt band is reported when it is read
+        };
+        let Some(g) = header.georef else { continue };
+        if g.epsg != epsg {
+            return Err(meta_err(
+                tile_mtd,
+                "HORIZONTAL_CS_CODE",
+                format!(
+                    "the tile metadata says EPSG:{epsg} but {} (band {band}) is EPSG:{}",
+                    file.display(),
+                    g.epsg
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fuzzing entry point, not an API: runs the product-metadata, tile-metadata and
+/// manifest parsers on `text` (`fuzz/fuzz_targets/safe_metadata.rs`).
+#[doc(hidden)]
+pub fn fuzz_metadata(text: &str) {
+    let p = Path::new("MTD.xml");
+    let _ = parse_product_mtd(text, p);
+    let _ = parse_tile_mtd(text, p);
+    let _ = parse_manifest(text, p);
 }
 
 /// Baseline `NN.NN` as a comparable pair.
@@ -891,6 +1162,8 @@ fn open_tree(path: &Path, kind: InputKind, mut tree: Tree) -> Result<GranuleSour
             ));
         }
     }
+
+    check_tiff_bands_against_tile(&bands, tile.epsg, &mtd_path_for_errors(&tree))?;
 
     let mut metadata = Metadata::new(tile.epsg);
     metadata.tile_id = tile.tile_id.or_else(|| tile_from_name(id.as_str()));

@@ -5,9 +5,11 @@
 //! | --- | --- |
 //! | [`runtime`] | finds `libonnxruntime.so` (config, `ORT_DYLIB_PATH`, setup.sh's location, Python) and loads it once per process |
 //! | [`provider`] | `ExecutionProvider` (tensorrt, cuda, cpu), `[runtime]` options, the fallback policy and its `ProviderReport` |
+//! | [`observe`] | the process-wide observer of inference batches (metrics) |
 //! | [`manifest`] | `ModelSpec`, the typed and validated `model.toml` (schema 1) |
 //! | [`registry`] | `models/<name>/<version>/`: complete versions, `name@version` pins, highest valid version, listings |
 //! | [`session`] | `LoadedModel`: sha256 and graph-vs-manifest checks, `run`, `smoke_test` |
+//! | [`stac`] | a manifest as a STAC Item with the Machine Learning Model extension (MLM) |
 //! | [`worker`] | `InferencePool`: OS threads that own their sessions behind a bounded queue |
 //! | [`error`] | `ModelError`, with transient/permanent classification |
 //!
@@ -19,11 +21,13 @@
 
 pub mod error;
 pub mod manifest;
+pub mod observe;
 pub mod provider;
 pub mod registry;
 pub mod runtime;
 pub mod session;
 pub mod set;
+pub mod stac;
 pub mod worker;
 
 pub use error::ModelError;

@@ -10,7 +10,7 @@
 //! fallback on a GPU station is a misconfiguration, not a degraded mode.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use ort::ep::ExecutionProvider as OrtExecutionProvider;
@@ -144,7 +144,8 @@ impl fmt::Display for ProviderReport {
     }
 }
 
-/// Builds a session for `model_path` with the first provider that works.
+/// Builds a session from `model` (the verified bytes of `model.onnx`) with the first
+/// provider that works.
 ///
 /// `label` names the model (`name@version`) in logs and errors.
 ///
@@ -154,7 +155,7 @@ impl fmt::Display for ProviderReport {
 /// (a corrupt graph, an unsupported operator).
 pub(crate) fn build_session(
     env: &ort::environment::Environment,
-    model_path: &Path,
+    model: &[u8],
     label: &str,
     opts: &ProviderOptions,
 ) -> Result<(Session, ProviderReport), ModelError> {
@@ -163,7 +164,7 @@ pub(crate) fn build_session(
         if provider == ExecutionProvider::Cpu && opts.require_accelerator {
             return Err(ModelError::AcceleratorRequired { reasons: failures });
         }
-        match try_provider(env, model_path, provider, opts) {
+        match try_provider(env, model, provider, opts) {
             Ok(session) => {
                 if provider.is_accelerator() {
                     tracing::info!(model = label, %provider, "session on accelerator");
@@ -202,7 +203,7 @@ pub(crate) fn build_session(
 /// committed. The reason says which step failed.
 fn try_provider(
     env: &ort::environment::Environment,
-    model_path: &Path,
+    model: &[u8],
     provider: ExecutionProvider,
     opts: &ProviderOptions,
 ) -> Result<Session, String> {
@@ -219,7 +220,9 @@ fn try_provider(
         }
         reason
     })?;
-    commit(builder, model_path).map_err(|e| format!("session creation failed: {e}"))
+    builder
+        .commit_from_memory(model)
+        .map_err(|e| format!("session creation failed: {e}"))
 }
 
 fn new_builder(
@@ -262,10 +265,6 @@ fn register(
         }
         ExecutionProvider::Cpu => ort::ep::CPU::default().register(builder),
     }
-}
-
-fn commit(mut builder: SessionBuilder, model_path: &Path) -> ort::Result<Session> {
-    builder.commit_from_file(model_path)
 }
 
 /// Whether the loaded ONNX Runtime build lists `provider` at all.

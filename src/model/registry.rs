@@ -12,7 +12,10 @@
 //!   reported in [`Resolved::skipped`], so an operator sees why an older one runs.
 //!
 //! The registry reads files only; graph checks need ONNX Runtime and happen in
-//! [`super::session::load`].
+//! [`super::session::load`], which builds the session from the very bytes whose sha256
+//! was checked ([`read_verified`]). A version that verifies but fails to load is passed
+//! over by [`super::set::ModelSet::load`] for the next lower one
+//! ([`Registry::resolve_below`]), so one broken version never stops a start.
 
 use std::fmt;
 use std::fs;
@@ -216,7 +219,23 @@ impl Registry {
     /// is not complete); a pinned version's own error; unpinned, when every complete
     /// version is broken, the highest one's error.
     pub fn resolve(&self, model: &ModelRef) -> Result<Resolved, ModelError> {
-        let versions = self.versions(&model.name)?;
+        self.resolve_below(model, None)
+    }
+
+    /// As [`Registry::resolve`], among the versions below `below` only (unpinned): the
+    /// next candidate when the version `below` verified but failed to load.
+    ///
+    /// # Errors
+    /// As [`Registry::resolve`].
+    pub fn resolve_below(
+        &self,
+        model: &ModelRef,
+        below: Option<u32>,
+    ) -> Result<Resolved, ModelError> {
+        let mut versions = self.versions(&model.name)?;
+        if let Some(b) = below {
+            versions.retain(|v| *v < b);
+        }
         let not_found = || ModelError::NotFound {
             name: model.to_string(),
             searched_dir: self.root.clone(),
@@ -258,6 +277,51 @@ impl Registry {
         match skipped.into_iter().next() {
             Some(highest) => Err(highest.error),
             None => Err(not_found()),
+        }
+    }
+
+    /// Resolves `model` and runs `load` on the selected version; unpinned, a version
+    /// whose `load` fails (a graph that disagrees with its manifest, a corrupt protobuf,
+    /// a failed test inference) is passed over for the next lower version. Returns the
+    /// loaded value, its resolution, and every version passed over as
+    /// `name@version: reason` (the sha256 and manifest failures of resolution included).
+    ///
+    /// # Errors
+    /// As [`Registry::resolve`]; when no version loads, the highest one's load error.
+    pub fn load_with_fallback<T>(
+        &self,
+        model: &ModelRef,
+        mut load: impl FnMut(&Resolved) -> Result<T, ModelError>,
+    ) -> Result<(T, Resolved, Vec<String>), ModelError> {
+        let mut resolved = self.resolve(model)?;
+        let mut skipped = Vec::new();
+        let mut first_error = None;
+        loop {
+            for s in &resolved.skipped {
+                skipped.push(format!("{}@{}: {}", model.name, s.version, s.error));
+            }
+            let version = resolved.spec.version;
+            let error = match load(&resolved) {
+                Ok(t) => return Ok((t, resolved, skipped)),
+                Err(e) if model.version.is_some() => return Err(e),
+                Err(e) => e,
+            };
+            tracing::error!(
+                model = %model.name, version, %error,
+                "model version refused at load; trying the next lower one"
+            );
+            skipped.push(format!("{}@{version}: {error}", model.name));
+            first_error.get_or_insert(error);
+            match self.resolve_below(model, Some(version)) {
+                Ok(next) => resolved = next,
+                Err(_) => {
+                    return Err(first_error.unwrap_or_else(|| ModelError::NotFound {
+                        name: model.to_string(),
+                        searched_dir: self.root.clone(),
+                        available: Vec::new(),
+                    }))
+                }
+            }
         }
     }
 
@@ -307,6 +371,29 @@ pub(crate) fn verify_sha(spec: &ModelSpec, dir: &Path) -> Result<String, ModelEr
         });
     }
     Ok(actual)
+}
+
+/// Reads `dir/model.onnx` once, checks the manifest's digest on those bytes, and returns
+/// them with the digest: ONNX Runtime then builds its session from exactly the bytes
+/// that were verified, not from a second read of a file that may have changed since.
+///
+/// # Errors
+/// [`ModelError::ShaMismatch`] or [`ModelError::Io`].
+pub(crate) fn read_verified(spec: &ModelSpec, dir: &Path) -> Result<(Vec<u8>, String), ModelError> {
+    let path = dir.join(ONNX_FILE);
+    let bytes = fs::read(&path).map_err(|source| ModelError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != spec.onnx_sha256 {
+        return Err(ModelError::ShaMismatch {
+            model: spec.label(),
+            expected: spec.onnx_sha256.clone(),
+            actual,
+        });
+    }
+    Ok((bytes, actual))
 }
 
 /// Lower-case hex SHA-256 of a file, streamed.

@@ -20,7 +20,7 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use super::error::ModelError;
 use super::manifest::{ModelSpec, Task};
 use super::provider::{build_session, ExecutionProvider, ProviderOptions, ProviderReport};
-use super::registry::{verify_sha, MANIFEST_FILE, ONNX_FILE};
+use super::registry::{read_verified, MANIFEST_FILE};
 use super::runtime::environment;
 
 /// One graph input or output as ONNX Runtime describes it.
@@ -68,6 +68,10 @@ pub struct LoadedModel {
     pub provider: ExecutionProvider,
     /// Why providers before `provider` were not used.
     pub provider_report: ProviderReport,
+    /// The graph's widest feature map ([`graph_feature_width`]); super-resolution only.
+    pub feature_width: Option<usize>,
+    /// The provider policy it was loaded with (more sessions of it load the same way).
+    pub options: ProviderOptions,
     session: Session,
 }
 
@@ -82,7 +86,7 @@ pub struct LoadedModel {
 /// [`ModelError::IoMismatch`] naming the input or output that differs.
 pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelError> {
     let spec = ModelSpec::load(&dir.join(MANIFEST_FILE))?;
-    let sha256 = verify_sha(&spec, dir)?;
+    let (bytes, sha256) = read_verified(&spec, dir)?;
     let label = spec.label();
     if spec.is_untrained() {
         tracing::warn!(
@@ -93,7 +97,14 @@ pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelErro
         );
     }
     let env = environment()?;
-    let (session, report) = build_session(env, &dir.join(ONNX_FILE), &label, opts)?;
+    let (session, report) = build_session(env, &bytes, &label, opts)?;
+    // Read from the verified bytes, not the file again.
+    let feature_width = if spec.task == Task::Superres {
+        graph_feature_width(&bytes)
+    } else {
+        None
+    };
+    drop(bytes);
     let inputs: Vec<TensorInfo> = session
         .inputs()
         .iter()
@@ -110,6 +121,8 @@ pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelErro
     })?;
     tracing::info!(model = %label, provider = %report.used, sha256 = %sha256, "model loaded");
     Ok(LoadedModel {
+        feature_width,
+        options: opts.clone(),
         spec,
         dir: dir.to_path_buf(),
         sha256,
@@ -168,13 +181,24 @@ impl LoadedModel {
             reason,
         };
         check_run_inputs(&self.spec, &inputs).map_err(&fail)?;
+        let batch = inputs.first().map_or(0, |(_, a)| a.shape()[0]);
         let mut feed: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
         for (name, array) in inputs {
             let tensor = Tensor::from_array(array)
                 .map_err(|e| fail(format!("input {name}: cannot create a tensor: {e}")))?;
             feed.push((name, SessionInputValue::from(tensor)));
         }
-        let outputs = self.session.run(feed).map_err(|e| fail(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let outputs = self.session.run(feed);
+        super::observe::notify(&super::observe::BatchEvent {
+            model: &self.spec.name,
+            version: self.spec.version,
+            provider: self.provider,
+            size: batch,
+            seconds: started.elapsed().as_secs_f64(),
+            ok: outputs.is_ok(),
+        });
+        let outputs = outputs.map_err(|e| fail(e.to_string()))?;
         let mut out = Vec::with_capacity(self.spec.outputs.len());
         for name in self.spec.outputs.names() {
             let value = outputs
@@ -417,9 +441,124 @@ fn check_run_inputs(spec: &ModelSpec, inputs: &[(String, Array4<f32>)]) -> Resul
     Ok(())
 }
 
+/// The widest feature map of a convolutional graph: the largest output-channel count
+/// (first dimension) of its rank-4 initializers, i.e. its convolution weights. Used to
+/// size super-resolution batches from a memory budget (`pipeline::budget`). `None` when
+/// the bytes are not an ONNX model or it has no rank-4 initializer.
+///
+/// Reads the protobuf wire format directly: `ModelProto.graph` (field 7),
+/// `GraphProto.initializer` (field 5), `TensorProto.dims` (field 1, packed or not).
+pub fn graph_feature_width(onnx: &[u8]) -> Option<usize> {
+    let graph = pb_fields(onnx)?
+        .into_iter()
+        .find_map(|(f, v)| (f == 7).then_some(v).and_then(PbValue::bytes))?;
+    let mut widest: Option<usize> = None;
+    for (f, v) in pb_fields(graph)? {
+        let Some(tensor) = (f == 5).then_some(v).and_then(PbValue::bytes) else {
+            continue;
+        };
+        let mut dims = Vec::new();
+        for (tf, tv) in pb_fields(tensor)? {
+            if tf != 1 {
+                continue;
+            }
+            match tv {
+                PbValue::Varint(d) => dims.push(d),
+                PbValue::Bytes(packed) => {
+                    let mut at = 0;
+                    while at < packed.len() {
+                        dims.push(pb_varint(packed, &mut at)?);
+                    }
+                }
+                PbValue::Fixed => {}
+            }
+        }
+        if dims.len() == 4 {
+            let w = usize::try_from(dims[0]).ok()?;
+            widest = Some(widest.map_or(w, |x| x.max(w)));
+        }
+    }
+    widest
+}
+
+/// One protobuf field value.
+enum PbValue<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+impl<'a> PbValue<'a> {
+    fn bytes(self) -> Option<&'a [u8]> {
+        match self {
+            PbValue::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+fn pb_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The top-level fields of one protobuf message; `None` on malformed input.
+fn pb_fields(buf: &[u8]) -> Option<Vec<(u64, PbValue<'_>)>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let key = pb_varint(buf, &mut at)?;
+        let value = match key & 7 {
+            0 => PbValue::Varint(pb_varint(buf, &mut at)?),
+            1 => {
+                at = at.checked_add(8).filter(|e| *e <= buf.len())?;
+                PbValue::Fixed
+            }
+            2 => {
+                let len = usize::try_from(pb_varint(buf, &mut at)?).ok()?;
+                let end = at.checked_add(len).filter(|e| *e <= buf.len())?;
+                let b = &buf[at..end];
+                at = end;
+                PbValue::Bytes(b)
+            }
+            5 => {
+                at = at.checked_add(4).filter(|e| *e <= buf.len())?;
+                PbValue::Fixed
+            }
+            _ => return None,
+        };
+        out.push((key >> 3, value));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feature_width_of_the_shipped_graphs() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read(root.join(p)).unwrap();
+        assert_eq!(
+            graph_feature_width(&read("models/dsen2-2x/1/model.onnx")),
+            Some(32)
+        );
+        assert_eq!(
+            graph_feature_width(&read("tests/fixtures/models/tiny-dsen2-6x/1/model.onnx")),
+            Some(8)
+        );
+        assert_eq!(graph_feature_width(b"not a model"), None);
+        assert_eq!(graph_feature_width(&[]), None);
+    }
 
     const SPEC: &str = r#"
 schema = 1

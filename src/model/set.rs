@@ -40,16 +40,37 @@ impl ModelSet {
         selection: &ModelSelection,
         providers: &ProviderOptions,
     ) -> Result<ModelSet, ModelError> {
+        Self::load_checked(registry, selection, providers, |_| Ok(()))
+    }
+
+    /// As [`ModelSet::load`], with `check` run on each loaded model (the daemon's test
+    /// inference). An unpinned model whose selected version fails to load or to pass
+    /// `check` (a graph that disagrees with its manifest, a corrupt protobuf) falls back
+    /// to the next lower version that works; the refused versions are listed in
+    /// [`ModelSet::skipped`]. A pinned version has no fallback.
+    ///
+    /// # Errors
+    /// The first model with no version that resolves, loads and passes `check`: the
+    /// highest version's error.
+    pub fn load_checked(
+        registry: &Registry,
+        selection: &ModelSelection,
+        providers: &ProviderOptions,
+        mut check: impl FnMut(&mut LoadedModel) -> Result<(), ModelError>,
+    ) -> Result<ModelSet, ModelError> {
         let mut set = ModelSet::default();
         let mut load = |r: &Option<ModelRef>| -> Result<Option<LoadedModel>, ModelError> {
             let Some(r) = r else { return Ok(None) };
-            let resolved = registry.resolve(r)?;
-            for s in &resolved.skipped {
-                let line = format!("{}@{}: {}", r.name, s.version, s.error);
+            let (m, _, skipped) = registry.load_with_fallback(r, |resolved| {
+                let mut m = LoadedModel::load(&resolved.dir, providers)?;
+                check(&mut m)?;
+                Ok(m)
+            })?;
+            for line in skipped {
                 tracing::warn!("skipped model version {line}");
                 set.skipped.push(line);
             }
-            LoadedModel::load(&resolved.dir, providers).map(Some)
+            Ok(Some(m))
         };
         let classifier = load(&selection.classifier)?;
         let superres_2x = load(&selection.superres_2x)?;

@@ -1,15 +1,19 @@
 //! The processing stages, as synchronous functions over rasters:
-//! [`scene`] (harmonised input), [`superres`] (tiled super-resolution), [`classify`]
-//! (patch classification), and [`process`] (one granule in, one published product out).
+//! [`scene`] (harmonised input), [`superres`] (tiled super-resolution), [`stream`] (the
+//! same, strip by strip, as `process` runs it), [`budget`] (batch sizes from a memory
+//! budget), [`classify`] (patch classification), and [`process`] (one granule in, one
+//! published product out: THE entry point of `s2edge process` and the daemon).
 //!
 //! Models are reached through the [`Infer`] trait, so a stage runs the same on a
 //! session owned by the calling thread or on an inference worker.
 
+pub mod budget;
 pub mod classify;
 pub mod error;
 pub mod pooled;
 pub mod process;
 pub mod scene;
+pub mod stream;
 pub mod superres;
 pub mod tensor;
 
@@ -93,6 +97,11 @@ pub trait Infer {
     fn depth(&self) -> usize {
         0
     }
+    /// The graph's widest feature map, which sizes super-resolution batches
+    /// ([`budget`]); `None` when unknown.
+    fn feature_width(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl Infer for LoadedModel {
@@ -113,5 +122,8 @@ impl Infer for LoadedModel {
         inputs: Vec<(String, Array4<f32>)>,
     ) -> Result<Vec<(String, ArrayD<f32>)>, ModelError> {
         self.run(inputs)
+    }
+    fn feature_width(&self) -> Option<usize> {
+        self.feature_width
     }
 }

@@ -4,7 +4,7 @@
 //! `[runtime] inference_workers` key sets the number of workers per model.
 
 use crate::model::registry::{ModelRef, Registry};
-use crate::model::session::LoadedModel;
+use crate::model::session::{graph_feature_width, LoadedModel};
 use crate::model::worker::InferencePool;
 use crate::model::{ModelError, ModelSelection, ModelSpec, ProviderOptions};
 
@@ -13,6 +13,7 @@ use super::{Infer, ModelInfo, Pending};
 /// One model behind a pool of workers.
 pub struct PooledModel {
     spec: ModelSpec,
+    feature_width: Option<usize>,
     info: ModelInfo,
     pool: InferencePool,
 }
@@ -28,18 +29,17 @@ impl PooledModel {
         providers: &ProviderOptions,
         workers: usize,
     ) -> Result<(PooledModel, Vec<String>), ModelError> {
-        let resolved = registry.resolve(model)?;
-        let skipped = resolved
-            .skipped
-            .iter()
-            .map(|s| format!("{}@{}: {}", model.name, s.version, s.error))
-            .collect();
-        let dir = resolved.dir.clone();
-        let opts = providers.clone();
         let workers = workers.max(1);
         // Two batches queued per worker keep each busy while the stage prepares more.
-        let pool =
-            InferencePool::spawn(workers, move || LoadedModel::load(&dir, &opts), 2 * workers)?;
+        // A version that verifies but does not load is passed over for a lower one.
+        let (pool, resolved, skipped) = registry.load_with_fallback(model, |resolved| {
+            let (dir, opts) = (resolved.dir.clone(), providers.clone());
+            InferencePool::spawn(workers, move || LoadedModel::load(&dir, &opts), 2 * workers)
+        })?;
+        let feature_width = (resolved.spec.task == crate::model::manifest::Task::Superres)
+            .then(|| std::fs::read(resolved.dir.join(crate::model::registry::ONNX_FILE)).ok())
+            .flatten()
+            .and_then(|b| graph_feature_width(&b));
         let report = pool.provider();
         for (p, why) in &report.failures {
             tracing::warn!(model = %pool.label(), provider = %p, "execution provider unavailable: {why}");
@@ -54,11 +54,51 @@ impl PooledModel {
         Ok((
             PooledModel {
                 spec: resolved.spec,
+                feature_width,
                 info,
                 pool,
             },
             skipped,
         ))
+    }
+}
+
+impl PooledModel {
+    /// Serves an already loaded model from `workers` threads: the first owns `model`,
+    /// the others load their own session of the same version with the same provider
+    /// policy (so does a worker reloading after a panic). This is how the daemon, which
+    /// loads and swaps [`crate::model::ModelSet`]s, honours `inference_workers`.
+    ///
+    /// # Errors
+    /// A further worker's load error, or a thread that cannot be spawned.
+    pub fn from_loaded(model: LoadedModel, workers: usize) -> Result<PooledModel, ModelError> {
+        let workers = workers.max(1);
+        let spec = model.spec.clone();
+        let info = model.info();
+        let feature_width = model.feature_width;
+        let dir = model.dir.clone();
+        let opts = model.options.clone();
+        let first = std::sync::Mutex::new(Some(model));
+        let pool = InferencePool::spawn(
+            workers,
+            move || {
+                let taken = first
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take();
+                match taken {
+                    Some(m) => Ok(m),
+                    None => LoadedModel::load(&dir, &opts),
+                }
+            },
+            2 * workers,
+        )?;
+        Ok(PooledModel {
+            spec,
+            feature_width,
+            info,
+            pool,
+        })
     }
 }
 
@@ -87,6 +127,9 @@ impl Infer for PooledModel {
     fn depth(&self) -> usize {
         self.pool.workers()
     }
+    fn feature_width(&self) -> Option<usize> {
+        self.feature_width
+    }
 }
 
 /// The models of a run, each behind its own pool.
@@ -103,6 +146,30 @@ pub struct PooledSet {
 }
 
 impl PooledSet {
+    /// Puts each model of `set` behind `workers` threads ([`PooledModel::from_loaded`]).
+    ///
+    /// # Errors
+    /// As [`PooledModel::from_loaded`].
+    pub fn from_set(set: crate::model::ModelSet, workers: usize) -> Result<PooledSet, ModelError> {
+        let pool =
+            |m: Option<LoadedModel>| m.map(|m| PooledModel::from_loaded(m, workers)).transpose();
+        Ok(PooledSet {
+            classifier: pool(set.classifier)?,
+            superres_2x: pool(set.superres_2x)?,
+            superres_6x: pool(set.superres_6x)?,
+            skipped: set.skipped,
+        })
+    }
+
+    /// The models as the pipeline takes them.
+    pub fn models(&mut self) -> super::process::Models<'_> {
+        super::process::Models {
+            classifier: self.classifier.as_mut().map(|m| m as &mut dyn Infer),
+            superres_2x: self.superres_2x.as_mut().map(|m| m as &mut dyn Infer),
+            superres_6x: self.superres_6x.as_mut().map(|m| m as &mut dyn Infer),
+        }
+    }
+
     /// Starts a pool for every selected model.
     ///
     /// # Errors

@@ -16,7 +16,8 @@ use serde_json::json;
 use crate::config::{ClassifyInput, EdgePatches, Settings};
 use crate::granule::{Band, GranuleSource, ProductLevel, Resolution, NODATA_DN};
 use crate::model::manifest::{ProductLevel as ModelLevel, TrainingStatus};
-use crate::product::cog::{write_cog, CogBand};
+use crate::product::classmap;
+use crate::product::cog::{write_cog, CogBand, CogOptions, CogStreamWriter};
 use crate::product::geojson::{map_polygon_with, write_feature_collection, UtmToLonLat};
 use crate::product::publish::Staging;
 use crate::product::quicklook::write_quicklook;
@@ -25,7 +26,7 @@ use crate::raster::Raster;
 
 use super::classify::{classify, Classification, ClassifyOptions, PatchStatus};
 use super::scene::Scene;
-use super::superres::{superres, SrTiling};
+use super::stream::{superres_strips, ModelStats, StripOptions};
 use super::{Infer, PipelineError};
 
 /// What to run and how, taken from `[pipeline]` and `[runtime]`.
@@ -43,8 +44,12 @@ pub struct ProcessOptions {
     pub max_cloud_fraction: f64,
     /// Super-resolution tile size (10 m grid).
     pub sr_tile: usize,
-    /// Inference batch size.
+    /// Inference batch size (classification; the upper bound for super-resolution).
     pub batch: usize,
+    /// `[runtime] memory_budget`: bytes one super-resolution batch may take.
+    pub memory_budget: u64,
+    /// `[runtime] inference_workers`: threads (each with its own session) per model.
+    pub inference_workers: usize,
     /// Longest side of the quicklook.
     pub quicklook_size: usize,
 }
@@ -60,6 +65,8 @@ impl ProcessOptions {
             max_cloud_fraction: settings.pipeline.max_cloud_fraction,
             sr_tile: settings.pipeline.sr_tile,
             batch: settings.runtime.batch_size,
+            memory_budget: settings.runtime.memory_budget.0,
+            inference_workers: settings.runtime.inference_workers,
             quicklook_size: settings.pipeline.quicklook_size,
         }
     }
@@ -138,9 +145,20 @@ pub fn process_granule(
             "classification is on but no classifier is loaded".into(),
         ));
     }
-    if options.superres && (models.superres_2x.is_none() || models.superres_6x.is_none()) {
+    if options.superres && models.superres_2x.is_none() && models.superres_6x.is_none() {
         return Err(PipelineError::Options(
-            "super-resolution is on but the 2x and 6x models are not both loaded".into(),
+            "super-resolution is on but neither the 2x nor the 6x model is loaded".into(),
+        ));
+    }
+    if options.classify
+        && options.classify_input == ClassifyInput::Superres
+        && options.superres
+        && (models.superres_2x.is_none() || models.superres_6x.is_none())
+    {
+        return Err(PipelineError::Options(
+            "classify_input = \"superres\" needs both the 2x and the 6x model \
+             ([pipeline] superres_scales = [2, 6])"
+                .into(),
         ));
     }
     if options.classify && options.classify_input == ClassifyInput::Superres && !options.superres {
@@ -149,13 +167,22 @@ pub fn process_granule(
         ));
     }
 
-    // Which bands to read: all 12 for super-resolution, the classifier's otherwise,
-    // and always the visible ones for the quicklook.
+    // Which bands to read: the 10 m bands and the super-resolution models' inputs, the
+    // classifier's, and always the visible ones for the quicklook.
     let mut bands: Vec<Band> = vec![Band::B02, Band::B03, Band::B04];
     if options.superres {
-        bands.extend(Band::PRODUCT);
+        bands.extend(
+            Band::PRODUCT
+                .iter()
+                .filter(|b| b.resolution() == Resolution::R10),
+        );
     }
-    if let Some(m) = models.classifier.as_deref() {
+    for m in [models.superres_2x.as_deref(), models.superres_6x.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|_| options.superres)
+        .chain(models.classifier.as_deref())
+    {
         bands.extend(
             m.spec()
                 .inputs
@@ -207,33 +234,26 @@ pub fn process_granule(
     let dir = staging.path().to_path_buf();
     let mut superres_pixels = 0u64;
     let mut sr_bands: BTreeMap<Band, Raster<u16>> = BTreeMap::new();
+    let mut product_bands: Vec<Band> = Vec::new();
     if options.superres {
-        let tiling = SrTiling {
-            tile: options.sr_tile,
-            batch: options.batch,
-        };
-        for (stage, model) in [
-            ("superres 2x", models.superres_2x.as_deref_mut()),
-            ("superres 6x", models.superres_6x.as_deref_mut()),
-        ] {
-            let Some(model) = model else { continue };
-            let t = Instant::now();
-            let mut started_stage = false;
-            let out = superres(&scene, model, &id, tiling, &mut |done, total| {
-                if !started_stage {
-                    progress.start(stage, total);
-                    started_stage = true;
-                }
-                progress.update(done);
-            })?;
-            progress.finish();
-            superres_pixels += (scene.grid10.width * scene.grid10.height * out.len()) as u64;
-            sr_bands.extend(out);
-            timings.insert(stage.to_string(), t.elapsed().as_secs_f64());
-        }
         let t = Instant::now();
-        write_superres(&dir.join("superres.tif"), &scene, &sr_bands)?;
-        timings.insert("write superres".to_string(), t.elapsed().as_secs_f64());
+        let keep = options.classify && options.classify_input == ClassifyInput::Superres;
+        let out = superres_streamed(
+            &scene,
+            models,
+            &id,
+            options,
+            &dir.join("superres.tif"),
+            keep,
+            progress,
+        )?;
+        superres_pixels = out.pixels;
+        product_bands = out.bands;
+        sr_bands = out.kept;
+        for s in &out.stats {
+            timings.insert(format!("superres {}x", s.scale), s.stats.busy.as_secs_f64());
+        }
+        timings.insert("superres + write".to_string(), t.elapsed().as_secs_f64());
     }
 
     let mut patch_counts = BTreeMap::new();
@@ -272,6 +292,10 @@ pub fn process_granule(
         }
         let t = Instant::now();
         write_classification(&dir, &result)?;
+        classmap::write_classmap(
+            &dir.join(classmap::FILE),
+            &classmap::from_classification(&result),
+        )?;
         timings.insert(
             "write classification".to_string(),
             t.elapsed().as_secs_f64(),
@@ -316,13 +340,22 @@ pub fn process_granule(
         "s2edge:warnings": warnings,
         "s2edge:processed": started.to_rfc3339(),
     });
-    let item = product_item(
+    let mut item = product_item(
         source,
         &scene.grid10,
+        &product_bands,
         classification.as_ref().map(|c| &c.grid),
         &dir,
         provenance,
     )?;
+    // The map and the model Items (written beside the products by the caller).
+    if let Some(c) = &classification {
+        item.insert_asset(classmap::ASSET_KEY, classmap::asset(&c.classes));
+    }
+    for m in &model_entries {
+        item.links
+            .push(crate::model::stac::product_link(&m.name, m.version));
+    }
     stac::write_item(&dir.join("item.json"), &item)?;
     let product = staging.publish()?;
 
@@ -338,32 +371,164 @@ pub fn process_granule(
     })
 }
 
-/// `superres.tif`: 12 bands at 10 m in [`Band::PRODUCT`] order, harmonised DN, the
-/// 10 m bands passed through.
-fn write_superres(
-    path: &Path,
+/// What the streamed super-resolution produced.
+struct SuperresOut {
+    /// The bands of `superres.tif`, in file order.
+    bands: Vec<Band>,
+    /// Output pixels super-resolved (10 m grid × bands).
+    pixels: u64,
+    /// Per model run: its scale and statistics.
+    stats: Vec<ScaledStats>,
+    /// The super-resolved bands as whole rasters, only when asked to keep them (the
+    /// classifier reads them with `classify_input = "superres"`).
+    kept: BTreeMap<Band, Raster<u16>>,
+}
+
+struct ScaledStats {
+    scale: u32,
+    stats: ModelStats,
+}
+
+/// Runs the loaded super-resolution models strip by strip and streams `superres.tif`:
+/// the bands of [`Band::PRODUCT`] that exist (the 10 m bands, passed through, and each
+/// model's outputs), in that order, harmonised DN. A writer thread compresses strip
+/// k − 1 while strip k is inferred; the channel between them holds one strip, so memory
+/// stays a few strips of the granule's width.
+fn superres_streamed(
     scene: &Scene,
-    sr: &BTreeMap<Band, Raster<u16>>,
-) -> Result<(), PipelineError> {
-    let mut bands = Vec::with_capacity(Band::PRODUCT.len());
-    for band in Band::PRODUCT {
-        let data = if band.resolution() == Resolution::R10 {
-            scene.bands.get(&band)
-        } else {
-            sr.get(&band)
-        };
-        let data = data.ok_or_else(|| {
-            PipelineError::Options(format!(
-                "super-resolution produced no {band}: check the models' outputs"
-            ))
-        })?;
-        bands.push(CogBand {
-            description: band.name(),
-            data,
-        });
+    models: &mut Models<'_>,
+    id: &str,
+    options: &ProcessOptions,
+    path: &Path,
+    keep: bool,
+    progress: &mut dyn Progress,
+) -> Result<SuperresOut, PipelineError> {
+    let mut runs: Vec<&mut dyn Infer> = Vec::new();
+    let mut scales = Vec::new();
+    for m in [
+        models.superres_2x.as_deref_mut(),
+        models.superres_6x.as_deref_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        scales.push(m.spec().superres.as_ref().map_or(0, |s| s.scale));
+        runs.push(m);
     }
-    write_cog(path, &scene.grid10, &bands, Some(f64::from(NODATA_DN)))?;
-    Ok(())
+    let mut produced: Vec<Band> = Vec::new();
+    for m in &runs {
+        let (_, out) = super::superres::output_bands(&**m)?;
+        produced.extend(out.iter().map(|o| o.band));
+    }
+    let bands: Vec<Band> = Band::PRODUCT
+        .iter()
+        .copied()
+        .filter(|b| b.resolution() == Resolution::R10 || produced.contains(b))
+        .collect();
+    for b in bands.iter().filter(|b| b.resolution() == Resolution::R10) {
+        scene.band(*b, "superres.tif", id)?;
+    }
+    let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
+    let grid = scene.grid10;
+    let (w, h) = (grid.width, grid.height);
+    let mut writer = CogStreamWriter::<u16>::new(
+        path,
+        &grid,
+        &names,
+        Some(f64::from(NODATA_DN)),
+        &CogOptions::default(),
+    )?;
+    let mut kept: BTreeMap<Band, Raster<u16>> = BTreeMap::new();
+    if keep {
+        for b in &produced {
+            kept.insert(*b, Raster::filled(w, h, NODATA_DN));
+        }
+    }
+    let strip_options = StripOptions {
+        tile: options.sr_tile,
+        max_batch: options.batch,
+        memory_budget: options.memory_budget,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u16>>>(1);
+    let result = std::thread::scope(|s| {
+        let encoder = std::thread::Builder::new()
+            .name("s2edge-encode".into())
+            .spawn_scoped(s, move || -> Result<(), PipelineError> {
+                for strip in rx {
+                    let slices: Vec<&[u16]> = strip.iter().map(|v| v.as_slice()).collect();
+                    writer.push_rows(&slices)?;
+                }
+                if writer.rows_written() == h {
+                    writer.finish()?;
+                }
+                Ok(())
+            })
+            .map_err(|e| PipelineError::Options(format!("cannot start the encoder thread: {e}")))?;
+        let mut started = false;
+        let stats = superres_strips(
+            scene,
+            &mut runs,
+            id,
+            strip_options,
+            &mut |done, total| {
+                if !started {
+                    progress.start("superres", total);
+                    started = true;
+                }
+                progress.update(done);
+            },
+            &mut |strip| {
+                let mut planes = Vec::with_capacity(bands.len());
+                for b in &bands {
+                    if b.resolution() == Resolution::R10 {
+                        let src = scene.band(*b, "superres.tif", id)?;
+                        planes
+                            .push(src.data[strip.row * w..(strip.row + strip.height) * w].to_vec());
+                    } else if let Some((_, r)) = strip.bands.iter().find(|(sb, _)| sb == b) {
+                        if let Some(full) = kept.get_mut(b) {
+                            full.paste(r, 0, strip.row);
+                        }
+                        planes.push(r.data.clone());
+                    }
+                }
+                // A closed channel means the encoder failed: its error is reported below.
+                tx.send(planes)
+                    .map_err(|_| PipelineError::Options("the superres.tif encoder stopped".into()))
+            },
+        );
+        drop(tx);
+        let encoded = encoder
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        progress.finish();
+        // An encoder failure is the root cause when the strip loop saw a closed channel.
+        match (stats, encoded) {
+            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+            (Ok(stats), Ok(())) => Ok(stats),
+        }
+    })?;
+    let pixels = (w * h * produced.len()) as u64;
+    for st in &result {
+        tracing::info!(
+            model = %st.model,
+            tile = st.plan.tile,
+            batch = st.plan.batch,
+            tiles = st.tiles,
+            padded_mpx = st.padded_pixels as f64 / 1e6,
+            busy_s = st.busy.as_secs_f64(),
+            "super-resolution done"
+        );
+    }
+    Ok(SuperresOut {
+        bands,
+        pixels,
+        stats: scales
+            .into_iter()
+            .zip(result)
+            .map(|(scale, stats)| ScaledStats { scale, stats })
+            .collect(),
+        kept,
+    })
 }
 
 /// `classification.tif` (19 float32 bands, −1 = not classified) and `labels.geojson`.
@@ -425,6 +590,7 @@ fn write_classification(dir: &Path, c: &Classification) -> Result<(), PipelineEr
 fn product_item(
     source: &GranuleSource,
     grid10: &crate::granule::GeoRef,
+    superres_bands: &[Band],
     classification_grid: Option<&crate::granule::GeoRef>,
     dir: &Path,
     provenance: serde_json::Value,
@@ -438,7 +604,7 @@ fn product_item(
             &["data"],
         );
         a.raster_bands = Some(
-            Band::PRODUCT
+            superres_bands
                 .iter()
                 .map(|b| RasterBand {
                     name: Some(b.name().to_string()),
@@ -451,7 +617,7 @@ fn product_item(
                 .collect(),
         );
         a.eo_bands = Some(
-            Band::PRODUCT
+            superres_bands
                 .iter()
                 .map(|b| EoBand {
                     name: b.name().to_string(),
@@ -493,15 +659,7 @@ fn product_item(
         );
     }
     if dir.join("quicklook.png").is_file() {
-        assets.insert(
-            "quicklook".to_string(),
-            Asset::new(
-                "./quicklook.png",
-                stac::MEDIA_PNG,
-                "Quicklook",
-                &["overview"],
-            ),
-        );
+        assets.insert("quicklook".to_string(), Asset::quicklook("./quicklook.png"));
     }
     let properties = match provenance {
         serde_json::Value::Object(m) => m,

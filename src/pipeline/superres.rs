@@ -34,14 +34,28 @@ pub struct SrTiling {
 /// One output band of a super-resolution model: the band, the channel it is
 /// de-normalised with, and its native factor.
 #[derive(Debug, Clone, Copy)]
-struct OutBand {
-    band: Band,
-    channel: Channel,
-    factor: usize,
+pub(crate) struct OutBand {
+    pub(crate) band: Band,
+    pub(crate) channel: Channel,
+    pub(crate) factor: usize,
+}
+
+/// The product value of one super-resolved pixel (DESIGN.md "Radiometry"): nodata where
+/// the band's own low-resolution pixel `low` or a 10 m guide band is nodata, 65535 where
+/// `low` is saturated, else the de-normalised model output `value` as harmonised DN.
+#[inline]
+pub(crate) fn product_dn(low: u16, guide_nodata: bool, value: f32, channel: &Channel) -> u16 {
+    if low == NODATA_DN || guide_nodata {
+        NODATA_DN
+    } else if low == SATURATED_DN {
+        SATURATED_DN
+    } else {
+        to_u16(channel.denormalise(value))
+    }
 }
 
 /// The output bands of the model, in output order, resolved against its inputs.
-fn output_bands(model: &dyn Infer) -> Result<(String, Vec<OutBand>), PipelineError> {
+pub(crate) fn output_bands(model: &dyn Infer) -> Result<(String, Vec<OutBand>), PipelineError> {
     let spec = model.spec();
     let inputs = input_layouts(spec);
     let (name, out) = spec
@@ -188,7 +202,7 @@ pub fn run_tiled(
     Ok(())
 }
 
-fn build_batch(
+pub(crate) fn build_batch(
     scene: &Scene,
     layouts: &[InputLayout],
     tiles: &[Tile],
@@ -213,7 +227,7 @@ fn build_batch(
     Ok(inputs)
 }
 
-fn pick_output<'a>(
+pub(crate) fn pick_output<'a>(
     outputs: &'a [(String, ArrayD<f32>)],
     name: &str,
     model: &str,
@@ -229,7 +243,7 @@ fn pick_output<'a>(
         })
 }
 
-fn check_output_shape(
+pub(crate) fn check_output_shape(
     y: &ArrayD<f32>,
     n: usize,
     c: usize,
@@ -298,16 +312,9 @@ pub fn superres(
                         (col / ob.factor).min(src.width - 1),
                         (row / ob.factor).min(src.height - 1),
                     );
-                    let v = if low == NODATA_DN
-                        || guide_rasters.iter().any(|g| g.get(col, row) == NODATA_DN)
-                    {
-                        NODATA_DN
-                    } else if low == SATURATED_DN {
-                        SATURATED_DN
-                    } else {
-                        to_u16(ob.channel.denormalise(values.get(col0, r)))
-                    };
-                    *out.get_mut(col, row) = v;
+                    let guide_nodata = guide_rasters.iter().any(|g| g.get(col, row) == NODATA_DN);
+                    *out.get_mut(col, row) =
+                        product_dn(low, guide_nodata, values.get(col0, r), &ob.channel);
                 }
             }
         },

@@ -46,10 +46,13 @@
 //! The writer writes `path` in place; atomicity comes from [`super::publish`].
 
 mod ifd;
+mod stream;
+
+pub use stream::CogStreamWriter;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -324,14 +327,7 @@ pub fn write_cog_with<T: CogSample>(
     let nodata_t = check_inputs(georef, bands, nodata)?;
     let threads = thread_count(options.threads);
 
-    // Level sizes: halving until both sides fit one tile.
-    let mut dims = vec![(georef.width, georef.height)];
-    let (mut w, mut h) = (georef.width, georef.height);
-    while w > TILE || h > TILE {
-        w = w.div_ceil(2);
-        h = h.div_ceil(2);
-        dims.push((w, h));
-    }
+    let dims = level_dims(georef.width, georef.height);
 
     // Compressed tiles go to an unnamed spill file beside the output (same file system,
     // removed by the OS however this function ends), band by band and level by level:
@@ -372,24 +368,82 @@ pub fn write_cog_with<T: CogSample>(
         }
     }
     let spill = spill.into_inner().map_err(|e| spill_io(e.into_error()))?;
-
-    let nbands = bands.len();
-    let counts: Vec<Vec<u64>> = runs
+    // Each run is contiguous: tile k of (level, band) starts after the tiles before it.
+    let locs: Vec<Vec<(u64, u64)>> = runs
         .iter()
-        .map(|level| level.iter().flat_map(|r| r.lens.iter().copied()).collect())
+        .map(|level| {
+            level
+                .iter()
+                .flat_map(|r| {
+                    r.lens.iter().scan(r.start, |at, &len| {
+                        let loc = (*at, len);
+                        *at += len;
+                        Some(loc)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let descriptions: Vec<&str> = bands.iter().map(|b| b.description).collect();
+    lay_out_and_copy::<T>(
+        path,
+        spill_dir,
+        &spill,
+        &Layout {
+            georef,
+            descriptions: &descriptions,
+            nodata,
+            dims: &dims,
+            locs: &locs,
+            force_bigtiff: options.force_bigtiff,
+        },
+    )
+}
+
+/// What the header and IFDs of a finished file are made of: the image, its levels, and
+/// where each compressed tile lies in the spill file.
+struct Layout<'a> {
+    georef: &'a GeoRef,
+    descriptions: &'a [&'a str],
+    nodata: Option<f64>,
+    /// Width and height per level, full resolution first.
+    dims: &'a [(usize, usize)],
+    /// Per level, in TIFF tile order (band, then row-major): (offset in spill, length).
+    locs: &'a [Vec<(u64, u64)>],
+    force_bigtiff: bool,
+}
+
+/// Lays the file out once every tile size is known, and writes header, IFDs (full
+/// resolution, then overviews), then the tile data, smallest overview first, copied from
+/// `spill` through a bounded buffer (contiguous spill ranges in one read).
+fn lay_out_and_copy<T: CogSample>(
+    path: &Path,
+    spill_dir: &Path,
+    spill: &std::fs::File,
+    layout: &Layout<'_>,
+) -> Result<(), ProductError> {
+    use std::os::unix::fs::FileExt;
+    let spill_io = |e| ProductError::io(spill_dir, e);
+    let dims = layout.dims;
+    let nbands = layout.descriptions.len();
+    let counts: Vec<Vec<u64>> = layout
+        .locs
+        .iter()
+        .map(|level| level.iter().map(|l| l.1).collect())
         .collect();
     let data_len: u64 = counts.iter().flatten().sum();
+    let metadata = gdal_metadata(layout.descriptions);
 
     let build = |flavour: Flavour, offsets: &[Vec<u64>]| -> Vec<Ifd> {
         dims.iter()
             .enumerate()
             .map(|(l, &(lw, lh))| {
-                let mut ifd = image_ifd::<T>(l > 0, lw, lh, nbands, nodata);
+                let mut ifd = image_ifd::<T>(l > 0, lw, lh, nbands, layout.nodata);
                 set_tiles(&mut ifd, flavour, &offsets[l], &counts[l]);
                 if l == 0 {
-                    set_georef(&mut ifd, georef);
-                    if let Some(xml) = gdal_metadata(bands) {
-                        ifd.set(tag::GDAL_METADATA, Value::Ascii(xml));
+                    set_georef(&mut ifd, layout.georef);
+                    if let Some(xml) = &metadata {
+                        ifd.set(tag::GDAL_METADATA, Value::Ascii(xml.clone()));
                     }
                 }
                 ifd
@@ -402,7 +456,7 @@ pub fn write_cog_with<T: CogSample>(
     let classic = build(Flavour::Classic, &placeholder);
     let classic_total =
         Flavour::Classic.header_len() + ifds_len(&classic, Flavour::Classic) + data_len;
-    let flavour = if options.force_bigtiff || classic_total > u64::from(u32::MAX) {
+    let flavour = if layout.force_bigtiff || classic_total > u64::from(u32::MAX) {
         Flavour::Big
     } else {
         Flavour::Classic
@@ -440,20 +494,36 @@ pub fn write_cog_with<T: CogSample>(
     let file = std::fs::File::create(path).map_err(io)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     out.write_all(&head).map_err(io)?;
-    // Each (level, band) run is contiguous in the spill file; copy runs in file order
-    // through a bounded buffer.
-    let mut spill = spill;
+    // Tiles in file order; ranges contiguous in the spill file are read together.
     let mut buf = vec![0u8; 1 << 20];
-    for level in runs.iter().rev() {
-        for run in level {
-            spill.seek(SeekFrom::Start(run.start)).map_err(spill_io)?;
-            let mut left: u64 = run.lens.iter().sum();
-            while left > 0 {
-                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                spill.read_exact(&mut buf[..n]).map_err(spill_io)?;
-                out.write_all(&buf[..n]).map_err(io)?;
-                left -= n as u64;
-            }
+    let mut copy = |start: u64, len: u64| -> Result<(), ProductError> {
+        let mut done = 0u64;
+        while done < len {
+            let n = buf
+                .len()
+                .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+            spill
+                .read_exact_at(&mut buf[..n], start + done)
+                .map_err(spill_io)?;
+            out.write_all(&buf[..n]).map_err(io)?;
+            done += n as u64;
+        }
+        Ok(())
+    };
+    for level in layout.locs.iter().rev() {
+        let mut pending: Option<(u64, u64)> = None;
+        for &(o, len) in level {
+            pending = match pending {
+                Some((s, l)) if s + l == o => Some((s, l + len)),
+                Some((s, l)) => {
+                    copy(s, l)?;
+                    Some((o, len))
+                }
+                None => Some((o, len)),
+            };
+        }
+        if let Some((s, l)) = pending {
+            copy(s, l)?;
         }
     }
     out.flush().map_err(io)?;
@@ -467,30 +537,25 @@ struct Run {
     lens: Vec<u64>,
 }
 
+/// Level sizes: full resolution, then halving until both sides fit one tile.
+fn level_dims(width: usize, height: usize) -> Vec<(usize, usize)> {
+    let mut dims = vec![(width, height)];
+    let (mut w, mut h) = (width, height);
+    while w > TILE || h > TILE {
+        w = w.div_ceil(2);
+        h = h.div_ceil(2);
+        dims.push((w, h));
+    }
+    dims
+}
+
 /// Validates the inputs and returns the nodata value as `T`.
 fn check_inputs<T: CogSample>(
     georef: &GeoRef,
     bands: &[CogBand<'_, T>],
     nodata: Option<f64>,
 ) -> Result<Option<T>, ProductError> {
-    if bands.is_empty() {
-        return Err(ProductError::invalid("a GeoTIFF needs at least one band"));
-    }
-    if bands.len() > usize::from(u16::MAX) {
-        return Err(ProductError::invalid(format!(
-            "{} bands is too many",
-            bands.len()
-        )));
-    }
-    if georef.width == 0 || georef.height == 0 {
-        return Err(ProductError::invalid(format!(
-            "empty raster {}x{}",
-            georef.width, georef.height
-        )));
-    }
-    if georef.width > u32::MAX as usize || georef.height > u32::MAX as usize {
-        return Err(ProductError::invalid("raster too large for TIFF"));
-    }
+    let nodata_t = check_image::<T>(georef, bands.len(), nodata)?;
     for (i, b) in bands.iter().enumerate() {
         let r = b.data;
         if r.width != georef.width
@@ -508,6 +573,30 @@ fn check_inputs<T: CogSample>(
                 georef.height
             )));
         }
+    }
+    Ok(nodata_t)
+}
+
+/// Validates an image of `nbands` bands over `georef` and returns the nodata value as `T`.
+fn check_image<T: CogSample>(
+    georef: &GeoRef,
+    nbands: usize,
+    nodata: Option<f64>,
+) -> Result<Option<T>, ProductError> {
+    if nbands == 0 {
+        return Err(ProductError::invalid("a GeoTIFF needs at least one band"));
+    }
+    if nbands > usize::from(u16::MAX) {
+        return Err(ProductError::invalid(format!("{nbands} bands is too many")));
+    }
+    if georef.width == 0 || georef.height == 0 {
+        return Err(ProductError::invalid(format!(
+            "empty raster {}x{}",
+            georef.width, georef.height
+        )));
+    }
+    if georef.width > u32::MAX as usize || georef.height > u32::MAX as usize {
+        return Err(ProductError::invalid("raster too large for TIFF"));
     }
     let t = georef.transform;
     let finite = [t.origin_x, t.origin_y, t.pixel_width, t.pixel_height]
@@ -679,38 +768,10 @@ fn compress_raster<T: CogSample>(
         let results = parallel_map(
             count,
             threads,
-            || {
-                (
-                    zstd::bulk::Compressor::new(zstd_level),
-                    Vec::<T>::with_capacity(TILE),
-                    Vec::<u8>::with_capacity(TILE * TILE * 4),
-                )
-            },
+            || tile_encoder::<T>(zstd_level),
             |(compressor, pad, raw), i| {
                 let (ty, tx) = ((first + i) / tiles_x, (first + i) % tiles_x);
-                let (c0, r0) = (tx * TILE, ty * TILE);
-                let cw = TILE.min(r.width - c0);
-                let rows = TILE.min(r.height - r0);
-                raw.clear();
-                for row in 0..rows {
-                    let src = &r.data[(r0 + row) * r.width + c0..][..cw];
-                    if cw == TILE {
-                        T::encode_row(src, raw);
-                    } else {
-                        // Partial tiles are padded with zeros (the predictor runs over
-                        // the padding too, as readers undo it over the full tile width).
-                        pad.clear();
-                        pad.extend_from_slice(src);
-                        pad.resize(TILE, T::default());
-                        T::encode_row(pad, raw);
-                    }
-                }
-                // Rows below the image: zero samples encode to zero bytes.
-                raw.resize(TILE * TILE * usize::from(T::BITS_PER_SAMPLE / 8), 0);
-                match compressor {
-                    Ok(c) => c.compress(raw),
-                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                }
+                encode_tile(r, tx, ty, compressor, pad, raw)
             },
         );
         for res in results {
@@ -726,6 +787,53 @@ fn compress_raster<T: CogSample>(
         }
     }
     Ok(run)
+}
+
+/// A zstd compressor, or why it could not be made (reported when a tile is compressed).
+type Compressor = std::io::Result<zstd::bulk::Compressor<'static>>;
+
+/// The per-thread state of tile encoding: a compressor and two scratch buffers.
+fn tile_encoder<T: CogSample>(zstd_level: i32) -> (Compressor, Vec<T>, Vec<u8>) {
+    (
+        zstd::bulk::Compressor::new(zstd_level),
+        Vec::<T>::with_capacity(TILE),
+        Vec::<u8>::with_capacity(TILE * TILE * 4),
+    )
+}
+
+/// The compressed bytes of tile (`tx`, `ty`) of `r` (tile rows counted from `r`'s first
+/// row): predictor-encoded rows, partial tiles padded with zeros.
+fn encode_tile<T: CogSample>(
+    r: &Raster<T>,
+    tx: usize,
+    ty: usize,
+    compressor: &mut Compressor,
+    pad: &mut Vec<T>,
+    raw: &mut Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    let (c0, r0) = (tx * TILE, ty * TILE);
+    let cw = TILE.min(r.width - c0);
+    let rows = TILE.min(r.height - r0);
+    raw.clear();
+    for row in 0..rows {
+        let src = &r.data[(r0 + row) * r.width + c0..][..cw];
+        if cw == TILE {
+            T::encode_row(src, raw);
+        } else {
+            // Partial tiles are padded with zeros (the predictor runs over
+            // the padding too, as readers undo it over the full tile width).
+            pad.clear();
+            pad.extend_from_slice(src);
+            pad.resize(TILE, T::default());
+            T::encode_row(pad, raw);
+        }
+    }
+    // Rows below the image: zero samples encode to zero bytes.
+    raw.resize(TILE * TILE * usize::from(T::BITS_PER_SAMPLE / 8), 0);
+    match compressor {
+        Ok(c) => c.compress(raw),
+        Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+    }
 }
 
 /// The tags every IFD (full resolution or overview) carries.
@@ -837,12 +945,12 @@ fn format_nodata(v: f64) -> String {
 }
 
 /// The `GDAL_METADATA` XML carrying band descriptions, or `None` when all are empty.
-fn gdal_metadata<T>(bands: &[CogBand<'_, T>]) -> Option<String> {
-    if bands.iter().all(|b| b.description.is_empty()) {
+fn gdal_metadata(descriptions: &[&str]) -> Option<String> {
+    if descriptions.iter().all(|d| d.is_empty()) {
         return None;
     }
     let mut xml = String::from("<GDALMetadata>\n");
-    for (i, b) in bands.iter().enumerate() {
+    for (i, description) in descriptions.iter().enumerate() {
         // GDAL stores item values XML-escaped inside the XML tree, so the file holds
         // them escaped twice and GDAL unescapes twice on reading (verified with a file
         // written by GDAL itself). Escaping once would turn "a & b" into "a ".
@@ -850,7 +958,7 @@ fn gdal_metadata<T>(bands: &[CogBand<'_, T>]) -> Option<String> {
         let _ = writeln!(
             xml,
             "  <Item name=\"DESCRIPTION\" sample=\"{i}\" role=\"description\">{}</Item>",
-            xml_escape(&xml_escape(b.description))
+            xml_escape(&xml_escape(description))
         );
     }
     xml.push_str("</GDALMetadata>");

@@ -6,6 +6,7 @@
 //! | [`geojson`] | RFC 7946 WGS84 geometries from UTM map coordinates, split at the antimeridian (`labels.geojson`) |
 //! | [`stac`] | the STAC 1.0.0 Item (`item.json`) with the projection, raster and eo extensions and provenance |
 //! | [`quicklook`] | the RGBA `quicklook.png` |
+//! | [`classmap`] | `classification.png`: top label per patch in CORINE Land Cover colours, and its legend |
 //! | [`publish`] | the staging directory and the atomic swap into `<out>/<granule-id>/` |
 //!
 //! Invariants: every writer here writes to the path it is given and nothing else; only
@@ -13,6 +14,7 @@
 //! sees a half-written product. Everything is synchronous (the daemon runs it on a
 //! blocking thread).
 
+pub mod classmap;
 pub mod cog;
 pub mod error;
 pub mod geojson;

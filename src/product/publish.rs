@@ -1,7 +1,8 @@
 //! Atomic publication of a product directory as `<out>/<granule-id>/`.
 //!
 //! A product is written into a staging directory `<out>/.<id>.tmp-<pid>-<n>` (same file
-//! system as its destination, hidden by the leading dot), then [`Staging::publish`]:
+//! system as its destination, hidden by the leading dot; an id longer than 200 bytes is
+//! cut there, so the name fits the file name limit), then [`Staging::publish`]:
 //! 1. fsyncs every file and directory in it, so a power cut after the swap cannot leave
 //!    a product with empty files;
 //! 2. moves it into place: `rename` when no product exists; when one exists, an atomic
@@ -23,6 +24,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ProductError;
 use crate::granule::GranuleId;
+
+/// The most bytes of the id a staging name carries: with the dot, [`TMP_MARK`], a pid,
+/// a counter and `-old`, the name stays under the 255-byte file name limit for every
+/// valid id (ids may be 255 bytes long).
+const STAGING_STEM_MAX: usize = 200;
+
+/// The id, cut to [`STAGING_STEM_MAX`] bytes on a character boundary.
+fn staging_stem(id: &GranuleId) -> &str {
+    let s = id.as_str();
+    let mut end = s.len().min(STAGING_STEM_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// Distinguishes stagings of one process (several granules at once, or retries).
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -51,7 +67,7 @@ impl Staging {
         let pid = std::process::id();
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = out_dir.join(format!(".{id}{TMP_MARK}{pid}-{n}"));
+            let path = out_dir.join(format!(".{}{TMP_MARK}{pid}-{n}", staging_stem(id)));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
                     return Ok(Staging {
@@ -322,5 +338,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("G")]);
+    }
+
+    /// Ids of up to 255 bytes are valid; the staging name (id + pid + counter + "-old")
+    /// must still fit the 255-byte file name limit (it did not: ENAMETOOLONG, classed
+    /// transient, retried four times).
+    #[test]
+    fn the_longest_ids_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = GranuleId::new("é".repeat(127) + "x").unwrap();
+        assert_eq!(id.as_str().len(), 255);
+        for _ in 0..2 {
+            let s = Staging::new(dir.path(), &id).unwrap();
+            std::fs::write(s.path().join("item.json"), "{}").unwrap();
+            let p = s.publish().unwrap();
+            assert!(p.join("item.json").is_file());
+        }
+        let s = Staging::new(dir.path(), &id).unwrap();
+        s.replace_non_atomic(&dir.path().join(id.as_str())).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -35,6 +35,9 @@ pub const PROJECTION_EXT: &str = "https://stac-extensions.github.io/projection/v
 pub const RASTER_EXT: &str = "https://stac-extensions.github.io/raster/v1.1.0/schema.json";
 /// Schema URL of the electro-optical extension.
 pub const EO_EXT: &str = "https://stac-extensions.github.io/eo/v1.1.0/schema.json";
+/// Schema URL of the classification extension (the legend of `classification.png`).
+pub const CLASSIFICATION_EXT: &str =
+    "https://stac-extensions.github.io/classification/v1.0.0/schema.json";
 /// Media type of a Cloud-Optimized GeoTIFF asset.
 pub const MEDIA_COG: &str = "image/tiff; application=geotiff; profile=cloud-optimized";
 /// Media type of a GeoJSON asset.
@@ -117,6 +120,9 @@ pub struct Asset {
     /// Per-band spectral description.
     #[serde(rename = "eo:bands", default, skip_serializing_if = "Option::is_none")]
     pub eo_bands: Option<Vec<EoBand>>,
+    /// Further fields of other extensions (e.g. `classification:classes`).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 impl Asset {
@@ -131,7 +137,31 @@ impl Asset {
             proj_transform: None,
             raster_bands: None,
             eo_bands: None,
+            extra: Map::new(),
         }
+    }
+
+    /// The quicklook asset: an overview a catalogue shows as the Item's picture.
+    pub fn quicklook(href: impl Into<String>) -> Self {
+        Asset::new(
+            href,
+            MEDIA_PNG,
+            "Quicklook (true colour)",
+            &["overview", "visual"],
+        )
+    }
+
+    /// The classification map asset (`classification.png`) with its legend as
+    /// `classification:classes`.
+    pub fn classification_map(href: impl Into<String>, legend: Value) -> Self {
+        let mut a = Asset::new(
+            href,
+            MEDIA_PNG,
+            "Land-cover map: top label per patch, CORINE Land Cover colours",
+            &["visual", "overview"],
+        );
+        a.extra.insert("classification:classes".into(), legend);
+        a
     }
 
     /// Declares the asset's own grid (`proj:shape`, `proj:transform`).
@@ -152,6 +182,9 @@ pub struct Link {
     /// Media type of the target.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// Human-readable title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// What the pipeline knows about a product; [`Item::build`] turns it into an Item.
@@ -243,6 +276,13 @@ impl Item {
         if spec.assets.values().any(|a| a.eo_bands.is_some()) {
             stac_extensions.push(EO_EXT.to_string());
         }
+        if spec
+            .assets
+            .values()
+            .any(|a| a.extra.contains_key("classification:classes"))
+        {
+            stac_extensions.push(CLASSIFICATION_EXT.to_string());
+        }
         let links = spec
             .self_href
             .into_iter()
@@ -250,6 +290,7 @@ impl Item {
                 rel: "self".into(),
                 href,
                 media_type: Some("application/json".into()),
+                title: None,
             })
             .collect();
         Ok(Item {
@@ -263,6 +304,27 @@ impl Item {
             links,
             assets: spec.assets,
         })
+    }
+
+    /// Adds (or replaces) an asset after the Item was built, declaring the extensions
+    /// its fields use.
+    pub fn insert_asset(&mut self, key: impl Into<String>, asset: Asset) {
+        let mut uses = Vec::new();
+        if asset.raster_bands.is_some() {
+            uses.push(RASTER_EXT);
+        }
+        if asset.eo_bands.is_some() {
+            uses.push(EO_EXT);
+        }
+        if asset.extra.contains_key("classification:classes") {
+            uses.push(CLASSIFICATION_EXT);
+        }
+        for ext in uses {
+            if !self.stac_extensions.iter().any(|e| e == ext) {
+                self.stac_extensions.push(ext.to_string());
+            }
+        }
+        self.assets.insert(key.into(), asset);
     }
 
     /// The provenance warnings recorded in the Item.
@@ -353,5 +415,23 @@ mod tests {
         assert!(item.warnings().is_empty());
         assert!(item.stac_extensions.contains(&RASTER_EXT.to_string()));
         assert!(!item.stac_extensions.contains(&EO_EXT.to_string()));
+    }
+
+    #[test]
+    fn assets_added_later_declare_their_extensions() {
+        let mut item = Item::build(spec(Some(Utc::now()))).unwrap();
+        let legend = serde_json::json!([{"value": 0, "description": "x"}]);
+        item.insert_asset("map", Asset::classification_map("./m.png", legend));
+        item.insert_asset(
+            "map2",
+            Asset::classification_map("./m.png", serde_json::json!([])),
+        );
+        let n = item
+            .stac_extensions
+            .iter()
+            .filter(|e| *e == CLASSIFICATION_EXT)
+            .count();
+        assert_eq!(n, 1);
+        assert_eq!(item.assets["map"].roles, vec!["visual", "overview"]);
     }
 }

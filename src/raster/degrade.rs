@@ -36,8 +36,10 @@ pub fn gaussian_blur(src: &Raster<f32>, sigma: f32) -> Raster<f32> {
     out
 }
 
-/// The normalised 1-D Gaussian of radius `ceil(3σ)` (length `2r + 1`).
-fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+/// The normalised 1-D Gaussian of radius `ceil(3σ)` (length `2r + 1`): the taps
+/// [`gaussian_blur`] uses (the trainer's in-graph degradation reuses them, so the network's
+/// own degradation is this one).
+pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     let sigma = f64::from(sigma);
     let r = (3.0 * sigma).ceil() as i64;
     let raw: Vec<f64> = (-r..=r)
@@ -93,6 +95,16 @@ pub fn wald_degrade(src: &Raster<f32>, scale: usize) -> Raster<f32> {
         return src.clone();
     }
     block_mean(&gaussian_blur(src, scale as f32 / 2.0), scale)
+}
+
+/// The Wald degradation by `scale` with a blur of `sigma` pixels instead of the standard
+/// `scale / 2`: the blur-mismatch tests (a sensor blurrier or sharper than assumed) and
+/// blur augmentation in training. `sigma` not positive and finite: block mean only.
+pub fn wald_degrade_sigma(src: &Raster<f32>, scale: usize, sigma: f32) -> Raster<f32> {
+    if scale <= 1 {
+        return src.clone();
+    }
+    block_mean(&gaussian_blur(src, sigma), scale)
 }
 
 #[cfg(test)]
@@ -200,5 +212,10 @@ mod tests {
         assert!(d.data[5] > 0.0 && d.data[5] < 300.0);
         assert!(d.data[6] > 300.0 && d.data[6] < 600.0);
         assert_eq!(wald_degrade(&step, 1), step);
+        // The σ variant with the standard σ is the standard degradation.
+        assert_eq!(wald_degrade_sigma(&step, 2, 1.0), wald_degrade(&step, 2));
+        let sharp = wald_degrade_sigma(&step, 2, 0.5);
+        let blurry = wald_degrade_sigma(&step, 2, 1.5);
+        assert!(sharp.data[5] < d.data[5] && d.data[5] < blurry.data[5]);
     }
 }

@@ -66,6 +66,30 @@ pub fn save(
     state: &CheckpointState,
     nets: &[NetState<'_>],
 ) -> Result<PathBuf, TrainError> {
+    save_with(dir, state, nets, None)
+}
+
+/// Super-resolution architecture details beyond `state.toml` (`superres.toml`; absent in
+/// checkpoints of versions before the back-projection layer, which means none).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrArch {
+    /// Back-projection steps inside the graph.
+    #[serde(default)]
+    pub backprojection_steps: usize,
+}
+
+/// [`save`], with the super-resolution details `sr` written into the same atomic
+/// checkpoint.
+///
+/// # Errors
+/// As [`save`].
+pub fn save_with(
+    dir: &Path,
+    state: &CheckpointState,
+    nets: &[NetState<'_>],
+    sr: Option<&SrArch>,
+) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let tmp = dir.join(format!(".tmp-{}-{}", state.step, std::process::id()));
     if tmp.exists() {
@@ -88,6 +112,14 @@ pub fn save(
     })?;
     let sp = tmp.join("state.toml");
     std::fs::write(&sp, text).map_err(|e| TrainError::io(&sp, e))?;
+    if let Some(sr) = sr {
+        let text = toml::to_string(sr).map_err(|e| TrainError::Checkpoint {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        let p = tmp.join(SR_ARCH_FILE);
+        std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))?;
+    }
     let dest = latest(dir);
     let old = dir.join(".old");
     if old.exists() {
@@ -101,6 +133,29 @@ pub fn save(
         std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
     }
     Ok(dest)
+}
+
+/// The file of [`SrArch`] in a checkpoint.
+const SR_ARCH_FILE: &str = "superres.toml";
+
+/// Reads `superres.toml` of checkpoint `ckpt`; absent means the defaults (no
+/// back-projection), as every checkpoint written before it existed.
+///
+/// # Errors
+/// [`TrainError::Checkpoint`] when present but unreadable.
+pub fn load_sr_arch(ckpt: &Path) -> Result<SrArch, TrainError> {
+    let p = ckpt.join(SR_ARCH_FILE);
+    if !p.exists() {
+        return Ok(SrArch::default());
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| TrainError::Checkpoint {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: p,
+        reason: e.to_string(),
+    })
 }
 
 /// Reads `state.toml` of the checkpoint directory `ckpt` (a `latest/`).

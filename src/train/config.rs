@@ -232,6 +232,20 @@ pub struct TrainConfig {
     /// (tests compare them).
     #[serde(default)]
     pub dump_weights: bool,
+    /// superres/gan: back-projection steps inside the graph after the residual
+    /// (`train::backproject`; 0: plain DSen2, as versions 1 and 2).
+    #[serde(default)]
+    pub backprojection_steps: usize,
+    /// superres/gan: blur augmentation. Each training region is degraded once per factor,
+    /// with σ = factor × scale/2 instead of the standard σ (empty: the standard only), so
+    /// the network holds when the real sensor blur is not the assumed one.
+    #[serde(default)]
+    pub blur_factors: Vec<f32>,
+    /// superres/gan: start the network (the GAN's generator) from the weights of this
+    /// super-resolution checkpoint directory (a `latest/` of the same scale, blocks and
+    /// features), e.g. a GAN from a trained DSen2. Ignored with `--resume`.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
 
 fn default_version() -> u32 {
@@ -328,6 +342,25 @@ impl TrainConfig {
             }
             if self.blocks == 0 || self.features == 0 {
                 return bad("blocks and features must be at least 1".into());
+            }
+            if let Some(f) = self
+                .blur_factors
+                .iter()
+                .find(|f| !(f.is_finite() && **f > 0.0))
+            {
+                return bad(format!("blur_factors must be positive, got {f}"));
+            }
+            if self.backprojection_steps > 0 && self.patch % self.scale != 0 {
+                return bad(format!(
+                    "patch {} must be a multiple of scale {} with back-projection (it runs on the coarse grid)",
+                    self.patch, self.scale
+                ));
+            }
+            if self.backprojection_steps > 20 {
+                return bad(format!(
+                    "backprojection_steps {} is more than 20 (each step widens the tiling halo)",
+                    self.backprojection_steps
+                ));
             }
         }
         Ok(())

@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::granule::{Band, GranuleSource};
-use crate::raster::degrade::wald_degrade;
+use crate::raster::degrade::{wald_degrade, wald_degrade_sigma};
 use crate::raster::radiometry::{harmonise, to_f32};
 use crate::raster::resample::{upsample, Kernel};
 use crate::raster::Raster;
@@ -310,6 +310,30 @@ pub fn degrade_region(
     region: Region,
     bands: &SrBands,
 ) -> Result<(SrScene, DegradedNative), TrainError> {
+    degrade_region_blur(native, region, bands, 1.0)
+}
+
+/// The Wald degradation of one band by `scale` with σ = `blur_factor` × scale/2 (1: the
+/// standard [`wald_degrade`]).
+pub fn degrade_band(band: &Raster<f32>, scale: usize, blur_factor: f32) -> Raster<f32> {
+    if blur_factor == 1.0 {
+        wald_degrade(band, scale)
+    } else {
+        wald_degrade_sigma(band, scale, blur_factor * scale as f32 / 2.0)
+    }
+}
+
+/// [`degrade_region`] with the blur σ = `blur_factor` × scale/2 instead of the standard
+/// (blur augmentation, blur-mismatch evaluation).
+///
+/// # Errors
+/// [`TrainError::MissingBand`].
+pub fn degrade_region_blur(
+    native: &NativeBands,
+    region: Region,
+    bands: &SrBands,
+    blur_factor: f32,
+) -> Result<(SrScene, DegradedNative), TrainError> {
     let s = bands.scale;
     let (w, h) = (region.width / s, region.height / s);
     let norm = |r: &Raster<f32>| r.map(|v| (v - NORM_MEAN) / NORM_STD);
@@ -322,7 +346,7 @@ pub fn degrade_region(
         let mut natives = Vec::new();
         for &band in group {
             let f = band.resolution().factor();
-            let d = wald_degrade(&native.cut(band, region)?, s);
+            let d = degrade_band(&native.cut(band, region)?, s, blur_factor);
             let up = if f == 1 {
                 d.clone()
             } else {
@@ -363,21 +387,37 @@ pub struct Sample {
 /// Patches of side `patch` at a stride of `patch / 4` over each scene, skipping any that
 /// touches nodata (counted in the second return value).
 pub fn enumerate_samples(scenes: &[SrScene], patch: usize) -> (Vec<Sample>, usize) {
-    let stride = (patch / 4).max(1);
+    enumerate_samples_aligned(scenes, patch, 1)
+}
+
+/// [`enumerate_samples`] with every patch origin a multiple of `align`: the
+/// back-projection layer needs patches on the coarse grid (its observation recovery and
+/// degradation are strided by the scale).
+pub fn enumerate_samples_aligned(
+    scenes: &[SrScene],
+    patch: usize,
+    align: usize,
+) -> (Vec<Sample>, usize) {
+    let align = align.max(1);
+    let stride = ((patch / 4).max(1)).div_ceil(align) * align;
     let mut out = Vec::new();
     let mut skipped = 0;
     for (i, sc) in scenes.iter().enumerate() {
         if sc.width < patch || sc.height < patch {
             continue;
         }
-        let mut rows: Vec<usize> = (0..=sc.height - patch).step_by(stride).collect();
-        let mut cols: Vec<usize> = (0..=sc.width - patch).step_by(stride).collect();
+        let (last_row, last_col) = (
+            (sc.height - patch) / align * align,
+            (sc.width - patch) / align * align,
+        );
+        let mut rows: Vec<usize> = (0..=last_row).step_by(stride).collect();
+        let mut cols: Vec<usize> = (0..=last_col).step_by(stride).collect();
         // Always include the last row/column so the scene edge is trained on.
-        if rows.last() != Some(&(sc.height - patch)) {
-            rows.push(sc.height - patch);
+        if rows.last() != Some(&last_row) {
+            rows.push(last_row);
         }
-        if cols.last() != Some(&(sc.width - patch)) {
-            cols.push(sc.width - patch);
+        if cols.last() != Some(&last_col) {
+            cols.push(last_col);
         }
         for &row in &rows {
             for &col in &cols {

@@ -5,18 +5,30 @@
 //! bilinearly upsampled to the 10 m grid, so the graph's residual adds its own `x20`
 //! (2×) or `x60` (6×) input and the network learns only the missing detail.
 //!
+//! With [`Dsen2::with_backprojection`], `K` steps of iterative back-projection follow the
+//! residual ([`super::backproject`]), so the output degraded back with the project's Wald
+//! degradation agrees with the observed coarse pixels; the layer is part of the forward
+//! pass, so it is trained end to end and exported with the network.
+//!
 //! Invariants: every convolution is 3×3 with "same" padding, so the receptive radius is
-//! the number of convolutions, `2·blocks + 2` ([`Dsen2::receptive_radius`]); the
-//! activation is ReLU, or for the GAN generator LeakyReLU written as
+//! the number of convolutions, `2·blocks + 2`, plus the back-projection's radius
+//! ([`Dsen2::receptive_radius`]); the activation is ReLU, or for the GAN generator LeakyReLU written as
 //! `relu(x) − a·relu(−x)` (the ONNX exporter cannot lower LeakyReLU); the last convolution
-//! starts at zero, so an untrained network returns exactly its upsampled input.
+//! starts at zero, so an untrained network without back-projection returns exactly its
+//! upsampled input. The graph takes its inputs concatenated ([`Dsen2::forward_joined`]);
+//! the residual's skip channels are picked by a one-hot 1×1 convolution, exact, because the
+//! exporter cannot lower a slice on a tensor with dynamic axes.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::backproject::BackProjection;
 
 /// `relu(x) − slope·relu(−x)`; `slope = 0` is ReLU.
 fn act(x: Tensor<4>, slope: f32) -> Tensor<4> {
@@ -57,6 +69,12 @@ pub struct Dsen2 {
     /// LeakyReLU slope; 0 for ReLU.
     #[module(skip)]
     slope: f32,
+    /// Input channels per graph input, in order (the last group is the skip).
+    #[module(skip)]
+    groups: Vec<usize>,
+    /// Observation consistency after the residual (none: plain DSen2).
+    #[module(skip)]
+    backprojection: Option<BackProjection>,
 }
 
 /// DSen2's residual scaling.
@@ -84,38 +102,65 @@ impl Dsen2 {
                 .collect(),
             tail: conv3(features, cout, true, device),
             slope,
+            groups: in_channels.to_vec(),
+            backprojection: None,
         }
     }
 
-    /// The number of 3×3 convolutions: how far an output pixel sees.
+    /// The same network followed by `steps` back-projection steps at `scale` (0 steps:
+    /// none).
+    pub fn with_backprojection(mut self, scale: usize, steps: usize) -> Dsen2 {
+        self.backprojection = (steps > 0).then(|| BackProjection::new(scale, steps));
+        self
+    }
+
+    /// Back-projection steps (0 without the layer).
+    pub fn backprojection_steps(&self) -> usize {
+        self.backprojection.as_ref().map_or(0, |b| b.steps)
+    }
+
+    /// How far an output pixel sees: the number of 3×3 convolutions plus the
+    /// back-projection's radius.
     pub fn receptive_radius(&self) -> u32 {
         (2 * self.blocks.len() + 2) as u32
+            + self
+                .backprojection
+                .as_ref()
+                .map_or(0, BackProjection::radius)
     }
 
     /// Forward pass over the graph inputs in order (normalised; coarse ones upsampled).
     pub fn forward(&self, inputs: Vec<Tensor<4>>) -> Tensor<4> {
-        let skip = inputs.last().cloned();
-        let x = Tensor::cat(inputs, 1);
+        self.forward_joined(Tensor::cat(inputs, 1))
+    }
+
+    /// Forward pass over the graph inputs concatenated along the channels: the export
+    /// entry point (one graph input, split into the manifest's inputs after export).
+    pub fn forward_joined(&self, x: Tensor<4>) -> Tensor<4> {
+        let cin: usize = self.groups.iter().sum();
+        let cout = self.groups.last().copied().unwrap_or(0);
+        // The last input's channels (the upsampled coarse bands): one-hot 1×1 conv.
+        let mut w = vec![0f32; cout * cin];
+        for c in 0..cout {
+            w[c * cin + cin - cout + c] = 1.0;
+        }
+        let w = Tensor::from_data(TensorData::new(w, [cout, cin, 1, 1]), &x.device());
+        let skip = conv2d(
+            x.clone(),
+            w,
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        );
         let mut h = act(self.head.forward(x), self.slope);
         for b in &self.blocks {
             let r = b.conv2.forward(act(b.conv1.forward(h.clone()), self.slope));
             h = h + r.mul_scalar(RES_SCALE);
         }
-        let y = self.tail.forward(h);
-        match skip {
-            Some(s) => y + s,
+        let y = self.tail.forward(h) + skip.clone();
+        match &self.backprojection {
+            Some(bp) => bp.forward(y, skip),
             None => y,
         }
-    }
-
-    /// Two-input forward (2×: `x10`, `x20`), the export entry point.
-    pub fn forward2(&self, x: (Tensor<4>, Tensor<4>)) -> Tensor<4> {
-        self.forward(vec![x.0, x.1])
-    }
-
-    /// Three-input forward (6×: `x10`, `x20`, `x60`), the export entry point.
-    pub fn forward3(&self, x: (Tensor<4>, Tensor<4>, Tensor<4>)) -> Tensor<4> {
-        self.forward(vec![x.0, x.1, x.2])
     }
 }
 

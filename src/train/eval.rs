@@ -4,7 +4,13 @@
 //! - bicubic upsampling of the degraded band;
 //! - linear guided detail injection: per output band, least squares of
 //!   (original − bicubic-of-degraded) on the 10 m bands' lost detail
-//!   (degraded − bicubic(re-degraded)), fitted on the training region.
+//!   (degraded − bicubic(re-degraded)), fitted on the training region, or (with
+//!   [`EvalOptions::fit`]) on other whole granules, as a user with no labels for the test
+//!   scene would fit it.
+//!
+//! A blur mismatch ([`EvalOptions::blur_factor`]) degrades the test scene with σ = factor
+//! × scale/2 while the models and the baseline fit keep assuming the standard σ: the real
+//! sensor blur is never exactly the assumed one.
 //!
 //! Invariants: all three methods see the same degraded input, quantised to harmonised DN
 //! `u16` as a real product would be; the reference is the original band of the region;
@@ -29,7 +35,9 @@ use crate::raster::resample::{upsample, Kernel};
 use crate::raster::Raster;
 
 use super::config::Holdout;
-use super::data::{split_regions, NativeBands, Region, SrBands};
+use std::path::PathBuf;
+
+use super::data::{degrade_band, split_regions, NativeBands, Region, SrBands};
 use super::TrainError;
 
 /// The four standard metrics of one method.
@@ -64,6 +72,29 @@ pub struct EvalReport {
     pub bicubic: Scores,
     /// Linear guided detail injection.
     pub linear_guided: Scores,
+    /// Where the linear baseline was fitted.
+    pub linear_fit: String,
+    /// The test scene's blur, in units of the standard σ = scale/2.
+    pub blur_factor: f64,
+}
+
+/// How an evaluation is run beyond the region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    /// Fit the linear baseline on these whole granules (empty: on the test granule's
+    /// training region, as before).
+    pub fit: Vec<PathBuf>,
+    /// Degrade the test scene with σ = this × scale/2 (1: the standard).
+    pub blur_factor: f32,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            fit: Vec::new(),
+            blur_factor: 1.0,
+        }
+    }
 }
 
 impl EvalReport {
@@ -72,6 +103,11 @@ impl EvalReport {
         let mut t = toml::Table::new();
         t.insert("eval_region".into(), self.region.clone().into());
         t.insert("eval_pixels".into(), (self.pixels as i64).into());
+        t.insert("linear_guided_fit".into(), self.linear_fit.clone().into());
+        t.insert(
+            "eval_blur_factor".into(),
+            ((self.blur_factor * 1000.0).round() / 1000.0).into(),
+        );
         for (prefix, s) in [
             ("", &self.model_scores),
             ("bicubic_", &self.bicubic),
@@ -95,10 +131,11 @@ fn degraded_u16(
     region: Region,
     bands: &[Band],
     s: usize,
+    blur_factor: f32,
 ) -> Result<BTreeMap<Band, Raster<u16>>, TrainError> {
     let mut out = BTreeMap::new();
     for &b in bands {
-        let d = wald_degrade(&native.cut(b, region)?, s);
+        let d = degrade_band(&native.cut(b, region)?, s, blur_factor);
         out.insert(b, d.map(to_u16));
     }
     Ok(out)
@@ -253,11 +290,25 @@ pub fn evaluate(
     holdout: Holdout,
     tile: usize,
 ) -> Result<EvalReport, TrainError> {
+    evaluate_with(model_dir, data, holdout, tile, &EvalOptions::default())
+}
+
+/// [`evaluate`] with [`EvalOptions`] (baseline fitted on other granules, blur mismatch).
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn evaluate_with(
+    model_dir: &Path,
+    data: &Path,
+    holdout: Holdout,
+    tile: usize,
+    opts: &EvalOptions,
+) -> Result<EvalReport, TrainError> {
     let spec = ModelSpec::load(&model_dir.join("model.toml"))?;
     let scale = spec.superres.as_ref().map_or(2, |s| s.scale as usize);
     let bands = SrBands::for_scale(scale);
     let mut model = LoadedModel::load(model_dir, &ProviderOptions::default())?;
-    evaluate_loaded(&mut model, &bands, data, holdout, tile)
+    evaluate_loaded_with(&mut model, &bands, data, holdout, tile, opts)
 }
 
 /// [`evaluate`] with a model already loaded.
@@ -271,26 +322,87 @@ pub fn evaluate_loaded(
     holdout: Holdout,
     tile: usize,
 ) -> Result<EvalReport, TrainError> {
+    evaluate_loaded_with(model, bands, data, holdout, tile, &EvalOptions::default())
+}
+
+/// Accumulated per output band: the detail features and residuals the linear baseline
+/// is fitted on (pooled over every fit region).
+fn fit_samples(
+    native: &NativeBands,
+    region: Region,
+    bands: &SrBands,
+    features: &mut [Vec<f32>],
+    residuals: &mut [Vec<f32>],
+) -> Result<(), TrainError> {
+    let all = bands.all_bands();
+    let deg = degraded_u16(native, region, &all, bands.scale, 1.0)?;
+    let fit_in = baseline_inputs(native, region, bands, &deg)?;
+    for (f, d) in features.iter_mut().zip(&fit_in.detail) {
+        f.extend_from_slice(&d.data);
+    }
+    for ((res, bic), reference) in residuals
+        .iter_mut()
+        .zip(&fit_in.bicubic)
+        .zip(&fit_in.reference)
+    {
+        res.extend(reference.data.iter().zip(&bic.data).map(|(r, b)| r - b));
+    }
+    Ok(())
+}
+
+/// [`evaluate_loaded`] with [`EvalOptions`].
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn evaluate_loaded_with(
+    model: &mut LoadedModel,
+    bands: &SrBands,
+    data: &Path,
+    holdout: Holdout,
+    tile: usize,
+    opts: &EvalOptions,
+) -> Result<EvalReport, TrainError> {
     let s = bands.scale;
     let native = NativeBands::read(data, &bands.all_bands())?;
     let (train, held) = split_regions(data, native.width10, native.height10, bands, holdout)?;
     let test = held.unwrap_or(train);
     let all = bands.all_bands();
 
-    // Fit the linear baseline on the training region.
-    let deg_train = degraded_u16(&native, train, &all, s)?;
-    let fit_in = baseline_inputs(&native, train, bands, &deg_train)?;
-    let mut weights = Vec::new();
-    for (bic, reference) in fit_in.bicubic.iter().zip(&fit_in.reference) {
-        let mut res = reference.clone();
-        for (v, b) in res.data.iter_mut().zip(&bic.data) {
-            *v -= *b;
+    // Fit the linear baseline: on the training region, or on other whole granules.
+    let nguides = bands.inputs.first().map_or(0, |(_, g)| g.len());
+    let mut features = vec![Vec::new(); nguides];
+    let mut residuals = vec![Vec::new(); bands.outputs.len()];
+    let linear_fit = if opts.fit.is_empty() {
+        fit_samples(&native, train, bands, &mut features, &mut residuals)?;
+        format!(
+            "{} rows {}..{} (the test granule's training region)",
+            native.id,
+            train.row,
+            train.row + train.height
+        )
+    } else {
+        let mut ids = Vec::new();
+        for p in &opts.fit {
+            let other = NativeBands::read(p, &all)?;
+            let (whole, _) = split_regions(p, other.width10, other.height10, bands, Holdout::None)?;
+            fit_samples(&other, whole, bands, &mut features, &mut residuals)?;
+            ids.push(other.id.clone());
         }
-        weights.push(least_squares(&fit_in.detail, &res));
-    }
+        format!("{} (whole granules)", ids.join(", "))
+    };
+    let as_raster = |v: Vec<f32>| Raster {
+        width: v.len(),
+        height: 1,
+        data: v,
+    };
+    let features: Vec<Raster<f32>> = features.into_iter().map(as_raster).collect();
+    let weights: Vec<Vec<f64>> = residuals
+        .into_iter()
+        .map(|r| least_squares(&features, &as_raster(r)))
+        .collect();
 
     // Score on the test region.
-    let deg = degraded_u16(&native, test, &all, s)?;
+    let deg = degraded_u16(&native, test, &all, s, opts.blur_factor)?;
     let base = baseline_inputs(&native, test, bands, &deg)?;
     let linear: Vec<Raster<f32>> = base
         .bicubic
@@ -356,8 +468,10 @@ pub fn evaluate_loaded(
             test.col + test.width,
             if held.is_some() {
                 "held out"
-            } else {
+            } else if opts.fit.is_empty() {
                 "training region"
+            } else {
+                "whole granule"
             }
         ),
         bands: bands.outputs.iter().map(|b| b.to_string()).collect(),
@@ -365,6 +479,8 @@ pub fn evaluate_loaded(
         model_scores: scores(&base.reference, &est)?,
         bicubic: scores(&base.reference, &base.bicubic)?,
         linear_guided: scores(&base.reference, &linear)?,
+        linear_fit,
+        blur_factor: f64::from(opts.blur_factor),
     })
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use burn_onnx::export::{AxisSpec, InputSpec as AxisInputSpec, OnnxExporter};
-use onnx_ir::{Message, ModelProto};
+use onnx_ir::{AttributeProto, AttributeType, Message, ModelProto, NodeProto};
 use sha2::{Digest, Sha256};
 
 use crate::granule::Resolution;
@@ -33,58 +33,116 @@ use super::TrainError;
 /// The manifest's output name of super-resolution models.
 pub const SR_OUTPUT: &str = "y";
 
-/// Exports `model` to ONNX bytes with dynamic batch/height/width axes and inputs renamed
-/// to `input_names`, the single output to `output_name`.
+/// Exports `model` to ONNX bytes with dynamic batch/height/width axes, graph inputs named
+/// and split as the manifest's (`x10`, `x20`[, `x60`]) and the single output named `y`.
+///
+/// The network is traced with its inputs joined into one tensor
+/// ([`Dsen2::forward_joined`]): with two graph inputs sharing the symbolic height, the
+/// exporter cannot tell which input a reshape's height comes from, and the
+/// back-projection layer reshapes. The one input is then split back into the manifest's
+/// inputs by prepending a `Concat` ([`split_joined_input`]). The trace sizes are
+/// non-square multiples of 6 with a batch above 1, so no two dynamic axes coincide.
 ///
 /// # Errors
-/// [`TrainError::Export`] when burn-onnx cannot lower the graph or the renaming fails.
+/// [`TrainError::Export`] when burn-onnx cannot lower the graph or the rewriting fails.
 pub fn export_sr_onnx(model: &Dsen2, bands: &SrBands, name: &str) -> Result<Vec<u8>, TrainError> {
     let device = Device::flex();
-    let chans = bands.channels();
-    let mk = |n: usize, s: usize| -> Vec<Tensor<4>> {
-        chans
-            .iter()
-            .map(|&c| Tensor::<4>::zeros([n, c, s, s], &device))
-            .collect()
-    };
+    let cin: usize = bands.channels().iter().sum();
     let spec = AxisInputSpec::new([
         AxisSpec::dynamic("batch"),
         AxisSpec::Static,
         AxisSpec::dynamic("height"),
         AxisSpec::dynamic("width"),
     ]);
-    let specs = vec![spec; chans.len()];
     let err = |e: burn_onnx::export::ExportError| TrainError::Export {
         model: name.to_string(),
         reason: format!("{e}"),
     };
-    let exporter = OnnxExporter::new();
-    let onnx = match chans.len() {
-        2 => {
-            let (a, b) = (mk(1, 16), mk(2, 24));
-            let s = (a[0].clone(), a[1].clone());
-            let v = (b[0].clone(), b[1].clone());
-            exporter
-                .export_dynamic(model, s, v, &specs, |m: &Dsen2, x| m.forward2(x))
-                .map_err(err)?
-        }
-        3 => {
-            let (a, b) = (mk(1, 18), mk(2, 30));
-            let s = (a[0].clone(), a[1].clone(), a[2].clone());
-            let v = (b[0].clone(), b[1].clone(), b[2].clone());
-            exporter
-                .export_dynamic(model, s, v, &specs, |m: &Dsen2, x| m.forward3(x))
-                .map_err(err)?
-        }
-        n => {
-            return Err(TrainError::Export {
-                model: name.to_string(),
-                reason: format!("{n} graph inputs are not supported"),
-            })
-        }
+    let sample = Tensor::<4>::zeros([2, cin, 24, 30], &device);
+    let validation = Tensor::<4>::zeros([3, cin, 36, 42], &device);
+    let onnx = OnnxExporter::new()
+        .export_dynamic(model, sample, validation, &[spec], |m: &Dsen2, x| {
+            m.forward_joined(x)
+        })
+        .map_err(err)?;
+    let joined = rename_io(onnx.as_bytes(), &[JOINED_INPUT], &[SR_OUTPUT], name)?;
+    let inputs: Vec<(&str, usize)> = bands.inputs.iter().map(|(n, b)| (*n, b.len())).collect();
+    split_joined_input(&joined, JOINED_INPUT, &inputs, name)
+}
+
+/// The graph input of the joined trace, before it is split.
+const JOINED_INPUT: &str = "x_joined";
+
+/// Replaces graph input `joined` (`[n, Σc, h, w]`) by one input per `(name, channels)`
+/// and a `Concat` along the channels that rebuilds it, so the graph takes the manifest's
+/// inputs.
+///
+/// # Errors
+/// [`TrainError::Export`] when the bytes do not parse or `joined` is not an input.
+pub fn split_joined_input(
+    bytes: &[u8],
+    joined: &str,
+    inputs: &[(&str, usize)],
+    model: &str,
+) -> Result<Vec<u8>, TrainError> {
+    let err = |reason: String| TrainError::Export {
+        model: model.to_string(),
+        reason,
     };
-    let names: Vec<&str> = bands.inputs.iter().map(|(n, _)| *n).collect();
-    rename_io(onnx.as_bytes(), &names, &[SR_OUTPUT], name)
+    let mut proto = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| err(format!("re-parsing the export: {e}")))?;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| err("the export has no graph".into()))?;
+    let pos = graph
+        .input
+        .iter()
+        .position(|i| i.name == joined)
+        .ok_or_else(|| err(format!("the export has no input {joined}")))?;
+    let template = graph.input.remove(pos);
+    let total: usize = inputs.iter().map(|(_, c)| c).sum();
+    let dims = template
+        .type_
+        .as_ref()
+        .and_then(|t| t.tensor_type().shape.as_ref())
+        .map(|s| s.dim.len())
+        .unwrap_or(0);
+    if dims != 4 {
+        return Err(err(format!("input {joined} has rank {dims}, expected 4")));
+    }
+    let mut names = Vec::new();
+    for (i, (name, c)) in inputs.iter().enumerate() {
+        let mut vi = template.clone();
+        vi.name = (*name).to_string();
+        let dim = &mut vi
+            .type_
+            .mut_or_insert_default()
+            .mut_tensor_type()
+            .shape
+            .mut_or_insert_default()
+            .dim[1];
+        dim.set_dim_value(*c as i64);
+        graph.input.insert(pos + i, vi);
+        names.push((*name).to_string());
+    }
+    let mut node = NodeProto::new();
+    node.name = "split_joined_input".into();
+    node.op_type = "Concat".into();
+    node.input = names;
+    node.output = vec![joined.to_string()];
+    let mut axis = AttributeProto::new();
+    axis.name = "axis".into();
+    axis.type_ = AttributeType::INT.into();
+    axis.i = 1;
+    node.attribute.push(axis);
+    graph.node.insert(0, node);
+    if total == 0 {
+        return Err(err("no input channels".into()));
+    }
+    proto
+        .write_to_bytes()
+        .map_err(|e| err(format!("re-encoding the export: {e}")))
 }
 
 /// Renames the graph inputs (in order) and outputs (in order) of an ONNX model, and every
@@ -203,6 +261,26 @@ pub fn sr_manifest(
     }
 }
 
+/// The product level of the granules a model was trained on: L1C or L2A when all agree,
+/// `any` when they differ; L1C when none can be opened (synthetic test data).
+pub fn training_level(data: &[String]) -> ProductLevel {
+    use crate::granule::{GranuleSource, ProductLevel as Level};
+    let levels: Vec<ProductLevel> = data
+        .iter()
+        .filter_map(|p| GranuleSource::open(Path::new(p)).ok())
+        .map(|g| match g.metadata.level {
+            Level::L1C => ProductLevel::L1C,
+            Level::L2A => ProductLevel::L2A,
+            Level::Unknown => ProductLevel::Any,
+        })
+        .collect();
+    match levels.first() {
+        None => ProductLevel::L1C,
+        Some(first) if levels.iter().all(|l| l == first) => *first,
+        Some(_) => ProductLevel::Any,
+    }
+}
+
 /// Training provenance of a checkpoint (metrics filled in by `eval`).
 pub fn training_info(st: &CheckpointState, notes: Option<String>) -> TrainingInfo {
     TrainingInfo {
@@ -303,6 +381,27 @@ pub fn export_superres(
     eval_data: Option<&Path>,
     notes: Option<String>,
 ) -> Result<(PathBuf, Option<super::eval::EvalReport>), TrainError> {
+    export_superres_with(
+        cfg,
+        ckpt,
+        eval_data,
+        notes,
+        &super::eval::EvalOptions::default(),
+    )
+}
+
+/// [`export_superres`] with the evaluation's options (e.g. the linear baseline fitted on
+/// other granules, for metrics on a scene the model never saw).
+///
+/// # Errors
+/// As [`export_superres`].
+pub fn export_superres_with(
+    cfg: &super::TrainConfig,
+    ckpt: &Path,
+    eval_data: Option<&Path>,
+    notes: Option<String>,
+    eval: &super::eval::EvalOptions,
+) -> Result<(PathBuf, Option<super::eval::EvalReport>), TrainError> {
     let device = Device::flex();
     let (st, model) = super::sr::load_model(ckpt, &device)?;
     let bands = SrBands::for_scale(st.scale);
@@ -319,11 +418,13 @@ pub fn export_superres(
         model.receptive_radius(),
         info.clone(),
     );
+    spec.product_level = training_level(&st.data);
     stage.write_manifest(&spec)?;
     let mut report = None;
     if let Some(data) = eval_data {
         let mut loaded = crate::model::session::LoadedModel::load(&stage.dir, &Default::default())?;
-        let r = super::eval::evaluate_loaded(&mut loaded, &bands, data, cfg.holdout, 512)?;
+        let r =
+            super::eval::evaluate_loaded_with(&mut loaded, &bands, data, cfg.holdout, 512, eval)?;
         info.metrics = r.to_table();
         spec.training = info;
         stage.write_manifest(&spec)?;

@@ -24,6 +24,7 @@
 //! takes part in every collective, including error agreement, so no rank hangs.
 
 pub mod bandstats;
+pub mod backproject;
 pub mod checkpoint;
 pub mod classify;
 pub mod config;

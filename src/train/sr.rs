@@ -17,8 +17,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::checkpoint::{self, CheckpointState, NetState};
 use super::config::{OptimizerKind, TaskKind, TrainConfig};
 use super::data::{
-    degrade_region, enumerate_samples, epoch_order, local_positions, make_batch, split_regions,
-    NativeBands, Rng, Sample, SrBands, SrBatch, SrScene,
+    degrade_region_blur, enumerate_samples_aligned, epoch_order, local_positions, make_batch,
+    split_regions, NativeBands, Rng, Sample, SrBands, SrBatch, SrScene,
 };
 use super::dist::{stop_requested, Dist};
 use super::dsen2::{Discriminator, Dsen2};
@@ -52,19 +52,31 @@ pub fn load_data(cfg: &TrainConfig) -> Result<SrData, TrainError> {
     for path in &cfg.data {
         let native = NativeBands::read(path, &bands.all_bands())?;
         let (train, _) = split_regions(path, native.width10, native.height10, &bands, cfg.holdout)?;
-        let (scene, _) = degrade_region(&native, train, &bands)?;
-        if scene.width < cfg.patch || scene.height < cfg.patch {
-            return Err(TrainError::TooSmall {
-                path: path.clone(),
-                reason: format!(
-                    "training region is {}×{} px at the degraded grid, smaller than patch {}",
-                    scene.width, scene.height, cfg.patch
-                ),
-            });
+        let factors = if cfg.blur_factors.is_empty() {
+            vec![1.0]
+        } else {
+            cfg.blur_factors.clone()
+        };
+        for factor in factors {
+            let (scene, _) = degrade_region_blur(&native, train, &bands, factor)?;
+            if scene.width < cfg.patch || scene.height < cfg.patch {
+                return Err(TrainError::TooSmall {
+                    path: path.clone(),
+                    reason: format!(
+                        "training region is {}×{} px at the degraded grid, smaller than patch {}",
+                        scene.width, scene.height, cfg.patch
+                    ),
+                });
+            }
+            scenes.push(scene);
         }
-        scenes.push(scene);
     }
-    let (samples, skipped) = enumerate_samples(&scenes, cfg.patch);
+    let align = if cfg.backprojection_steps > 0 {
+        cfg.scale
+    } else {
+        1
+    };
+    let (samples, skipped) = enumerate_samples_aligned(&scenes, cfg.patch, align);
     Ok(SrData {
         bands,
         scenes,
@@ -183,7 +195,8 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
     let slope = if gan { GAN_SLOPE } else { 0.0 };
     let mut model = broadcast_init(
         dist,
-        Dsen2::new(&channels, cfg.blocks, cfg.features, slope, &device),
+        Dsen2::new(&channels, cfg.blocks, cfg.features, slope, &device)
+            .with_backprojection(cfg.scale, cfg.backprojection_steps),
     )?;
     let disc_in = channels.first().copied().unwrap_or(0) + channels.last().copied().unwrap_or(0);
     let mut disc = if gan {
@@ -194,6 +207,34 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
     } else {
         None
     };
+    if let (Some(from), false) = (cfg.init_from.as_ref(), resume) {
+        let loaded = (|| -> Result<Vec<f32>, TrainError> {
+            if from.join("model.onnx").is_file() {
+                return weights_from_onnx(&from.join("model.onnx"), cfg.blocks);
+            }
+            let st = checkpoint::load_state(from)?;
+            if st.scale != cfg.scale || st.blocks != cfg.blocks || st.features != cfg.features {
+                return Err(TrainError::Checkpoint {
+                    path: from.clone(),
+                    reason: format!(
+                        "init_from is scale {} blocks {} features {}, the configuration asks for {} {} {}",
+                        st.scale, st.blocks, st.features, cfg.scale, cfg.blocks, cfg.features
+                    ),
+                });
+            }
+            let file = if st.task == "gan" {
+                "generator"
+            } else {
+                "model"
+            };
+            checkpoint::load_weights(from, file)
+        })();
+        let w = dist.agree(loaded)?;
+        model = unflatten(model, &w)?;
+        if dist.is_root() {
+            eprintln!("s2edge-train: network initialised from {}", from.display());
+        }
+    }
     let mut optim = make_optim(cfg);
     let mut optim_d = make_optim(cfg);
     let gname = if gan { "generator" } else { "model" };
@@ -386,6 +427,52 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
     })
 }
 
+/// The flat weights (in [`super::params::flatten`] order) of a DSen2 exported by
+/// `s2edge-train export`, read from its named initialisers (`head.weight`, `head.bias`,
+/// `blocks.<i>.conv<j>.weight|bias`, `tail.weight`, `tail.bias`): a shipped model version
+/// can seed a new one (`init_from = "models/dsen2-2x/2"`). The caller's `unflatten` checks
+/// the sizes against the configured architecture.
+///
+/// # Errors
+/// [`TrainError::Checkpoint`] when the file does not parse or lacks an initialiser.
+pub fn weights_from_onnx(path: &Path, blocks: usize) -> Result<Vec<f32>, TrainError> {
+    use onnx_ir::{Message, ModelProto};
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+    let graph = proto.graph.as_ref().ok_or_else(|| bad("no graph".into()))?;
+    let mut names = vec!["head.weight".to_string(), "head.bias".to_string()];
+    for b in 0..blocks {
+        for c in ["conv1", "conv2"] {
+            names.push(format!("blocks.{b}.{c}.weight"));
+            names.push(format!("blocks.{b}.{c}.bias"));
+        }
+    }
+    names.push("tail.weight".into());
+    names.push("tail.bias".into());
+    let mut out = Vec::new();
+    for n in &names {
+        let t = graph
+            .initializer
+            .iter()
+            .find(|t| &t.name == n)
+            .ok_or_else(|| bad(format!("no initialiser {n}")))?;
+        if !t.float_data.is_empty() {
+            out.extend_from_slice(&t.float_data);
+        } else {
+            out.extend(
+                t.raw_data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// The task's name in checkpoints.
 pub fn task_name(t: TaskKind) -> String {
     match t {
@@ -437,7 +524,14 @@ fn write_checkpoint(
             optim: optim_d,
         });
     }
-    checkpoint::save(&cfg.checkpoint_dir, &state, &nets)
+    checkpoint::save_with(
+        &cfg.checkpoint_dir,
+        &state,
+        &nets,
+        Some(&checkpoint::SrArch {
+            backprojection_steps: cfg.backprojection_steps,
+        }),
+    )
 }
 
 /// Writes this rank's flat weights to `<dir>/weights.rank<r>.f32` (tests compare ranks).
@@ -469,7 +563,9 @@ pub fn load_model(ckpt: &Path, device: &Device) -> Result<(CheckpointState, Dsen
         }
     };
     let bands = SrBands::for_scale(st.scale);
-    let model = Dsen2::new(&bands.channels(), st.blocks, st.features, slope, device);
+    let arch = checkpoint::load_sr_arch(ckpt)?;
+    let model = Dsen2::new(&bands.channels(), st.blocks, st.features, slope, device)
+        .with_backprojection(st.scale, arch.backprojection_steps);
     let w = checkpoint::load_weights(ckpt, file)?;
     let model = unflatten(model, &w).map_err(|e| TrainError::Checkpoint {
         path: ckpt.to_path_buf(),

@@ -1,0 +1,309 @@
+//! Streaming super-resolution: the granule is processed in row strips, one tile row of
+//! the tile plan each (the strip = the SR tile height; its tiles carry their halo), and
+//! every finished strip is handed on at once (to the row-streaming COG writer in
+//! [`super::process`]), so no whole-granule output band is ever held.
+//!
+//! For each strip, each model (2× then 6×) runs on the strip's tiles, batched by padded
+//! shape with the batch size that [`super::budget`] derives from `[runtime]
+//! memory_budget`; while a worker runs one batch the next is prepared (the model's
+//! [`Infer::depth`]). The models' batches do not overlap each other: both pools would
+//! otherwise fight over the same cores. Tiles, halos, the per-pixel radiometry
+//! ([`super::superres::product_dn`]) and the input windows ([`Scene::window_10m`]) are
+//! exactly those of the whole-raster [`super::superres::superres`], so the strips are
+//! identical to the same rows of its output (tested).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use ndarray::Axis;
+
+use crate::granule::{Band, NODATA_DN};
+use crate::raster::tiling::{plan, Tile};
+use crate::raster::Raster;
+
+use super::budget::{plan_batch, BatchPlan};
+use super::scene::Scene;
+use super::superres::{
+    build_batch, check_output_shape, output_bands, pick_output, product_dn, OutBand,
+};
+use super::tensor::{input_layouts, InputLayout};
+use super::{Infer, Pending, PipelineError};
+
+/// How the strip loop tiles and batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StripOptions {
+    /// Configured core tile side (`[pipeline] sr_tile`); the budget may shrink it.
+    pub tile: usize,
+    /// Upper bound of the batch size (`[runtime] batch_size`).
+    pub max_batch: usize,
+    /// `[runtime] memory_budget` in bytes, per batch.
+    pub memory_budget: u64,
+}
+
+/// One finished strip: rows `row..row + height` of the 10 m grid, with every output
+/// band of every model, each `width × height`.
+#[derive(Debug)]
+pub struct Strip {
+    /// First row on the 10 m grid.
+    pub row: usize,
+    /// Rows.
+    pub height: usize,
+    /// Output bands in model order, then output order.
+    pub bands: Vec<(Band, Raster<u16>)>,
+}
+
+/// What the strip loop did, per model: for provenance and benchmarks.
+#[derive(Debug, Clone)]
+pub struct ModelStats {
+    /// `name@version`.
+    pub model: String,
+    /// Tile and batch chosen from the budget.
+    pub plan: BatchPlan,
+    /// Tiles run.
+    pub tiles: usize,
+    /// Padded pixels computed (the halo recomputation counted in).
+    pub padded_pixels: u64,
+    /// Wall time from each batch's submission to its last drained answer.
+    pub busy: Duration,
+}
+
+struct ModelRun<'s, 'm> {
+    model: &'m mut dyn Infer,
+    name: String,
+    layouts: Vec<InputLayout>,
+    out_name: String,
+    out_bands: Vec<OutBand>,
+    lowres: Vec<&'s Raster<u16>>,
+    guides: Vec<&'s Raster<u16>>,
+    /// The plan's tiles by strip.
+    strips: Vec<Vec<Tile>>,
+    stats: ModelStats,
+}
+
+/// Runs `models` (in order) over `scene` strip by strip and calls `on_strip` with each
+/// finished strip, top to bottom. `progress(done, total)` counts tiles of all models.
+///
+/// # Errors
+/// A missing band, a model without `[superres]`, an inference failure, an output of the
+/// wrong shape, or `on_strip`'s own error.
+pub fn superres_strips(
+    scene: &Scene,
+    models: &mut [&mut dyn Infer],
+    id: &str,
+    options: StripOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    on_strip: &mut dyn FnMut(Strip) -> Result<(), PipelineError>,
+) -> Result<Vec<ModelStats>, PipelineError> {
+    let (w, h) = (scene.grid10.width, scene.grid10.height);
+    // Budget plans per model, then one common tile so the strips line up.
+    let mut halos = Vec::new();
+    let mut plans = Vec::new();
+    for m in models.iter() {
+        let spec = m.spec();
+        let sr = spec.superres.as_ref().ok_or_else(|| {
+            PipelineError::Options(format!("model {} has no [superres] section", spec.name))
+        })?;
+        let halo = sr.receptive_radius.unwrap_or(0) as usize;
+        let in_ch = spec.inputs.iter().map(|(_, i)| i.bands.len()).sum();
+        let out_ch = spec.outputs.iter().map(|(_, o)| o.bands.len()).sum();
+        halos.push((halo, in_ch, out_ch));
+        plans.push(plan_batch(
+            options.tile,
+            halo,
+            in_ch,
+            out_ch,
+            m.feature_width(),
+            options.max_batch,
+            options.memory_budget,
+        ));
+    }
+    let Some(tile) = plans.iter().map(|p| p.tile).min() else {
+        return Ok(Vec::new());
+    };
+    let mut runs = Vec::with_capacity(models.len());
+    for (m, &(halo, in_ch, out_ch)) in models.iter_mut().zip(&halos) {
+        let plan_m = plan_batch(
+            tile,
+            halo,
+            in_ch,
+            out_ch,
+            m.feature_width(),
+            options.max_batch,
+            options.memory_budget,
+        );
+        let name = m.spec().name.clone();
+        let layouts = input_layouts(m.spec());
+        let (out_name, out_bands) = output_bands(&**m)?;
+        for layout in &layouts {
+            for ch in &layout.channels {
+                scene.band(ch.band, &name, id)?;
+            }
+        }
+        let lowres = out_bands
+            .iter()
+            .map(|ob| scene.band(ob.band, &name, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let guides = layouts
+            .iter()
+            .flat_map(|l| l.channels.iter())
+            .filter(|c| c.band.resolution().factor() == 1)
+            .map(|c| scene.band(c.band, &name, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tiles = plan(w, h, tile, halo, 6);
+        let mut strips: Vec<Vec<Tile>> = Vec::new();
+        for t in tiles {
+            match strips.last_mut() {
+                Some(s) if s[0].core.row == t.core.row => s.push(t),
+                _ => strips.push(vec![t]),
+            }
+        }
+        let label = format!("{}@{}", name, m.spec().version);
+        tracing::info!(model = %label, tile = plan_m.tile, batch = plan_m.batch,
+            batch_mib = plan_m.batch_bytes() >> 20, "super-resolution batches sized from the memory budget");
+        runs.push(ModelRun {
+            model: &mut **m,
+            name,
+            layouts,
+            out_name,
+            out_bands,
+            lowres,
+            guides,
+            strips,
+            stats: ModelStats {
+                model: label,
+                plan: plan_m,
+                tiles: 0,
+                padded_pixels: 0,
+                busy: Duration::ZERO,
+            },
+        });
+    }
+    let nstrips = runs.first().map_or(0, |r| r.strips.len());
+    let total: usize = runs
+        .iter()
+        .map(|r| r.strips.iter().map(Vec::len).sum::<usize>())
+        .sum();
+    let mut done = 0;
+    for k in 0..nstrips {
+        let (row, height) = {
+            let c = runs[0].strips[k][0].core;
+            (c.row, c.height)
+        };
+        let mut bands = Vec::new();
+        for run in runs.iter_mut() {
+            let outs = run_strip(scene, run, k, row, height, id, &mut |n| {
+                done += n;
+                progress(done, total);
+            })?;
+            bands.extend(run.out_bands.iter().map(|b| b.band).zip(outs));
+        }
+        on_strip(Strip { row, height, bands })?;
+    }
+    Ok(runs.into_iter().map(|r| r.stats).collect())
+}
+
+/// One model over strip `k`: its output bands as `u16` rasters of the strip.
+fn run_strip(
+    scene: &Scene,
+    run: &mut ModelRun<'_, '_>,
+    k: usize,
+    row: usize,
+    height: usize,
+    id: &str,
+    tiles_done: &mut dyn FnMut(usize),
+) -> Result<Vec<Raster<u16>>, PipelineError> {
+    let w = scene.grid10.width;
+    let mut outs: Vec<Raster<u16>> = run
+        .out_bands
+        .iter()
+        .map(|_| Raster::filled(w, height, NODATA_DN))
+        .collect();
+    let mut groups: BTreeMap<(usize, usize), Vec<Tile>> = BTreeMap::new();
+    for t in &run.strips[k] {
+        groups
+            .entry((t.padded.width, t.padded.height))
+            .or_default()
+            .push(*t);
+    }
+    let depth = run.model.depth();
+    let batch = run.stats.plan.batch.max(1);
+    let started = Instant::now();
+    let mut inflight: VecDeque<(Pending, Vec<Tile>, usize, usize)> = VecDeque::new();
+    for ((pw, ph), group) in groups {
+        for chunk in group.chunks(batch) {
+            let inputs = build_batch(scene, &run.layouts, chunk, pw, ph, &run.name, id)?;
+            inflight.push_back((run.model.submit(inputs), chunk.to_vec(), pw, ph));
+            while inflight.len() > depth {
+                if let Some((p, c, pw, ph)) = inflight.pop_front() {
+                    drain(run, p, &c, pw, ph, row, &mut outs)?;
+                    tiles_done(c.len());
+                }
+            }
+        }
+    }
+    while let Some((p, c, pw, ph)) = inflight.pop_front() {
+        drain(run, p, &c, pw, ph, row, &mut outs)?;
+        tiles_done(c.len());
+    }
+    run.stats.busy += started.elapsed();
+    Ok(outs)
+}
+
+/// Waits for one batch and stores its tiles' cores into the strip's output bands.
+fn drain(
+    run: &mut ModelRun<'_, '_>,
+    pending: Pending,
+    tiles: &[Tile],
+    pw: usize,
+    ph: usize,
+    strip_row: usize,
+    outs: &mut [Raster<u16>],
+) -> Result<(), PipelineError> {
+    let outputs = pending.wait()?;
+    let y = pick_output(&outputs, &run.out_name, &run.name)?;
+    check_output_shape(
+        y,
+        tiles.len(),
+        run.out_bands.len(),
+        ph,
+        pw,
+        &run.name,
+        &run.out_name,
+    )?;
+    let mut guide_nodata = Vec::new();
+    for (i, tile) in tiles.iter().enumerate() {
+        let (ox, oy) = tile.core_offset();
+        let core = tile.core;
+        let item = y.index_axis(Axis(0), i);
+        for r in 0..core.height {
+            let grow = core.row + r;
+            // Whether a 10 m guide band is nodata, once per row for every output band.
+            guide_nodata.clear();
+            guide_nodata.resize(core.width, false);
+            for g in &run.guides {
+                for (m, v) in guide_nodata
+                    .iter_mut()
+                    .zip(&g.row(grow)[core.col..core.right()])
+                {
+                    *m |= *v == NODATA_DN;
+                }
+            }
+            for (c, ob) in run.out_bands.iter().enumerate() {
+                let values = item.index_axis(Axis(0), c);
+                let values = values.index_axis(Axis(0), oy + r);
+                let low = run.lowres[c];
+                let low_row = low.row((grow / ob.factor).min(low.height - 1));
+                let out = &mut outs[c];
+                let dst = &mut out.data[(grow - strip_row) * out.width..][..out.width];
+                for c0 in 0..core.width {
+                    let col = core.col + c0;
+                    let lv = low_row[(col / ob.factor).min(low.width - 1)];
+                    dst[col] = product_dn(lv, guide_nodata[c0], values[ox + c0], &ob.channel);
+                }
+            }
+        }
+        run.stats.tiles += 1;
+        run.stats.padded_pixels += tile.padded.area() as u64;
+    }
+    Ok(())
+}
