@@ -15,7 +15,7 @@ if [ $# -eq 0 ]; then
   # integration-test build below builds the s2edge-train binary it runs.
   # One test build for the library's trainer units and the integration tests that run
   # `s2edge-train` / `mpirun`; the filters go after `--` (cargo takes one name before it).
-  cargo test --features train,mpi-batch --lib --test tests -- train:: train_sr:: batch::
+  cargo test --features train,mpi-batch --lib --test tests -- train:: train_classify:: train_sr:: batch::
 fi
 # Installing the .deb changes the machine (/etc/s2edge, a system user): run that test
 # alone, after everything else, when root can install packages.

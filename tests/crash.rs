@@ -205,6 +205,10 @@ fn random_sigkills_leave_every_granule_done_once_or_quarantined() {
     );
     for e in std::fs::read_dir(tmp.path().join("out")).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name == "models" {
+            // the MLM Items of the models the daemon loaded (not a product)
+            continue;
+        }
         let row = ledger.get(&name).unwrap();
         assert!(
             row.is_some_and(|r| r.state == GranuleState::Done),

@@ -433,6 +433,27 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
             assert_eq!(info["bands"][0]["noDataValue"], 0.0);
         }
         assert!(product.join("item.json").is_file());
+        // Every model Item the product links to was written by the daemon.
+        let item: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(product.join("item.json")).unwrap())
+                .unwrap();
+        let models: Vec<&str> = item["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["rel"] == "derived_from")
+            .map(|l| l["href"].as_str().unwrap())
+            .collect();
+        assert!(!models.is_empty(), "{item}");
+        for href in models {
+            let target = product.join(href);
+            let mlm: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&target).unwrap_or_else(|e| {
+                    panic!("{id}: derived_from {href} does not resolve: {e}")
+                }))
+                .unwrap();
+            assert!(mlm["properties"]["mlm:name"].is_string(), "{mlm}");
+        }
         // after = "archive": the input moved to the archive, the marker is gone.
         assert!(tmp.path().join("archive").join(id).is_dir());
         assert!(!ingest.join(id).exists() && !ingest.join(format!("{id}.ready")).exists());
@@ -563,6 +584,7 @@ fn redelivery_is_a_duplicate_until_requeued() {
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "models")
         .collect();
     assert_eq!(leftovers, vec!["S2B_AGAIN".to_string()]);
 }

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use s2edge::daemon::ledger::GranuleState;
-use s2edge::granule::{GeoRef, GeoTransform};
+use s2edge::granule::{Band, GeoRef, GeoTransform};
 use s2edge::product::cog::{write_cog, CogBand};
 use s2edge::raster::Raster;
 
@@ -105,6 +105,17 @@ fn write_band(path: &Path, g: &GeoRef, value: u16) {
         Some(0.0),
     )
     .unwrap();
+}
+
+/// Overwrites every band of a template copy with `value` on its own grid.
+fn write_all_bands(dir: &Path, value: u16) {
+    for band in Band::PRODUCT {
+        let f = band.resolution().factor();
+        let mut g = grid(32633, 240 / f, 400_000.0);
+        g.transform.pixel_width *= f as f64;
+        g.transform.pixel_height *= f as f64;
+        write_band(&dir.join(format!("{}.tif", band.name())), &g, value);
+    }
 }
 
 /// A little-endian TIFF header claiming `w`×`h` uint16 pixels in one tiny strip.
@@ -222,6 +233,13 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
         for e in std::fs::read_dir(p).unwrap() {
             std::fs::write(e.unwrap().path(), b"").unwrap();
         }
+    });
+    // All nodata / all saturated: refused when the first band is decoded, with the reason.
+    c.folder("H_ALL_NODATA", "holds no valid pixel (every pixel is nodata", |p, _| {
+        write_all_bands(p, 0);
+    });
+    c.folder("H_ALL_SATURATED", "holds no valid pixel (every pixel is saturated", |p, _| {
+        write_all_bands(p, u16::MAX);
     });
     c.folder("H_WRONG_SIZE", "B02", |p, _| {
         write_band(&p.join("B02.tif"), &grid(32633, 100, 400_000.0), 1000);

@@ -535,10 +535,14 @@ fn write_model_items(
         let resolved = registry
             .resolve(&r)
             .with_context(|| format!("describing model {label}"))?;
-        let facts =
-            stac::ModelFacts::from_dir(&resolved.spec, &resolved.sha256, &resolved.dir, &providers);
-        stac::write_model_item(out, &stac::model_item(&facts))
-            .with_context(|| format!("writing the STAC Item of {label}"))?;
+        stac::publish_model_item(
+            out,
+            &resolved.spec,
+            &resolved.sha256,
+            &resolved.dir,
+            &providers,
+        )
+        .with_context(|| format!("writing the STAC Item of {label}"))?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use crate::config::Settings;
 use crate::model::registry::{Registry, MANIFEST_FILE, ONNX_FILE};
 use crate::model::set::ModelSet;
+use crate::model::stac;
 
 use super::error::DaemonError;
 
@@ -42,6 +43,23 @@ pub fn load_validated(settings: &Settings) -> Result<ModelSet, DaemonError> {
         },
     )
     .map_err(DaemonError::Models)
+    .and_then(|mut set| {
+        publish_items(settings, &mut set)?;
+        Ok(set)
+    })
+}
+
+/// Writes the MLM Item of every model in `set` into `<output>/models/`, so that the
+/// `derived_from` links of the products it makes resolve.
+fn publish_items(settings: &Settings, set: &mut ModelSet) -> Result<(), DaemonError> {
+    let providers = settings.runtime.provider_options().order;
+    for m in set.iter_mut() {
+        let path =
+            stac::publish_model_item(&settings.paths.output, &m.spec, &m.sha256, &m.dir, &providers)
+                .map_err(DaemonError::Models)?;
+        tracing::debug!(model = %m.label(), item = %path.display(), "model Item written");
+    }
+    Ok(())
 }
 
 /// What one poll found.

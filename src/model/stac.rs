@@ -351,6 +351,23 @@ pub fn write_model_item(out: &Path, item: &Value) -> Result<std::path::PathBuf, 
     Ok(path)
 }
 
+/// Writes the MLM Item of the version in `dir` (manifest `spec`, verified `sha256`) into
+/// `<out>/models/`, where the products' `derived_from` links point. The CLI calls it for
+/// the models a run used, the daemon for every model set it loads.
+///
+/// # Errors
+/// As [`write_model_item`].
+pub fn publish_model_item(
+    out: &Path,
+    spec: &ModelSpec,
+    sha256: &str,
+    dir: &Path,
+    providers: &[ExecutionProvider],
+) -> Result<std::path::PathBuf, ModelError> {
+    let facts = ModelFacts::from_dir(spec, sha256, dir, providers);
+    write_model_item(out, &model_item(&facts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

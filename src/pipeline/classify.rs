@@ -2,9 +2,10 @@
 //!
 //! The granule is cut into `patch`×`patch` patches on the 10 m grid (120 px: 60 px at
 //! 20 m, 20 px at 60 m). Each patch's status is decided before inference:
-//! `edge` (partial, with `edge_patches = "skip"`), `nodata` (touches nodata), `cloudy`
-//! (cloud/snow fraction from the granule's own mask above `max_cloud_fraction`), else
-//! `ok`. Only `ok` patches are inferred, in batches. Classifiers output probabilities
+//! `edge` (partial, with `edge_patches = "skip"`), `nodata` (touches nodata), `saturated`
+//! (half or more of the pixels of some input band are DN 65535: the spectrum is clipped,
+//! so scores would be noise), `cloudy` (cloud/snow fraction from the granule's own mask
+//! above `max_cloud_fraction`), else `ok`. Only `ok` patches are inferred, in batches. Classifiers output probabilities
 //! (the sigmoid is inside the graph); the pipeline never applies another one.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -13,7 +14,7 @@ use ndarray::{s, Array4, ArrayViewMut2, Axis};
 use serde::Serialize;
 
 use crate::config::{ClassifyInput, EdgePatches};
-use crate::granule::{Band, CloudMask, GeoRef, NODATA_DN};
+use crate::granule::{Band, CloudMask, GeoRef, NODATA_DN, SATURATED_DN};
 use crate::raster::tiling::Rect;
 use crate::raster::Raster;
 
@@ -30,6 +31,8 @@ pub enum PatchStatus {
     Ok,
     /// Touches nodata.
     Nodata,
+    /// Half or more of some input band's pixels are saturated (DN 65535).
+    Saturated,
     /// Too cloudy or snowy (BigEarthNet excluded such patches).
     Cloudy,
     /// A partial patch at the right or bottom edge, skipped.
@@ -174,6 +177,10 @@ pub fn classify(
                 touches_nodata(&scene.bands[&ch.band], ch.band.resolution().factor(), rect)
             }) {
                 PatchStatus::Nodata
+            } else if layouts.iter().flat_map(|l| l.channels.iter()).any(|ch| {
+                mostly_saturated(&scene.bands[&ch.band], ch.band.resolution().factor(), rect)
+            }) {
+                PatchStatus::Saturated
             } else if cloud_fraction.is_some_and(|f| f > options.max_cloud_fraction) {
                 PatchStatus::Cloudy
             } else {
@@ -359,6 +366,21 @@ fn touches_nodata(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
     (r0..r1).any(|r| band.row(r)[c0..c1].contains(&NODATA_DN))
 }
 
+/// True when half or more of the band's own-grid block under `rect` is saturated.
+fn mostly_saturated(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
+    let c0 = rect.col / factor;
+    let r0 = rect.row / factor;
+    let c1 = (rect.col + rect.width).div_ceil(factor).min(band.width);
+    let r1 = (rect.row + rect.height).div_ceil(factor).min(band.height);
+    if c1 <= c0 || r1 <= r0 {
+        return false;
+    }
+    let saturated: usize = (r0..r1)
+        .map(|r| band.row(r)[c0..c1].iter().filter(|&&v| v == SATURATED_DN).count())
+        .sum();
+    2 * saturated >= (c1 - c0) * (r1 - r0)
+}
+
 /// Fraction of flagged mask pixels under `rect` (10 m grid), through map coordinates
 /// since the mask has its own grid.
 fn cloud_fraction(mask: &CloudMask, grid10: &GeoRef, rect: Rect) -> f64 {
@@ -399,6 +421,27 @@ mod tests {
     use super::*;
     use crate::raster::radiometry::to_f32;
     use crate::raster::resample::Kernel;
+
+    #[test]
+    fn a_patch_is_saturated_from_half_its_pixels_on_the_band_grid() {
+        // 20 m band, 6×6 px: the 10 m patch (0,0,6,6) covers its 3×3 block (9 px).
+        let mut band = Raster::from_vec(6, 6, vec![1000u16; 36]).unwrap();
+        let rect = Rect {
+            col: 0,
+            row: 0,
+            width: 6,
+            height: 6,
+        };
+        for i in [0, 1, 2, 6] {
+            band.data[i] = SATURATED_DN;
+        }
+        assert!(!mostly_saturated(&band, 2, rect), "4 of 9");
+        band.data[7] = SATURATED_DN;
+        assert!(mostly_saturated(&band, 2, rect), "5 of 9");
+        // Saturation outside the block does not count.
+        let other = Rect { col: 6, ..rect };
+        assert!(!mostly_saturated(&band, 2, other));
+    }
 
     #[test]
     fn fill_window_matches_fill_channel_of_a_clamped_window() {

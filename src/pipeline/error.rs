@@ -37,6 +37,17 @@ pub enum PipelineError {
         /// What is wrong.
         reason: String,
     },
+    /// A band holds no measurement: every pixel is nodata (DN 0) or saturated (DN 65535).
+    /// Refused as soon as the band is decoded, before any stage runs.
+    #[error("granule {id}: band {band} holds no valid pixel (every pixel is {what}); nothing to process")]
+    NoValidPixels {
+        /// Granule id.
+        id: String,
+        /// The band.
+        band: Band,
+        /// "nodata (DN 0)", "saturated (DN 65535)" or both.
+        what: &'static str,
+    },
     /// The options ask for something that cannot work together.
     #[error("pipeline: {0}")]
     Options(String),

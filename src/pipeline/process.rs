@@ -285,6 +285,7 @@ pub fn process_granule(
         for s in [
             PatchStatus::Ok,
             PatchStatus::Nodata,
+            PatchStatus::Saturated,
             PatchStatus::Cloudy,
             PatchStatus::Edge,
         ] {

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::granule::{check_grids, Band, CloudMask, GeoRef, GranuleSource, Resolution};
+use crate::granule::{
+    check_grids, Band, CloudMask, GeoRef, GranuleSource, Resolution, NODATA_DN, SATURATED_DN,
+};
 use crate::raster::radiometry::{harmonise, to_f32};
 use crate::raster::resample::{upsample, upsample_window, Kernel};
 use crate::raster::tiling::Rect;
@@ -18,6 +20,29 @@ use super::PipelineError;
 /// window's result equals the same window of a whole-image upsampling: bicubic reads two
 /// taps on each side.
 const UPSAMPLE_MARGIN: usize = 3;
+
+/// [`PipelineError::NoValidPixels`] when `dn` holds nothing but nodata and saturation: an
+/// all-zero or all-65535 band is refused at once, not carried through every stage.
+fn refuse_empty(id: &str, band: Band, dn: &Raster<u16>) -> Result<(), PipelineError> {
+    let (mut nodata, mut saturated) = (false, false);
+    for &v in &dn.data {
+        match v {
+            NODATA_DN => nodata = true,
+            SATURATED_DN => saturated = true,
+            _ => return Ok(()),
+        }
+    }
+    let what = match (nodata, saturated) {
+        (true, false) => "nodata (DN 0)",
+        (false, true) => "saturated (DN 65535)",
+        _ => "nodata (DN 0) or saturated (DN 65535)",
+    };
+    Err(PipelineError::NoValidPixels {
+        id: id.to_string(),
+        band,
+        what,
+    })
+}
 
 /// Harmonised bands on their native grids.
 #[derive(Debug, Clone)]
@@ -43,6 +68,7 @@ impl Scene {
         let mut offsets = BTreeMap::new();
         for &band in bands {
             let data = source.read_band(band)?;
+            refuse_empty(&source.id, band, &data.dn)?;
             let offset = source.metadata.offset(band);
             grids.push((band, data.georef));
             offsets.insert(band, offset);

@@ -299,7 +299,9 @@ pub fn from_classification(c: &crate::pipeline::classify::Classification) -> Cla
     for p in &c.patches {
         let cell = match (p.status, &p.scores) {
             (PatchStatus::Ok, Some(s)) => top(s).map(Cell::Class).unwrap_or(Cell::Nodata),
-            (PatchStatus::Ok, None) | (PatchStatus::Nodata, _) => Cell::Nodata,
+            (PatchStatus::Ok, None) | (PatchStatus::Nodata | PatchStatus::Saturated, _) => {
+                Cell::Nodata
+            }
             (PatchStatus::Cloudy, _) => Cell::Cloudy,
             (PatchStatus::Edge, _) => Cell::Edge,
         };
