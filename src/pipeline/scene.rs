@@ -68,7 +68,7 @@ impl Scene {
         let mut offsets = BTreeMap::new();
         for &band in bands {
             let data = source.read_band(band)?;
-            refuse_empty(&source.id, band, &data.dn)?;
+            refuse_empty(source.id.as_str(), band, &data.dn)?;
             let offset = source.metadata.offset(band);
             grids.push((band, data.georef));
             offsets.insert(band, offset);
