@@ -6,7 +6,7 @@
 //! s2edge-train export --config train.toml [--eval-data GRANULE]
 //! s2edge-train eval --model models/dsen2-2x/2 --data GRANULE [--holdout none]
 //!     [--fit-data OTHER_GRANULE,…] [--blur-factor 1.4]
-//! s2edge-train study --config config/train/ben19-study.toml [--seeds 3] [--superres-model DIR]...
+//! s2edge-train study --config config/train/ben19-bandstats.toml [--seeds 3] [--superres-model DIR]...
 //! ```
 
 use std::path::PathBuf;
