@@ -40,11 +40,10 @@ py=.venv/bin/python
 lib_src=$("$py" -c "import onnxruntime, os, glob; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*')))[0])")
 cp "$lib_src" "$staging/libonnxruntime.so.tmp" && mv "$staging/libonnxruntime.so.tmp" "$staging/libonnxruntime.so"
 
-# The classifier the package ships: resnet50-ben19 once its model directory exists,
-# else the small BigEarthNet-19 model.
-classifier=resnet50-ben19
-[ -d "models/$classifier" ] || classifier=ben19-tiny
-[ -d "models/$classifier" ] || { echo "package: no classifier model under models/" >&2; exit 1; }
+# The classifier the package ships: the embedded default's (config/s2edge.toml).
+classifier=$(sed -n 's/^classifier = "\([^"@]*\).*/\1/p' config/s2edge.toml)
+[ -n "$classifier" ] && [ -d "models/$classifier" ] || {
+  echo "package: the default classifier '$classifier' has no directory under models/" >&2; exit 1; }
 sed -e 's|^# *onnxruntime = "\(/usr/lib/s2edge/libonnxruntime.so\)".*$|onnxruntime = "\1"   # the packaged CPU build|' \
     -e 's|^# *tensorrt_cache = "\(/var/cache/s2edge/[^"]*\)".*$|tensorrt_cache = "\1"   # CacheDirectory of the unit|' \
     -e "s|^classifier = \"[^\"]*\"|classifier = \"$classifier\"|" \

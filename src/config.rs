@@ -528,7 +528,7 @@ mod tests {
     #[test]
     fn embedded_defaults_load_and_validate() {
         let s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
-        assert_eq!(s.models.classifier, "resnet50-ben19");
+        assert_eq!(s.models.classifier, "ben19-bandstats");
         assert_eq!(s.runtime.providers, vec![ExecutionProvider::Cpu]);
         assert_eq!(s.ingest.quiet_period, Duration::from_secs(30));
         s.validate().unwrap();

@@ -82,7 +82,8 @@ fn shipped_models_export_valid_mlm_items_that_match_their_manifests() {
     let models = util::root().join("models");
     let mut files = Vec::new();
     for (name, version) in [
-        ("resnet50-ben19", "1"),
+        ("resnet50-ben19", "2"),
+        ("ben19-bandstats", "1"),
         ("dsen2-2x", "2"),
         ("dsen2-6x", "2"),
         ("srgan-2x", "2"),

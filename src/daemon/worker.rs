@@ -260,6 +260,9 @@ fn run(
                 }
             }
             Request::Process(job) => {
+                // Every event of the pipeline (stage warnings, model fallbacks) carries the
+                // granule it is about.
+                let _span = tracing::info_span!("granule", id = %job.id).entered();
                 let mut progress = WatchdogProgress {
                     period,
                     last: Instant::now(),

@@ -153,8 +153,13 @@ impl Registry {
     /// [`ModelError::Io`] when the model directory exists but cannot be read.
     pub fn versions(&self, name: &str) -> Result<Vec<u32>, ModelError> {
         let dir = self.root.join(name);
-        if !dir.is_dir() {
-            return Ok(Vec::new());
+        // Only "does not exist" means "no versions": a models directory that cannot be
+        // searched (permissions) is an I/O error naming it, not "model not found".
+        match fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(ModelError::Io { path: dir, source }),
         }
         let mut versions: Vec<u32> = read_dir(&dir)?
             .into_iter()
