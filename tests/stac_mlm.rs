@@ -135,10 +135,14 @@ fn shipped_models_export_valid_mlm_items_that_match_their_manifests() {
                 let classes = outputs[0]["classification:classes"].as_array().unwrap();
                 assert_eq!(classes.len(), 19);
                 assert_eq!(classes[9]["name"], "Coniferous forest");
-                assert_eq!(
-                    outputs[0]["s2edge:thresholds"],
-                    serde_json::json!(c.thresholds)
-                );
+                // The manifest's f32 thresholds, whatever f64 spelling the JSON took.
+                let t: Vec<f32> = outputs[0]["s2edge:thresholds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect();
+                assert_eq!(t, c.thresholds);
                 assert_eq!(outputs[0]["tasks"], serde_json::json!(["classification"]));
             }
             None => {
