@@ -447,11 +447,11 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
         assert!(!models.is_empty(), "{item}");
         for href in models {
             let target = product.join(href);
-            let mlm: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&target).unwrap_or_else(|e| {
-                    panic!("{id}: derived_from {href} does not resolve: {e}")
-                }))
-                .unwrap();
+            let mlm: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&target)
+                    .unwrap_or_else(|e| panic!("{id}: derived_from {href} does not resolve: {e}")),
+            )
+            .unwrap();
             assert!(mlm["properties"]["mlm:name"].is_string(), "{mlm}");
         }
         // after = "archive": the input moved to the archive, the marker is gone.
@@ -786,6 +786,54 @@ fn model_hot_swap_refuses_a_bad_version_and_takes_a_good_one() {
     assert!(used.contains(&"tiny-dsen2-2x@3".to_string()), "{used:?}");
     let m = parse_metrics(&d.http("/metrics").unwrap());
     assert_eq!(metric(&m, "s2edge_model_swaps_total"), 1.0);
+}
+
+#[test]
+fn an_unreadable_models_directory_degrades_and_recovers_after_sighup() {
+    if !runtime_available("an_unreadable_models_directory_degrades_and_recovers_after_sighup") {
+        return;
+    }
+    let tmp = util::tempdir();
+    let models = tmp.path().join("models");
+    for name in ["tiny-ben19", "tiny-dsen2-2x", "tiny-dsen2-6x"] {
+        copy_dir(
+            &fixtures_models().join(name).join("1"),
+            &models.join(name).join("1"),
+        );
+    }
+    let ingest = tmp.path().join("ingest");
+    let mut d = Daemon::new(tmp.path(), &ingest, &models, "");
+    d.start();
+    assert_eq!(d.healthz()["status"], "ready");
+    // The models directory becomes unreadable: a file where the directory was (ENOTDIR;
+    // the tests run as root, for whom permission bits do not apply).
+    let aside = tmp.path().join("models-aside");
+    std::fs::rename(&models, &aside).unwrap();
+    std::fs::write(&models, b"not a directory").unwrap();
+    d.wait_for(
+        "the unreadable directory to degrade",
+        Duration::from_secs(20),
+        |d| d.healthz()["status"] == "degraded",
+    );
+    let h = d.healthz();
+    let reason = h["reasons"][0].as_str().unwrap().to_string();
+    assert!(!reason.contains("not found"), "{h}");
+    assert!(reason.contains(models.to_str().unwrap()), "{h}");
+    // The models in use keep running.
+    assert!(!h["models"].as_array().unwrap().is_empty(), "{h}");
+    // Restored, then SIGHUP: ready again.
+    std::fs::remove_file(&models).unwrap();
+    std::fs::rename(&aside, &models).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for("ready after the restore", Duration::from_secs(20), |d| {
+        d.healthz()["status"] == "ready"
+    });
+    deliver(&ingest, "S2B_AFTER");
+    d.wait_for("done", Duration::from_secs(60), |d| {
+        d.state("S2B_AFTER") == Some(GranuleState::Done)
+    });
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0));
 }
 
 #[test]

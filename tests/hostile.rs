@@ -235,12 +235,20 @@ fn hostile_corpus_is_quarantined_with_reasons_while_good_granules_flow() {
         }
     });
     // All nodata / all saturated: refused when the first band is decoded, with the reason.
-    c.folder("H_ALL_NODATA", "holds no valid pixel (every pixel is nodata", |p, _| {
-        write_all_bands(p, 0);
-    });
-    c.folder("H_ALL_SATURATED", "holds no valid pixel (every pixel is saturated", |p, _| {
-        write_all_bands(p, u16::MAX);
-    });
+    c.folder(
+        "H_ALL_NODATA",
+        "holds no valid pixel (every pixel is nodata",
+        |p, _| {
+            write_all_bands(p, 0);
+        },
+    );
+    c.folder(
+        "H_ALL_SATURATED",
+        "holds no valid pixel (every pixel is saturated",
+        |p, _| {
+            write_all_bands(p, u16::MAX);
+        },
+    );
     c.folder("H_WRONG_SIZE", "B02", |p, _| {
         write_band(&p.join("B02.tif"), &grid(32633, 100, 400_000.0), 1000);
     });

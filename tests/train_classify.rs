@@ -329,7 +329,11 @@ fn shared_reben_release_reads_completely() {
     // Every row names its Sentinel-1 patch; 17 of them are in this LMDB.
     let with_s1 = rows
         .iter()
-        .filter(|r| r.s1_name.as_ref().is_some_and(|k| db.get(k).unwrap().is_some()))
+        .filter(|r| {
+            r.s1_name
+                .as_ref()
+                .is_some_and(|k| db.get(k).unwrap().is_some())
+        })
         .count();
     assert_eq!(with_s1, 17);
     for r in &rows {

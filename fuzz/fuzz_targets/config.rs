@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(s) = toml::from_str::<s2edge::config::Settings>(text) {
             if s.validate().is_ok() {
                 let _ = s.model_selection();
-                let _ = s.provider_options();
+                let _ = s.runtime.provider_options();
             }
         }
     }

@@ -54,9 +54,14 @@ pub fn load_validated(settings: &Settings) -> Result<ModelSet, DaemonError> {
 fn publish_items(settings: &Settings, set: &mut ModelSet) -> Result<(), DaemonError> {
     let providers = settings.runtime.provider_options().order;
     for m in set.iter_mut() {
-        let path =
-            stac::publish_model_item(&settings.paths.output, &m.spec, &m.sha256, &m.dir, &providers)
-                .map_err(DaemonError::Models)?;
+        let path = stac::publish_model_item(
+            &settings.paths.output,
+            &m.spec,
+            &m.sha256,
+            &m.dir,
+            &providers,
+        )
+        .map_err(DaemonError::Models)?;
         tracing::debug!(model = %m.label(), item = %path.display(), "model Item written");
     }
     Ok(())
@@ -69,6 +74,9 @@ pub struct PollOutcome {
     pub refused: Vec<String>,
     /// A selected model now resolves to a version other than the one in use.
     pub reload: bool,
+    /// Every selected model's directory was read, nothing was refused in this poll, and
+    /// no refused version is still present: a "models" degradation can be lifted.
+    pub healthy: bool,
 }
 
 /// Memory between polls; see the module docs.
@@ -76,6 +84,8 @@ pub struct PollOutcome {
 pub struct ModelWatch {
     versions: BTreeMap<String, Vec<(u32, Fingerprint)>>,
     reported: BTreeSet<String>,
+    /// Loading the versions last seen failed; forgotten when a listing changes.
+    load_failed: bool,
 }
 
 /// Size and mtime of a version's manifest and graph (`None` when absent).
@@ -95,6 +105,12 @@ impl ModelWatch {
     /// a configuration reload).
     pub fn reset(&mut self) {
         self.versions.clear();
+    }
+
+    /// Records that loading the versions this watch last saw failed, so that polls do
+    /// not report the models healthy until a listing changes.
+    pub fn load_failed(&mut self) {
+        self.load_failed = true;
     }
 
     /// Looks for new versions of the models `settings` selects (blocking file I/O).
@@ -132,6 +148,7 @@ impl ModelWatch {
                 .collect();
             let changed = self.versions.get(&r.name) != Some(&versions);
             if changed {
+                self.load_failed = false;
                 // A changed version may be refused again: report it again.
                 let prefix = format!("{}@", r.name);
                 self.reported.retain(|l| !l.starts_with(&prefix));
@@ -156,6 +173,7 @@ impl ModelWatch {
                 Err(e) => out.refused.push(format!("{r}: {}", error_chain(&e))),
             }
         }
+        out.healthy = out.refused.is_empty() && self.reported.is_empty() && !self.load_failed;
         out
     }
 }

@@ -637,6 +637,11 @@ pub async fn watch_models(ctx: Ctx) {
             ctx.health
                 .raise("models", Status::Degraded, format!("refused {r}"));
         }
+        // A models directory that could not be read (or held a broken version) and is
+        // fine again lifts its degradation, with or without a reload.
+        if outcome.healthy && !outcome.reload {
+            ctx.health.clear("models");
+        }
         // The first poll only reloads when a version appeared while the models loaded.
         if !outcome.reload || (was_first && nothing_in_use) {
             continue;
@@ -646,6 +651,9 @@ pub async fn watch_models(ctx: Ctx) {
         match blocking(move || load_validated(&s)).await {
             Ok(Ok(set)) => {
                 // Versions that verified but failed to load were passed over.
+                if !set.skipped.is_empty() {
+                    watch.load_failed();
+                }
                 for r in &set.skipped {
                     tracing::error!(reason = %r, "model version refused; the models in use keep running");
                     ctx.metrics.inc("s2edge_model_rejected_total", &[]);
@@ -673,6 +681,7 @@ pub async fn watch_models(ctx: Ctx) {
             }
             Ok(Err(e)) => {
                 let why = super::worker::error_chain(&e);
+                watch.load_failed();
                 tracing::error!(reason = %why, "new models refused; the models in use keep running");
                 ctx.metrics.inc("s2edge_model_rejected_total", &[]);
                 ctx.health

@@ -376,7 +376,12 @@ fn mostly_saturated(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
         return false;
     }
     let saturated: usize = (r0..r1)
-        .map(|r| band.row(r)[c0..c1].iter().filter(|&&v| v == SATURATED_DN).count())
+        .map(|r| {
+            band.row(r)[c0..c1]
+                .iter()
+                .filter(|&&v| v == SATURATED_DN)
+                .count()
+        })
         .sum();
     2 * saturated >= (c1 - c0) * (r1 - r0)
 }

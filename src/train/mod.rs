@@ -23,8 +23,8 @@
 //! Invariants shared by all: only rank 0 writes files (checkpoints, exports); every rank
 //! takes part in every collective, including error agreement, so no rank hangs.
 
-pub mod bandstats;
 pub mod backproject;
+pub mod bandstats;
 pub mod checkpoint;
 pub mod classify;
 pub mod config;
