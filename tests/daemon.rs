@@ -696,6 +696,17 @@ fn sighup_reloads_and_sigterm_drains() {
     assert!(d.log_text().contains("drained; exiting"));
 }
 
+/// Version 1 of the three tiny models, copied into `models` (a directory the test may
+/// change under a running daemon).
+pub(crate) fn copy_tiny_models(models: &Path) {
+    for name in ["tiny-ben19", "tiny-dsen2-2x", "tiny-dsen2-6x"] {
+        copy_dir(
+            &fixtures_models().join(name).join("1"),
+            &models.join(name).join("1"),
+        );
+    }
+}
+
 /// Copies a fixture model version as `version`, optionally with a wrong sha256; the
 /// manifest is renamed in last, as a deployment must.
 pub(crate) fn add_version(models: &Path, name: &str, from: u32, version: u32, bad_sha: bool) {
@@ -724,16 +735,7 @@ fn model_hot_swap_refuses_a_bad_version_and_takes_a_good_one() {
     }
     let tmp = util::tempdir();
     let models = tmp.path().join("models");
-    for name in ["tiny-ben19", "tiny-dsen2-6x"] {
-        copy_dir(
-            &fixtures_models().join(name).join("1"),
-            &models.join(name).join("1"),
-        );
-    }
-    copy_dir(
-        &fixtures_models().join("tiny-dsen2-2x/1"),
-        &models.join("tiny-dsen2-2x/1"),
-    );
+    copy_tiny_models(&models);
     let ingest = tmp.path().join("ingest");
     let mut d = Daemon::new(tmp.path(), &ingest, &models, "");
     d.start();
@@ -795,12 +797,7 @@ fn an_unreadable_models_directory_degrades_and_recovers_after_sighup() {
     }
     let tmp = util::tempdir();
     let models = tmp.path().join("models");
-    for name in ["tiny-ben19", "tiny-dsen2-2x", "tiny-dsen2-6x"] {
-        copy_dir(
-            &fixtures_models().join(name).join("1"),
-            &models.join(name).join("1"),
-        );
-    }
+    copy_tiny_models(&models);
     let ingest = tmp.path().join("ingest");
     let mut d = Daemon::new(tmp.path(), &ingest, &models, "");
     d.start();

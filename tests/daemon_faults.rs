@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use s2edge::daemon::ledger::GranuleState;
 
 use crate::daemon::{
-    add_version, copy_dir, deliver, fixtures_models, item_models, metric, parse_metrics,
-    runtime_available, Daemon,
+    add_version, copy_dir, copy_tiny_models, deliver, fixtures_models, item_models, metric,
+    parse_metrics, runtime_available, Daemon,
 };
 use crate::{safe_fixture, util};
 
@@ -181,12 +181,7 @@ fn copy_dir_all(from: &Path, to: &Path) {
 /// graph disagrees with its manifest (the `broken-io` graph).
 fn models_with_broken_v2(root: &Path) -> PathBuf {
     let models = root.join("models");
-    for name in ["tiny-ben19", "tiny-dsen2-6x", "tiny-dsen2-2x"] {
-        copy_dir(
-            &fixtures_models().join(name).join("1"),
-            &models.join(name).join("1"),
-        );
-    }
+    copy_tiny_models(&models);
     let v2 = models.join("tiny-dsen2-2x/2");
     std::fs::create_dir_all(&v2).unwrap();
     let broken = fixtures_models().join("broken-io/1");
@@ -252,12 +247,7 @@ fn a_refused_version_is_retried_when_its_files_change() {
     }
     let tmp = util::tempdir();
     let models = tmp.path().join("models");
-    for name in ["tiny-ben19", "tiny-dsen2-6x", "tiny-dsen2-2x"] {
-        copy_dir(
-            &fixtures_models().join(name).join("1"),
-            &models.join(name).join("1"),
-        );
-    }
+    copy_tiny_models(&models);
     let ingest = tmp.path().join("ingest");
     let mut d = Daemon::new(tmp.path(), &ingest, &models, "");
     d.start();

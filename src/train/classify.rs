@@ -637,6 +637,8 @@ pub fn scan(
 
 /// The network of the `classify` task.
 #[derive(Module, Debug)]
+// One `Net` per training process, moved rarely: boxing the ResNet50 buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Net {
     /// ResNet50 with a sigmoid head.
     ResNet50(ResNet50),
