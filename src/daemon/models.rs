@@ -43,17 +43,17 @@ pub fn load_validated(settings: &Settings) -> Result<ModelSet, DaemonError> {
         },
     )
     .map_err(DaemonError::Models)
-    .and_then(|mut set| {
-        publish_items(settings, &mut set)?;
+    .and_then(|set| {
+        publish_items(settings, &set)?;
         Ok(set)
     })
 }
 
 /// Writes the MLM Item of every model in `set` into `<output>/models/`, so that the
 /// `derived_from` links of the products it makes resolve.
-fn publish_items(settings: &Settings, set: &mut ModelSet) -> Result<(), DaemonError> {
+fn publish_items(settings: &Settings, set: &ModelSet) -> Result<(), DaemonError> {
     let providers = settings.runtime.provider_options().order;
-    for m in set.iter_mut() {
+    for m in set.iter() {
         let path = stac::publish_model_item(
             &settings.paths.output,
             &m.spec,

@@ -82,6 +82,13 @@ impl ModelSet {
     }
 
     /// The loaded models, in stage order.
+    pub fn iter(&self) -> impl Iterator<Item = &LoadedModel> {
+        [&self.superres_2x, &self.superres_6x, &self.classifier]
+            .into_iter()
+            .flatten()
+    }
+
+    /// The loaded models, in stage order, mutably.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut LoadedModel> {
         [
             &mut self.superres_2x,

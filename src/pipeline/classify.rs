@@ -5,8 +5,9 @@
 //! `edge` (partial, with `edge_patches = "skip"`), `nodata` (touches nodata), `saturated`
 //! (half or more of the pixels of some input band are DN 65535: the spectrum is clipped,
 //! so scores would be noise), `cloudy` (cloud/snow fraction from the granule's own mask
-//! above `max_cloud_fraction`), else `ok`. Only `ok` patches are inferred, in batches. Classifiers output probabilities
-//! (the sigmoid is inside the graph); the pipeline never applies another one.
+//! above `max_cloud_fraction`), else `ok`. Only `ok` patches are inferred, in batches.
+//! Classifiers output probabilities (the sigmoid is inside the graph); the pipeline never
+//! applies another one.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -357,33 +358,29 @@ fn fill_window(
     }
 }
 
-/// True when the band's own-grid block under `rect` holds a nodata pixel.
-fn touches_nodata(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
+/// The rows of the band's own-grid block under the 10 m `rect` (`factor` = the band's
+/// pixel size in 10 m pixels), clipped to the band.
+fn block_rows(band: &Raster<u16>, factor: usize, rect: Rect) -> impl Iterator<Item = &[u16]> {
     let c0 = rect.col / factor;
     let r0 = rect.row / factor;
     let c1 = (rect.col + rect.width).div_ceil(factor).min(band.width);
     let r1 = (rect.row + rect.height).div_ceil(factor).min(band.height);
-    (r0..r1).any(|r| band.row(r)[c0..c1].contains(&NODATA_DN))
+    (r0..r1).map(move |r| &band.row(r)[c0.min(c1)..c1])
+}
+
+/// True when the band's own-grid block under `rect` holds a nodata pixel.
+fn touches_nodata(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
+    block_rows(band, factor, rect).any(|row| row.contains(&NODATA_DN))
 }
 
 /// True when half or more of the band's own-grid block under `rect` is saturated.
 fn mostly_saturated(band: &Raster<u16>, factor: usize, rect: Rect) -> bool {
-    let c0 = rect.col / factor;
-    let r0 = rect.row / factor;
-    let c1 = (rect.col + rect.width).div_ceil(factor).min(band.width);
-    let r1 = (rect.row + rect.height).div_ceil(factor).min(band.height);
-    if c1 <= c0 || r1 <= r0 {
-        return false;
+    let (mut pixels, mut saturated) = (0, 0);
+    for row in block_rows(band, factor, rect) {
+        pixels += row.len();
+        saturated += row.iter().filter(|&&v| v == SATURATED_DN).count();
     }
-    let saturated: usize = (r0..r1)
-        .map(|r| {
-            band.row(r)[c0..c1]
-                .iter()
-                .filter(|&&v| v == SATURATED_DN)
-                .count()
-        })
-        .sum();
-    2 * saturated >= (c1 - c0) * (r1 - r0)
+    pixels > 0 && 2 * saturated >= pixels
 }
 
 /// Fraction of flagged mask pixels under `rect` (10 m grid), through map coordinates
