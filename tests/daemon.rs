@@ -540,6 +540,37 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
     assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0));
 }
 
+/// Granules already queued when one starts are opened ahead of their turn (their reader
+/// decodes the first strip during the current granule's inference), and each is still
+/// published once, whole.
+#[test]
+fn queued_granules_are_opened_ahead_of_their_turn() {
+    if !runtime_available("queued_granules_are_opened_ahead_of_their_turn") {
+        return;
+    }
+    let tmp = util::tempdir();
+    let ingest = tmp.path().join("ingest");
+    let mut d = Daemon::new(tmp.path(), &ingest, &fixtures_models(), "");
+    let ids = ["S2B_QUEUE_1", "S2B_QUEUE_2", "S2B_QUEUE_3"];
+    for id in ids {
+        deliver(&ingest, id);
+    }
+    d.start();
+    d.wait_for("the queue to drain", Duration::from_secs(120), |d| {
+        ids.iter().all(|id| d.state(id) == Some(GranuleState::Done))
+    });
+    let log = d.log_text();
+    assert!(
+        log.contains("opened ahead"),
+        "no granule was opened ahead:\n{log}"
+    );
+    for id in ids {
+        let item = std::fs::read_to_string(d.out(id).join("item.json")).unwrap();
+        assert!(item.contains(id), "{id}");
+        assert!(d.out(id).join("superres.tif").is_file(), "{id}");
+    }
+}
+
 #[test]
 fn redelivery_is_a_duplicate_until_requeued() {
     if !runtime_available("redelivery_is_a_duplicate_until_requeued") {

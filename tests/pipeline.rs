@@ -260,6 +260,7 @@ pub(crate) fn scene_with(w: usize, h: usize, value: impl Fn(Band, usize, usize) 
         bands.insert(b, Raster::from_vec(bw, bh, data).unwrap());
     }
     Scene {
+        row0: 0,
         grid10: grid(w, h),
         bands,
         cloud: None,

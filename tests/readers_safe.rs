@@ -554,3 +554,97 @@ fn hostile_and_broken_zips_are_refused() {
         Err(GranuleError::UnknownLayout { .. })
     ));
 }
+
+/// The streaming reader (`BandRows`, OpenJPEG decode areas) gives exactly the whole-file
+/// decode, for a tiled and an untiled file, read from disk and from memory, in windows
+/// that do and do not line up with the codestream tiles.
+#[test]
+fn jpeg2000_windows_equal_the_whole_decode() {
+    const TEST: &str = "jpeg2000_windows_equal_the_whole_decode";
+    let Some(gdal) = util::tool("gdal_translate", TEST) else {
+        return;
+    };
+    let tmp = util::tempdir();
+    let (w, h) = (203, 190);
+    let data: Vec<u16> = (0..w * h)
+        .map(|i| ((i % w) * 131 + (i / w) * 71 + (i * 7919) % 397) as u16 % 12000)
+        .collect();
+    let raster = s2edge::raster::Raster::from_vec(w, h, data).unwrap();
+    let georef = s2edge::granule::GeoRef {
+        epsg: 32633,
+        transform: s2edge::granule::GeoTransform {
+            origin_x: 300000.0,
+            origin_y: 6200040.0,
+            pixel_width: 10.0,
+            pixel_height: -10.0,
+        },
+        width: w,
+        height: h,
+    };
+    let tif = tmp.path().join("B02.tif");
+    s2edge::granule::tiff::write_u16(&tif, &raster, &georef).unwrap();
+    for (name, tile) in [("untiled", None), ("tiled", Some(64))] {
+        let jp = tmp.path().join(format!("{name}.jp2"));
+        let mut cmd = std::process::Command::new(&gdal);
+        cmd.args([
+            "-q",
+            "-of",
+            "JP2OpenJPEG",
+            "-co",
+            "QUALITY=100",
+            "-co",
+            "REVERSIBLE=YES",
+        ]);
+        if let Some(t) = tile {
+            cmd.args([
+                "-co",
+                &format!("BLOCKXSIZE={t}"),
+                "-co",
+                &format!("BLOCKYSIZE={t}"),
+            ]);
+        }
+        let out = cmd.arg(&tif).arg(&jp).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = fs::read(&jp).unwrap();
+        let whole = jp2::decode_u16(&bytes, &jp).unwrap();
+        assert_eq!(whole, raster, "{name}: lossless");
+        let header = jp2::read_header(&bytes, &jp).unwrap();
+        assert_eq!(
+            header.tile_height < h as u64,
+            tile.is_some(),
+            "{name}: {header:?}"
+        );
+        for step in [1, 37, 64, 190, 500] {
+            let (mut rows, _) =
+                s2edge::granule::BandRows::open(Band::B02, &Location::File(jp.clone())).unwrap();
+            let mut got = Vec::new();
+            while rows.rows_left() > 0 {
+                got.extend_from_slice(&rows.read(step).unwrap().data);
+            }
+            assert!(got == whole.data, "{name}: windows of {step} rows");
+        }
+        let mut mem = jp2::Jp2Rows::open(jp2::Jp2Input::Bytes(bytes.clone()), &jp).unwrap();
+        let mut got = Vec::new();
+        while let Some(r) = mem.next_rows().unwrap() {
+            assert_eq!(r.width, w);
+            got.extend_from_slice(&r.data);
+        }
+        assert!(got == whole.data, "{name}: from memory");
+        // A truncated file fails with a typed error naming it, at open or at a window.
+        let cut = tmp.path().join(format!("{name}-cut.jp2"));
+        fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let r = s2edge::granule::BandRows::open(Band::B02, &Location::File(cut.clone())).and_then(
+            |(mut rows, _)| {
+                while rows.rows_left() > 0 {
+                    rows.read(64)?;
+                }
+                Ok(())
+            },
+        );
+        expect_jp2_error(r, &cut);
+    }
+}

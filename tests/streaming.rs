@@ -314,3 +314,133 @@ fn only_one_superres_model_runs_without_the_other() {
         run.context()
     );
 }
+
+/// A tall granule whose left third is outside the swath (nodata in every band): the
+/// window holds a few strips, never the granule; the tiles without valid pixels are not
+/// inferred; and the file still equals the whole-raster path byte for byte.
+#[test]
+fn the_window_holds_a_few_strips_and_skips_tiles_outside_the_swath() {
+    const TEST: &str = "the_window_holds_a_few_strips_and_skips_tiles_outside_the_swath";
+    if !util::runtime(TEST) {
+        return;
+    }
+    let tmp = util::tempdir();
+    let (w, h) = (360, 1098);
+    let base = test_scene(w, h);
+    let scene = scene_with(w, h, |band, col, row| {
+        let f = band.resolution().factor();
+        if col * f < 120 {
+            NODATA_DN
+        } else {
+            base.bands[&band].data[row * (w / f) + col]
+        }
+    });
+    let folder = write_folder(tmp.path(), "S2_SWATH", &scene);
+    let reference = tmp.path().join("reference.tif");
+    reference_file(&scene, &reference, 120);
+    let out = tmp.path().join("out");
+    let report = process(&folder, &out, &options(120, 4, 1 << 30));
+    let a = std::fs::read(&reference).unwrap();
+    let b = std::fs::read(out.join("S2_SWATH").join("superres.tif")).unwrap();
+    assert!(a == b, "skipping empty tiles changed the file");
+    // 10 strips of 120 rows; each model skips the strip's left tile.
+    assert_eq!(report.tiles_skipped, 2 * h.div_ceil(120), "{report:?}");
+    assert!(
+        report.window_rows > 120 && report.window_rows <= 2 * 120 + 2 * 120,
+        "the window held {} of {h} rows",
+        report.window_rows
+    );
+}
+
+/// The classifier and the quicklook read the moving window too: their products equal a
+/// whole-scene classification (same batches) and a whole-raster quicklook, with
+/// super-resolution on (the window follows the strips) and off (it moves by itself).
+#[test]
+fn streamed_classification_and_quicklook_equal_the_whole_scene() {
+    const TEST: &str = "streamed_classification_and_quicklook_equal_the_whole_scene";
+    if !util::runtime(TEST) {
+        return;
+    }
+    let tmp = util::tempdir();
+    // Texture, with nodata in the top-left corner (two patches) only.
+    let scene = scene_with(618, 546, |band, col, row| {
+        let f = band.resolution().factor();
+        if col * f < 200 && row * f < 100 {
+            NODATA_DN
+        } else {
+            texture(band, col, row)
+        }
+    });
+    let folder = write_folder(tmp.path(), "S2_CLS", &scene);
+    let source = GranuleSource::open(&folder).unwrap();
+    let loaded = Scene::load(&source, &Band::PRODUCT).unwrap();
+    let mut opts = options(120, 4, 1 << 30);
+    opts.classify = true;
+    opts.edge_patches = s2edge::config::EdgePatches::Pad;
+    let mut cls = load_fixture("tiny-ben19");
+    let direct = s2edge::pipeline::classify::classify(
+        &loaded,
+        &mut cls,
+        "S2_CLS",
+        s2edge::pipeline::classify::ClassifyOptions {
+            edge_patches: opts.edge_patches,
+            max_cloud_fraction: opts.max_cloud_fraction,
+            input: opts.classify_input,
+            batch: opts.batch,
+        },
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(direct.count(s2edge::pipeline::classify::PatchStatus::Ok) > 8);
+    assert!(direct.count(s2edge::pipeline::classify::PatchStatus::Nodata) >= 2);
+    let quicklook = tmp.path().join("quicklook.png");
+    s2edge::product::write_quicklook(
+        &quicklook,
+        &loaded.bands[&Band::B04],
+        &loaded.bands[&Band::B03],
+        &loaded.bands[&Band::B02],
+        opts.quicklook_size,
+    )
+    .unwrap();
+    for superres_on in [true, false] {
+        opts.superres = superres_on;
+        let out = tmp.path().join(format!("out-{superres_on}"));
+        let mut m2 = load_fixture("tiny-dsen2-2x");
+        let mut m6 = load_fixture("tiny-dsen2-6x");
+        let mut cls = load_fixture("tiny-ben19");
+        let mut models = Models {
+            classifier: Some(&mut cls as &mut dyn Infer),
+            superres_2x: Some(&mut m2 as &mut dyn Infer),
+            superres_6x: Some(&mut m6 as &mut dyn Infer),
+        };
+        process_granule(&source, &mut models, &opts, &out, &mut NoProgress).unwrap();
+        let product = out.join("S2_CLS");
+        let labels = read_json(&product.join("labels.geojson"));
+        let features = labels["features"].as_array().unwrap();
+        assert_eq!(features.len(), direct.patches.len());
+        for (f, p) in features.iter().zip(&direct.patches) {
+            let props = &f["properties"];
+            assert_eq!(props["row"], p.row, "superres {superres_on}");
+            assert_eq!(props["col"], p.col);
+            assert_eq!(props["status"], serde_json::to_value(p.status).unwrap());
+            match &p.scores {
+                Some(s) => {
+                    // labels.geojson writes each f32 score in its shortest form.
+                    let got: Vec<f32> = direct
+                        .classes
+                        .iter()
+                        .map(|c| props["scores"][c].as_f64().unwrap() as f32)
+                        .collect();
+                    assert_eq!(&got, s, "patch {} {}", p.row, p.col);
+                }
+                None => assert!(props["scores"].is_null()),
+            }
+        }
+        assert!(
+            std::fs::read(product.join("quicklook.png")).unwrap()
+                == std::fs::read(&quicklook).unwrap(),
+            "superres {superres_on}: the quicklook differs from the whole-raster one"
+        );
+    }
+}

@@ -321,6 +321,7 @@ fn parity(scale: usize, task: &str) -> f32 {
         backprojection_steps: 0,
         blur_factors: vec![],
         init_from: None,
+        generator_slope: None,
     };
     let optim = s2edge::train::sr::make_optim(&cfg);
     let state = s2edge::train::checkpoint::CheckpointState {

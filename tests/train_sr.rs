@@ -159,6 +159,7 @@ fn scene(size: usize) -> Scene {
         bands.insert(band, Raster::from_vec(n, n, data).unwrap());
     }
     Scene {
+        row0: 0,
         grid10: GeoRef {
             epsg: 32633,
             transform: GeoTransform {

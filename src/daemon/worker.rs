@@ -5,8 +5,12 @@
 //! `[runtime] inference_workers` threads ([`PooledSet::from_set`]), so the strip loop
 //! prepares the next batch while a worker runs the current one, as in `s2edge process`.
 //!
+//! When the next job is already queued as one starts, its granule is opened and its
+//! reader thread started at once ([`open_input`]), so decoding its first strip overlaps
+//! this granule's inference.
+//!
 //! Model swaps arrive on the same channel as jobs, so a swap happens between granules,
-//! never during one. A panic inside the pipeline is caught and reported as a permanent
+//! never during one (a job opened ahead is opened with the models that run it). A panic inside the pipeline is caught and reported as a permanent
 //! failure of that granule; the thread carries on. While idle the thread wakes every
 //! watchdog half-period to ping systemd, so `WatchdogSec` proves this loop is alive;
 //! while busy, the pipeline's per-batch progress callback pings it.
@@ -23,7 +27,9 @@ use crate::granule::{GranuleId, GranuleSource};
 use crate::model::session::LoadedModel;
 use crate::model::set::ModelSet;
 use crate::pipeline::pooled::PooledSet;
-use crate::pipeline::process::{process_granule, ProcessOptions, ProcessReport, Progress};
+use crate::pipeline::process::{
+    open_input, process_opened, Input, Models, ProcessOptions, ProcessReport, Progress,
+};
 use crate::pipeline::PipelineError;
 
 use super::error::DaemonError;
@@ -209,6 +215,20 @@ pub fn spawn(
     Ok((WorkerHandle { tx }, thread))
 }
 
+/// A granule opened for processing, ahead of its turn or at it.
+type Opened = (GranuleSource, Input);
+
+/// Opens the granule at `input` and starts reading the bands `models` need.
+fn open_job(
+    input: &std::path::Path,
+    models: &Models<'_>,
+    options: &ProcessOptions,
+) -> Result<Opened, PipelineError> {
+    let source = GranuleSource::open(input)?;
+    let opened = open_input(&source, models, options)?;
+    Ok((source, opened))
+}
+
 /// The models behind their worker pools, or why they could not be started.
 fn pooled(models: ModelSet, workers: usize) -> Result<PooledSet, String> {
     PooledSet::from_set(models, workers).map_err(|e| {
@@ -228,14 +248,21 @@ fn run(
     let mut models = pooled(models, options.inference_workers);
     let period = systemd::watchdog_period();
     let idle_wake = period.unwrap_or(Duration::from_secs(3600));
+    // The request after the current job, taken off the channel early, and that job's
+    // input opened ahead (its reader already decoding its first strip).
+    let mut next: Option<Request> = None;
+    let mut ahead: Option<(PathBuf, Result<Opened, PipelineError>)> = None;
     loop {
-        let req = match rx.recv_timeout(idle_wake) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => {
-                systemd::watchdog();
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
+        let req = match next.take() {
+            Some(r) => r,
+            None => match rx.recv_timeout(idle_wake) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => {
+                    systemd::watchdog();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
         };
         match req {
             Request::Configure {
@@ -267,16 +294,42 @@ fn run(
                     period,
                     last: Instant::now(),
                 };
+                let opened = match ahead.take() {
+                    Some((input, opened)) if input == job.input => Some(opened),
+                    _ => None,
+                };
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let source = GranuleSource::open(&job.input).map_err(PipelineError::from)?;
                     let set = models.as_mut().map_err(|e| {
                         PipelineError::Model(crate::model::ModelError::Inference {
                             model: "inference workers".into(),
                             reason: e.clone(),
                         })
                     })?;
+                    let (source, input) = match opened {
+                        Some(o) => o?,
+                        None => open_job(&job.input, &set.models(), &options)?,
+                    };
+                    // The next job, if it is already queued, is opened now: its reader
+                    // decodes its first strip while this granule is inferred.
+                    if let Ok(r) = rx.try_recv() {
+                        if let Request::Process(j) = &r {
+                            tracing::info!(next = %j.id, "next granule opened ahead: its first strip is decoded during this one's inference");
+                            ahead = Some((
+                                j.input.clone(),
+                                open_job(&j.input, &set.models(), &options),
+                            ));
+                        }
+                        next = Some(r);
+                    }
                     let mut m = set.models();
-                    process_granule(&source, &mut m, &options, &job.out_dir, &mut progress)
+                    process_opened(
+                        &source,
+                        Some(input),
+                        &mut m,
+                        &options,
+                        &job.out_dir,
+                        &mut progress,
+                    )
                 }));
                 let result = match result {
                     Ok(Ok(report)) => Ok(report),

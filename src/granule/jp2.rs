@@ -51,6 +51,10 @@ pub struct Header {
     pub width: u64,
     /// Image height in pixels (`Ysiz − YOsiz`).
     pub height: u64,
+    /// The image's offset on the reference grid (`XOsiz`, `YOsiz`).
+    pub origin: (u64, u64),
+    /// Tile height on the reference grid (`YTsiz`); the image height for an untiled file.
+    pub tile_height: u64,
     /// The components, in codestream order.
     pub components: Vec<ComponentInfo>,
 }
@@ -141,6 +145,7 @@ pub fn read_header(bytes: &[u8], path: &Path) -> Result<Header, GranuleError> {
     let y = be_u32(cs, 12).ok_or_else(short)?;
     let xo = be_u32(cs, 16).ok_or_else(short)?;
     let yo = be_u32(cs, 20).ok_or_else(short)?;
+    let yt = be_u32(cs, 28).ok_or_else(short)?;
     let csiz = usize::from(be_u16(cs, 40).ok_or_else(short)?);
     if csiz == 0 || lsiz != 38 + 3 * csiz {
         return Err(err(
@@ -167,6 +172,8 @@ pub fn read_header(bytes: &[u8], path: &Path) -> Result<Header, GranuleError> {
     Ok(Header {
         width: u64::from(width),
         height: u64::from(height),
+        origin: (u64::from(xo), u64::from(yo)),
+        tile_height: u64::from(yt.max(1)),
         components,
     })
 }
@@ -298,6 +305,149 @@ fn decode_checked(
                 .ok_or_else(|| err(path, format!("component {i} has the wrong sample count")))
         })
         .collect()
+}
+
+/// Where a JPEG 2000 band's bytes come from when it is decoded window by window.
+#[derive(Debug)]
+pub enum Jp2Input {
+    /// A file on disk: OpenJPEG reads it through its own file stream, skipping what the
+    /// window does not need, so the compressed bytes are never held whole.
+    File(std::path::PathBuf),
+    /// The file's bytes (a zip entry, which cannot be read in place).
+    Bytes(Vec<u8>),
+}
+
+/// How many bytes of a file are read to find its SIZ marker: the boxes before the
+/// codestream (signature, header, GML/XML) are a few kB in Sentinel-2 files.
+const HEADER_PREFIX: u64 = 1 << 20;
+
+/// A single-component JPEG 2000 band decoded in horizontal windows, top to bottom, with
+/// OpenJPEG's decode area: one window per row of codestream tiles (at most
+/// [`WINDOW_ROWS`] rows for an untiled file), so a window decodes each tile once.
+#[derive(Debug)]
+pub struct Jp2Rows {
+    input: Jp2Input,
+    path: std::path::PathBuf,
+    header: Header,
+    /// Rows per window.
+    step: u64,
+    /// The next row (image coordinates).
+    next: u64,
+}
+
+/// Rows per window of an untiled (or very tall-tiled) JPEG 2000 file.
+pub const WINDOW_ROWS: u64 = 1024;
+
+impl Jp2Rows {
+    /// Reads the header of `input` and checks it as [`decode_u16`] does.
+    ///
+    /// # Errors
+    /// [`GranuleError::Io`] when the file cannot be read; otherwise as [`decode_u16`].
+    pub fn open(input: Jp2Input, path: &Path) -> Result<Jp2Rows, GranuleError> {
+        let header = match &input {
+            Jp2Input::Bytes(b) => read_header(b, path)?,
+            Jp2Input::File(p) => {
+                let mut prefix = Vec::new();
+                std::fs::File::open(p)
+                    .and_then(|f| {
+                        std::io::Read::read_to_end(
+                            &mut std::io::Read::take(f, HEADER_PREFIX),
+                            &mut prefix,
+                        )
+                    })
+                    .map_err(|e| GranuleError::io(p, e))?;
+                read_header(&prefix, path)?
+            }
+        };
+        check(&header, path)?;
+        if header.components.len() != 1 {
+            return Err(err(
+                path,
+                format!(
+                    "{} components; a band file must have exactly one (multi-component \
+                     JPEG 2000 is refused)",
+                    header.components.len()
+                ),
+            ));
+        }
+        let step = if header.tile_height < header.height {
+            header.tile_height.min(WINDOW_ROWS)
+        } else {
+            WINDOW_ROWS
+        };
+        Ok(Jp2Rows {
+            input,
+            path: path.to_path_buf(),
+            header,
+            step,
+            next: 0,
+        })
+    }
+
+    /// Columns and rows.
+    pub fn size(&self) -> (usize, usize) {
+        // Both are at most MAX_SIDE (checked in `open`).
+        (self.header.width as usize, self.header.height as usize)
+    }
+
+    /// Decodes the next window of rows (all columns); `None` after the last.
+    ///
+    /// # Errors
+    /// [`GranuleError::Jp2`] naming the file when OpenJPEG fails or returns a window of
+    /// another size.
+    pub fn next_rows(&mut self) -> Result<Option<Raster<u16>>, GranuleError> {
+        let (w, h) = (self.header.width, self.header.height);
+        if self.next >= h {
+            return Ok(None);
+        }
+        // Windows end on multiples of the tile height of the reference grid, which are
+        // tile boundaries when the tiles start at 0 (YTOsiz = 0, as in Sentinel-2 files).
+        let y0 = self.next;
+        let y1 = (y0 + self.step - (self.header.origin.1 + y0) % self.step).min(h);
+        let path = self.path.as_path();
+        let codec = |e: jpeg2k::error::Error| err(path, format!("OpenJPEG: {e}"));
+        let (ox, oy) = self.header.origin;
+        let to_u32 = |v: u64| u32::try_from(v).map_err(|_| err(path, "window beyond 2^32"));
+        let area = jpeg2k::DecodeArea::new(
+            to_u32(ox)?,
+            to_u32(oy + y0)?,
+            to_u32(ox + w)?,
+            to_u32(oy + y1)?,
+        );
+        let params = DecodeParameters::new().strict(true).decode_area(Some(area));
+        let image = match &self.input {
+            Jp2Input::Bytes(b) => jpeg2k::Image::from_bytes_with(b, params),
+            Jp2Input::File(p) => jpeg2k::Image::from_file_with(p, params),
+        }
+        .map_err(codec)?;
+        let comps = image.components();
+        let [c] = comps else {
+            return Err(err(
+                path,
+                format!("OpenJPEG decoded {} components", comps.len()),
+            ));
+        };
+        let (width, rows) = (w as usize, (y1 - y0) as usize);
+        if c.width() as usize != width || c.height() as usize != rows {
+            return Err(err(
+                path,
+                format!(
+                    "window rows {y0}..{y1} decoded to {}x{}, expected {width}x{rows}",
+                    c.width(),
+                    c.height()
+                ),
+            ));
+        }
+        let data = c
+            .data()
+            .iter()
+            .map(|&v| v.clamp(0, i32::from(u16::MAX)) as u16)
+            .collect();
+        self.next = y1;
+        Raster::from_vec(width, rows, data)
+            .map(Some)
+            .ok_or_else(|| err(path, "window has the wrong sample count"))
+    }
 }
 
 #[cfg(test)]

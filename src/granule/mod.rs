@@ -22,6 +22,7 @@ pub mod georef;
 pub mod id;
 pub mod jp2;
 pub mod labels;
+pub mod rows;
 pub mod safe;
 pub mod tiff;
 pub mod tree;
@@ -37,6 +38,7 @@ pub use band::{Band, Resolution};
 pub use error::GranuleError;
 pub use georef::{GeoRef, GeoTransform};
 pub use id::GranuleId;
+pub use rows::BandRows;
 
 use crate::raster::Raster;
 
@@ -284,6 +286,40 @@ impl GranuleSource {
                 band,
             })?;
         let (dn, file_georef) = read_raster_u16(loc)?;
+        let georef = self.band_grid(band, loc, file_georef, dn.width, dn.height)?;
+        Ok(BandData { band, georef, dn })
+    }
+
+    /// Opens one band for reading window by window, top to bottom ([`BandRows`]): the
+    /// streaming pipeline's reader. Only the header is read here; the grid is checked as
+    /// [`GranuleSource::read_band`] checks it.
+    ///
+    /// # Errors
+    /// As [`GranuleSource::read_band`].
+    pub fn band_rows(&self, band: Band) -> Result<BandRows, GranuleError> {
+        let loc = self
+            .bands
+            .get(&band)
+            .ok_or_else(|| GranuleError::MissingBand {
+                id: self.id.to_string(),
+                band,
+            })?;
+        let (rows, file_georef) = BandRows::open(band, loc)?;
+        let (w, h) = rows.size();
+        let georef = self.band_grid(band, loc, file_georef, w, h)?;
+        Ok(rows.with_georef(georef))
+    }
+
+    /// The band's grid: the metadata's for its resolution, else the file's own; refused
+    /// when the file's size differs from it.
+    fn band_grid(
+        &self,
+        band: Band,
+        loc: &Location,
+        file_georef: Option<GeoRef>,
+        width: usize,
+        height: usize,
+    ) -> Result<GeoRef, GranuleError> {
         let georef = match self.metadata.grids.get(&band.resolution()) {
             Some(g) => *g,
             None => file_georef.ok_or_else(|| GranuleError::Metadata {
@@ -292,17 +328,17 @@ impl GranuleSource {
                 reason: "neither the metadata nor the file gives one".into(),
             })?,
         };
-        if georef.width != dn.width || georef.height != dn.height {
+        if georef.width != width || georef.height != height {
             return Err(GranuleError::GridMismatch {
                 id: self.id.to_string(),
                 band,
                 reason: format!(
                     "file is {}x{} but the metadata grid is {}x{}",
-                    dn.width, dn.height, georef.width, georef.height
+                    width, height, georef.width, georef.height
                 ),
             });
         }
-        Ok(BandData { band, georef, dn })
+        Ok(georef)
     }
 
     /// Reads the product's cloud/snow mask, if it carries one that can be decoded.

@@ -18,7 +18,8 @@
 //!   rasters are shifted by half a pixel (as GDAL does), and rotated or sheared
 //!   transforms, geographic CRSs and ground-control-point georeferencing are errors.
 //! - Only the first image (IFD) is read; COG overviews and masks that follow are ignored.
-//!   Tiled images are decoded tile by tile (see `decode_tiles` for why).
+//!   Images are decoded one chunk row at a time ([`TiffRows`]; see there for why), which
+//!   also lets the streaming pipeline read a band window by window ([`open_rows`]).
 //! - Nothing here panics on malformed input: every failure is a [`GranuleError::Tiff`]
 //!   naming the file. The `tiff` crate is fuzzed by this module's unit tests (strip
 //!   files truncated at every offset, byte flips, random corruption) and by
@@ -208,19 +209,12 @@ fn decode(
     path: &Path,
     accept_u8: bool,
 ) -> Result<(Raster<u16>, Option<GeoRef>), GranuleError> {
-    let mut cursor = Cursor::new(bytes);
-    let (width, height) = checked_dimensions(&mut cursor, path)?;
-    let mut decoder = open_decoder(cursor, path)?;
-    let sample = sample_kind(&mut decoder, path, accept_u8)?;
-    let georef = read_georef(&mut decoder, width, height, path)?;
-    let data = if decoder.get_chunk_type() == ChunkType::Tile {
-        decode_tiles(&mut decoder, sample, width, height, path)?
-    } else {
-        let image = decoder
-            .read_image()
-            .map_err(|e| tiff_error(path, format!("decoding pixels: {e}")))?;
-        widen(sample, image, path)?
-    };
+    let (mut rows, georef) = TiffRows::new(Cursor::new(bytes), path, accept_u8)?;
+    let (width, height) = (rows.width, rows.height);
+    let mut data = Vec::with_capacity(width * height);
+    while let Some(chunk) = rows.next_rows()? {
+        data.extend_from_slice(&chunk.data);
+    }
     let raster = Raster::from_vec(width, height, data).ok_or_else(|| {
         tiff_error(
             path,
@@ -228,6 +222,28 @@ fn decode(
         )
     })?;
     Ok((raster, georef))
+}
+
+/// Opens the band GeoTIFF at `path` for reading row by row ([`TiffRows`]): only the
+/// header is read here, and each call of [`TiffRows::next_rows`] reads and decodes one
+/// row of chunks from the file.
+///
+/// # Errors
+/// [`GranuleError::Io`] when the file cannot be opened, otherwise as [`decode_u16`].
+pub fn open_rows(path: &Path) -> Result<(TiffRows<BufReader<File>>, Option<GeoRef>), GranuleError> {
+    let file = File::open(path).map_err(|e| GranuleError::io(path, e))?;
+    TiffRows::new(BufReader::new(file), path, false)
+}
+
+/// Like [`open_rows`], over a band file's bytes already in memory (a zip entry).
+///
+/// # Errors
+/// As [`decode_u16`].
+pub fn rows_from_bytes(
+    bytes: Vec<u8>,
+    path: &Path,
+) -> Result<(TiffRows<Cursor<Vec<u8>>>, Option<GeoRef>), GranuleError> {
+    TiffRows::new(Cursor::new(bytes), path, false)
 }
 
 /// The samples of a decoded buffer as `u16`, widening uint8.
@@ -242,64 +258,146 @@ fn widen(sample: SampleKind, image: DecodingResult, path: &Path) -> Result<Vec<u
     }
 }
 
-/// Decodes a tiled image tile by tile into a row-major buffer.
+/// A single-band GeoTIFF decoded one chunk row at a time, top to bottom: a row of tiles
+/// for a tiled file, one strip for a stripped one. The whole-image [`decode_u16`] and
+/// the streaming pipeline's band windows both read through it, so there is one decoder.
 ///
-/// `Decoder::read_image` reads tiled images row by row and skips each edge tile's padding
-/// in small reads, which makes the `tiff` 0.11 LZW reader fail on valid GDAL files ("no
-/// lzw end code found"). Reading each tile whole, with the tile's own row stride, avoids
-/// that path.
-fn decode_tiles<R: Read + Seek>(
-    decoder: &mut Decoder<R>,
+/// Each chunk is read whole with its own row stride: `Decoder::read_image` reads tiled
+/// images row by row and skips each edge tile's padding in small reads, which makes the
+/// `tiff` 0.11 LZW reader fail on valid GDAL files ("no lzw end code found").
+pub struct TiffRows<R: Read + Seek> {
+    decoder: Decoder<R>,
     sample: SampleKind,
-    width: usize,
-    height: usize,
-    path: &Path,
-) -> Result<Vec<u16>, GranuleError> {
-    let fail = |e: tiff::TiffError| tiff_error(path, format!("decoding pixels: {e}"));
-    let (tw, th) = decoder.chunk_dimensions();
-    let (tw, th) = (tw as usize, th as usize);
-    if tw == 0 || th == 0 {
-        return Err(tiff_error(path, "zero tile size"));
+    path: std::path::PathBuf,
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// Chunk width and height.
+    chunk: (usize, usize),
+    /// Chunks across.
+    across: usize,
+    /// The next chunk row.
+    next: usize,
+}
+
+impl<R: Read + Seek> std::fmt::Debug for TiffRows<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TiffRows")
+            .field("path", &self.path)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("chunk", &self.chunk)
+            .finish()
     }
-    let across = width.div_ceil(tw);
-    let count = decoder.tile_count().map_err(fail)? as usize;
-    if count != across * height.div_ceil(th) {
-        return Err(tiff_error(
-            path,
-            format!("{count} tiles do not cover {width}x{height} in {tw}x{th} tiles"),
-        ));
+}
+
+impl<R: Read + Seek> TiffRows<R> {
+    /// Checks the header (size limit, sample type, georeference, chunk layout) and
+    /// returns the reader positioned before the first row, with the georeference.
+    fn new(
+        mut reader: R,
+        path: &Path,
+        accept_u8: bool,
+    ) -> Result<(TiffRows<R>, Option<GeoRef>), GranuleError> {
+        let (width, height) = checked_dimensions(&mut reader, path)?;
+        let mut decoder = open_decoder(reader, path)?;
+        let sample = sample_kind(&mut decoder, path, accept_u8)?;
+        let georef = read_georef(&mut decoder, width, height, path)?;
+        let fail = |e: tiff::TiffError| tiff_error(path, format!("decoding pixels: {e}"));
+        let (cw, ch) = decoder.chunk_dimensions();
+        let (cw, ch) = (cw as usize, ch as usize);
+        if cw == 0 || ch == 0 {
+            return Err(tiff_error(path, "zero chunk size"));
+        }
+        let across = width.div_ceil(cw);
+        let count = match decoder.get_chunk_type() {
+            ChunkType::Tile => decoder.tile_count().map_err(fail)?,
+            ChunkType::Strip => decoder.strip_count().map_err(fail)?,
+        } as usize;
+        if count != across * height.div_ceil(ch) {
+            return Err(tiff_error(
+                path,
+                format!("{count} chunks do not cover {width}x{height} in {cw}x{ch} chunks"),
+            ));
+        }
+        Ok((
+            TiffRows {
+                decoder,
+                sample,
+                path: path.to_path_buf(),
+                width,
+                height,
+                chunk: (cw, ch),
+                across,
+                next: 0,
+            },
+            georef,
+        ))
     }
-    let bytes_per_sample = match sample {
-        SampleKind::U8 => 1,
-        SampleKind::U16 => 2,
-    };
-    let mut out = vec![0u16; width * height];
-    for index in 0..count {
-        // `count` came from a u32, so every index fits one.
-        let chunk = index as u32;
-        let mut buf = DecodingResult::U16(Vec::new());
-        decoder
-            .read_chunk_to_buffer(&mut buf, chunk, tw * bytes_per_sample)
-            .map_err(fail)?;
-        let tile = widen(sample, buf, path)?;
-        let (dw, dh) = decoder.chunk_data_dimensions(chunk);
-        let (dw, dh) = (dw as usize, dh as usize);
-        let (x0, y0) = ((index % across) * tw, (index / across) * th);
-        for r in 0..dh {
-            let src = tile.get(r * tw..r * tw + dw);
-            let start = (y0 + r) * width + x0;
-            match (src, out.get_mut(start..start + dw)) {
-                (Some(src), Some(dst)) if x0 + dw <= width => dst.copy_from_slice(src),
-                _ => {
-                    return Err(tiff_error(
-                        path,
-                        format!("tile {index} does not fit the image"),
-                    ))
+
+    /// Rows per chunk row (the last one may be shorter).
+    pub fn rows_per_chunk(&self) -> usize {
+        self.chunk.1
+    }
+
+    /// Decodes the next chunk row: all columns, `rows_per_chunk` rows (fewer at the
+    /// bottom); `None` after the last.
+    ///
+    /// # Errors
+    /// [`GranuleError::Tiff`] naming the file when a chunk is truncated or corrupt.
+    pub fn next_rows(&mut self) -> Result<Option<Raster<u16>>, GranuleError> {
+        let (cw, ch) = self.chunk;
+        let y0 = self.next * ch;
+        if y0 >= self.height {
+            return Ok(None);
+        }
+        let path = self.path.as_path();
+        let rows = ch.min(self.height - y0);
+        let fail = |e: tiff::TiffError| tiff_error(path, format!("decoding pixels: {e}"));
+        let bytes_per_sample = match self.sample {
+            SampleKind::U8 => 1,
+            SampleKind::U16 => 2,
+        };
+        let width = self.width;
+        let mut out = vec![0u16; width * rows];
+        for i in 0..self.across {
+            let index = self.next * self.across + i;
+            // The chunk count came from a u32 and was checked to equal across × rows.
+            let chunk = index as u32;
+            let mut buf = DecodingResult::U16(Vec::new());
+            self.decoder
+                .read_chunk_to_buffer(&mut buf, chunk, cw * bytes_per_sample)
+                .map_err(fail)?;
+            let tile = widen(self.sample, buf, path)?;
+            let (dw, dh) = self.decoder.chunk_data_dimensions(chunk);
+            let (dw, dh) = (dw as usize, dh as usize);
+            let x0 = i * cw;
+            if dh > rows {
+                return Err(tiff_error(
+                    path,
+                    format!("chunk {index} does not fit the image"),
+                ));
+            }
+            for r in 0..dh {
+                let src = tile.get(r * cw..r * cw + dw);
+                let start = r * width + x0;
+                match (src, out.get_mut(start..start + dw)) {
+                    (Some(src), Some(dst)) if x0 + dw <= width => dst.copy_from_slice(src),
+                    _ => {
+                        return Err(tiff_error(
+                            path,
+                            format!("chunk {index} does not fit the image"),
+                        ))
+                    }
                 }
             }
         }
+        self.next += 1;
+        Raster::from_vec(width, rows, out)
+            .map(Some)
+            .ok_or_else(|| tiff_error(path, "chunk row has the wrong sample count"))
     }
-    Ok(out)
 }
 
 fn tiff_error(path: &Path, reason: impl Into<String>) -> GranuleError {

@@ -17,13 +17,11 @@
 //! batch size (issue 9: 0.97 Mpx/s at 540² × 1, 0.93 at 540² × 8), so a smaller batch
 //! costs no speed, only memory.
 //!
-//! Second rule, from profiling the 2× stage (BENCHMARKS.md "Streaming pipeline"): one
-//! sample's feature map (`features · p² · 4` bytes) is kept at most [`MMAP_CEILING`]
-//! (32 MiB, glibc's largest mmap threshold) by shrinking the tile, but not below 3/4 of
-//! the configured tile. Larger buffers are `mmap`ed by malloc and page-faulted in afresh
-//! on every run: with 504² tiles (540² padded, 37 MB feature maps) 40 % of the inference
-//! thread's samples were the kernel's page-fault path, and 462² tiles ran the same padded
-//! pixels 1.3-1.6× faster.
+//! Large tiles are cheap to run: the halo is recomputed per tile, so its overhead falls
+//! with the tile side, and the per-run buffers stay on the heap
+//! ([`crate::model::runtime`] sets glibc's allocator so that buffers above 32 MiB are
+//! not `mmap`ed and page-faulted in afresh on every run, which once took 40 % of the
+//! inference thread's time).
 //!
 //! The feature width comes from the graph ([`crate::model::session::graph_feature_width`]);
 //! when it is unknown [`DEFAULT_FEATURES`] is assumed.
@@ -33,9 +31,6 @@ pub const LIVE_ACTIVATIONS: u64 = 3;
 
 /// Feature width assumed when the graph does not tell.
 pub const DEFAULT_FEATURES: usize = 64;
-
-/// One sample's feature map above this is `mmap`ed afresh on every run (module docs).
-pub const MMAP_CEILING: u64 = 32 << 20;
 
 /// The smallest core tile the budget may shrink a tile to (10 m pixels).
 pub const MIN_TILE: usize = 96;
@@ -89,11 +84,6 @@ pub fn plan_batch(
     while tile > min_tile && cost(tile) > budget {
         tile -= 6;
     }
-    let floor = (tile * 3 / 4).max(min_tile);
-    let feature_map = |t: usize| ((t + 2 * halo) * (t + 2 * halo) * features * 4) as u64;
-    while tile > floor && tile > 6 && feature_map(tile) > MMAP_CEILING {
-        tile -= 6;
-    }
     let sample = cost(tile);
     let batch = usize::try_from(budget / sample.max(1))
         .unwrap_or(usize::MAX)
@@ -115,16 +105,9 @@ mod tests {
         let one = sample_bytes(540, 10, 6, 32);
         assert_eq!(one, 540 * 540 * 4 * (16 + 96));
         let p = plan_batch(504, 14, 10, 6, Some(32), 8, 1 << 30);
-        // 504 + 36 = 540 padded: a 37 MB feature map, over MMAP_CEILING; 474 + 36 fits.
-        assert_eq!(p.tile, 474);
-        const { assert!(510 * 510 * 32 * 4 <= MMAP_CEILING && 516 * 516 * 32 * 4 > MMAP_CEILING) };
-        assert_eq!(
-            p.batch,
-            (((1u64 << 30) / sample_bytes(510, 10, 6, 32)) as usize).min(8)
-        );
-        // The ceiling never shrinks a tile below 3/4 of the configured one.
-        assert_eq!(plan_batch(504, 14, 10, 6, Some(128), 8, 1 << 40).tile, 378);
-        assert!(one > p.sample_bytes);
+        assert_eq!(p.tile, 504, "a generous budget keeps the configured tile");
+        assert_eq!(p.batch, (((1u64 << 30) / one) as usize).min(8));
+        assert_eq!(p.sample_bytes, one);
         assert!(p.batch_bytes() <= 1 << 30);
         // A generous budget is capped by batch_size.
         assert_eq!(plan_batch(504, 14, 10, 6, Some(32), 8, 1 << 40).batch, 8);
@@ -136,6 +119,10 @@ mod tests {
         assert!(small.tile < 504 && small.tile % 6 == 0, "{small:?}");
         assert_eq!(small.batch, 1);
         assert!(small.sample_bytes <= 64 << 20);
+        assert!(
+            sample_bytes(small.tile + 6 + 36, 10, 6, 32) > 64 << 20,
+            "the largest that fits"
+        );
         // ...but never below MIN_TILE: then batch 1 over budget.
         let tiny = plan_batch(504, 14, 10, 6, Some(32), 8, 1);
         assert_eq!((tiny.tile, tiny.batch), (MIN_TILE, 1));

@@ -120,8 +120,8 @@ pub struct ClassifyOptions {
     pub batch: usize,
 }
 
-/// Classifies every patch of `scene`. `superres` holds the super-resolved bands on
-/// the 10 m grid when `options.input` is `Superres`.
+/// Classifies every patch of `scene` (a whole granule). `superres` holds the
+/// super-resolved bands on the 10 m grid when `options.input` is `Superres`.
 ///
 /// # Errors
 /// A missing band, an inference failure, or an output that is not probabilities.
@@ -133,111 +133,226 @@ pub fn classify(
     superres: Option<&BTreeMap<Band, Raster<u16>>>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Classification, PipelineError> {
-    let spec = model.spec().clone();
-    let cls = spec.classify.as_ref().ok_or_else(|| {
-        PipelineError::Options(format!("model {} has no [classify] section", spec.name))
-    })?;
-    let patch = cls.patch as usize;
-    if patch == 0 || patch % 6 != 0 {
-        return Err(PipelineError::Options(format!(
-            "model {}: patch size {patch} must be a positive multiple of 6",
-            spec.name
-        )));
-    }
-    if options.input == ClassifyInput::Superres && superres.is_none() {
-        return Err(PipelineError::Options(
-            "classify_input = \"superres\" needs super-resolution enabled".into(),
-        ));
-    }
-    let layouts = input_layouts(&spec);
-    for l in &layouts {
-        for ch in &l.channels {
-            scene.band(ch.band, &spec.name, id)?;
+    let mut c = Classifier::new(model, scene, id, options, superres.is_some())?;
+    c.feed(scene, superres, scene.grid10.height, progress)?;
+    c.finish(progress)
+}
+
+/// The classifier stage run incrementally, patch row by patch row, as the streaming
+/// window passes down the granule ([`super::window`]). Batches are the same as for a
+/// whole scene: consecutive `ok` patches in row-major order, `batch` at a time, so the
+/// scores do not depend on how the granule was windowed.
+pub struct Classifier<'m> {
+    model: &'m mut dyn Infer,
+    spec: crate::model::manifest::ModelSpec,
+    cls: ClassifySpec,
+    layouts: Vec<super::tensor::InputLayout>,
+    id: String,
+    options: ClassifyOptions,
+    patch: usize,
+    cols: usize,
+    rows: usize,
+    grid10: GeoRef,
+    patches: Vec<PatchResult>,
+    /// Patch rows whose statuses are decided.
+    statused_rows: usize,
+    /// The `ok` patches in order, and how many of them were submitted.
+    todo: Vec<usize>,
+    submitted: usize,
+    inflight: VecDeque<(Pending, Vec<usize>)>,
+    done: usize,
+}
+
+impl<'m> Classifier<'m> {
+    /// Checks the model and the scene's bands (`scene` may be a window: only its band
+    /// list and grid are read here).
+    ///
+    /// # Errors
+    /// A model without `[classify]` or with a patch size that is not a multiple of 6, a
+    /// missing band, or `Superres` input without super-resolution.
+    pub fn new(
+        model: &'m mut dyn Infer,
+        scene: &Scene,
+        id: &str,
+        options: ClassifyOptions,
+        have_superres: bool,
+    ) -> Result<Classifier<'m>, PipelineError> {
+        let spec = model.spec().clone();
+        let cls = spec.classify.clone().ok_or_else(|| {
+            PipelineError::Options(format!("model {} has no [classify] section", spec.name))
+        })?;
+        let patch = cls.patch as usize;
+        if patch == 0 || patch % 6 != 0 {
+            return Err(PipelineError::Options(format!(
+                "model {}: patch size {patch} must be a positive multiple of 6",
+                spec.name
+            )));
         }
+        if options.input == ClassifyInput::Superres && !have_superres {
+            return Err(PipelineError::Options(
+                "classify_input = \"superres\" needs super-resolution enabled".into(),
+            ));
+        }
+        let layouts = input_layouts(&spec);
+        for l in &layouts {
+            for ch in &l.channels {
+                scene.band(ch.band, &spec.name, id)?;
+            }
+        }
+        let (w, h) = (scene.grid10.width, scene.grid10.height);
+        let (cols, rows) = (w.div_ceil(patch), h.div_ceil(patch));
+        Ok(Classifier {
+            model,
+            spec,
+            cls,
+            layouts,
+            id: id.to_string(),
+            options,
+            patch,
+            cols,
+            rows,
+            grid10: scene.grid10,
+            patches: Vec::with_capacity(cols * rows),
+            statused_rows: 0,
+            todo: Vec::new(),
+            submitted: 0,
+            inflight: VecDeque::new(),
+            done: 0,
+        })
     }
-    let (w, h) = (scene.grid10.width, scene.grid10.height);
-    let (cols, rows) = (w.div_ceil(patch), h.div_ceil(patch));
-    let mut patches = Vec::with_capacity(cols * rows);
-    for row in 0..rows {
-        for col in 0..cols {
-            let (c0, r0) = (col * patch, row * patch);
-            let rect = Rect {
-                col: c0,
-                row: r0,
-                width: patch.min(w - c0),
-                height: patch.min(h - r0),
-            };
-            let partial = rect.width < patch || rect.height < patch;
-            let cloud_fraction = scene
-                .cloud
-                .as_ref()
-                .map(|m| cloud_fraction(m, &scene.grid10, rect));
-            let status = if partial && options.edge_patches == EdgePatches::Skip {
-                PatchStatus::Edge
-            } else if layouts.iter().flat_map(|l| l.channels.iter()).any(|ch| {
-                touches_nodata(&scene.bands[&ch.band], ch.band.resolution().factor(), rect)
-            }) {
-                PatchStatus::Nodata
-            } else if layouts.iter().flat_map(|l| l.channels.iter()).any(|ch| {
-                mostly_saturated(&scene.bands[&ch.band], ch.band.resolution().factor(), rect)
-            }) {
-                PatchStatus::Saturated
-            } else if cloud_fraction.is_some_and(|f| f > options.max_cloud_fraction) {
-                PatchStatus::Cloudy
-            } else {
-                PatchStatus::Ok
-            };
-            patches.push(PatchResult {
-                row,
-                col,
-                rect,
-                status,
-                cloud_fraction,
-                scores: None,
-                labels: Vec::new(),
-            });
+
+    /// The first 10 m row that the classifier still needs from the window.
+    pub fn needs_from(&self) -> usize {
+        match self.todo.get(self.submitted) {
+            Some(&p) => self.patches[p].rect.row,
+            None => self.statused_rows * self.patch,
         }
     }
 
-    let todo: Vec<usize> = (0..patches.len())
-        .filter(|&i| patches[i].status == PatchStatus::Ok)
-        .collect();
-    let total = todo.len();
-    let mut done = 0;
-    let depth = model.depth();
-    // Batches in flight, oldest first: while a worker runs one, the next is prepared.
-    let mut inflight: VecDeque<(Pending, &[usize])> = VecDeque::new();
-    for chunk in todo.chunks(options.batch.max(1)) {
-        let mut inputs = Vec::with_capacity(layouts.len());
-        for layout in &layouts {
+    /// Decides the statuses of every patch row that lies inside `scene`'s rows and above
+    /// `limit` (10 m rows), and submits every full batch of them. `superres` (the
+    /// super-resolved bands, whole, with `classify_input = "superres"`) must hold the
+    /// rows up to `limit`.
+    ///
+    /// # Errors
+    /// As [`classify`].
+    pub fn feed(
+        &mut self,
+        scene: &Scene,
+        superres: Option<&BTreeMap<Band, Raster<u16>>>,
+        limit: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(), PipelineError> {
+        let (w, h) = (self.grid10.width, self.grid10.height);
+        let limit = limit.min(h);
+        let patch = self.patch;
+        while self.statused_rows < self.rows {
+            let r0 = self.statused_rows * patch;
+            let bottom = (r0 + patch).min(h);
+            if bottom > limit || !holds(scene, r0, bottom) {
+                break;
+            }
+            for col in 0..self.cols {
+                let c0 = col * patch;
+                let rect = Rect {
+                    col: c0,
+                    row: r0,
+                    width: patch.min(w - c0),
+                    height: bottom - r0,
+                };
+                let status = self.status(scene, rect);
+                if status.0 == PatchStatus::Ok {
+                    self.todo.push(self.patches.len());
+                }
+                self.patches.push(PatchResult {
+                    row: self.statused_rows,
+                    col,
+                    rect,
+                    status: status.0,
+                    cloud_fraction: status.1,
+                    scores: None,
+                    labels: Vec::new(),
+                });
+            }
+            self.statused_rows += 1;
+        }
+        let batch = self.options.batch.max(1);
+        let all_statused = self.statused_rows == self.rows;
+        while self.todo.len() - self.submitted >= batch
+            || (all_statused && self.submitted < self.todo.len())
+        {
+            let end = (self.submitted + batch).min(self.todo.len());
+            let chunk = self.todo[self.submitted..end].to_vec();
+            self.submit(scene, superres, chunk, progress)?;
+            self.submitted = end;
+        }
+        Ok(())
+    }
+
+    /// The patch's status and cloud fraction.
+    fn status(&self, scene: &Scene, rect: Rect) -> (PatchStatus, Option<f64>) {
+        let partial = rect.width < self.patch || rect.height < self.patch;
+        let cloud_fraction = scene
+            .cloud
+            .as_ref()
+            .map(|m| cloud_fraction(m, &self.grid10, rect));
+        let local = scene.local(rect);
+        let channels = || self.layouts.iter().flat_map(|l| l.channels.iter());
+        let status = if partial && self.options.edge_patches == EdgePatches::Skip {
+            PatchStatus::Edge
+        } else if channels()
+            .any(|ch| touches_nodata(&scene.bands[&ch.band], ch.band.resolution().factor(), local))
+        {
+            PatchStatus::Nodata
+        } else if channels().any(|ch| {
+            mostly_saturated(&scene.bands[&ch.band], ch.band.resolution().factor(), local)
+        }) {
+            PatchStatus::Saturated
+        } else if cloud_fraction.is_some_and(|f| f > self.options.max_cloud_fraction) {
+            PatchStatus::Cloudy
+        } else {
+            PatchStatus::Ok
+        };
+        (status, cloud_fraction)
+    }
+
+    /// Builds and submits one batch; drains what exceeds the model's depth.
+    fn submit(
+        &mut self,
+        scene: &Scene,
+        superres: Option<&BTreeMap<Band, Raster<u16>>>,
+        chunk: Vec<usize>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(), PipelineError> {
+        let patch = self.patch;
+        let mut inputs = Vec::with_capacity(self.layouts.len());
+        for layout in &self.layouts {
             let mut batch =
                 Array4::<f32>::zeros((chunk.len(), layout.channels.len(), patch, patch));
             for (i, &p) in chunk.iter().enumerate() {
-                let rect = patches[p].rect;
+                let rect = self.patches[p].rect;
+                let local = scene.local(rect);
                 for (c, ch) in layout.channels.iter().enumerate() {
                     let factor = ch.band.resolution().factor();
                     let sr = superres.and_then(|s| s.get(&ch.band));
                     // A window on the 10 m grid (a 10 m band, or a super-resolved one)
                     // is normalised straight into the batch: no per-patch temporaries.
-                    let direct = match (options.input, sr) {
-                        (ClassifyInput::Superres, Some(sr)) if factor > 1 => Some(sr),
-                        _ if factor == 1 => Some(&scene.bands[&ch.band]),
+                    // Super-resolved bands are whole; the scene's are the rows held.
+                    let direct = match (self.options.input, sr) {
+                        (ClassifyInput::Superres, Some(sr)) if factor > 1 => Some((sr, rect)),
+                        _ if factor == 1 => Some((&scene.bands[&ch.band], local)),
                         _ => None,
                     };
                     match direct {
-                        Some(band) => fill_window(
-                            batch.slice_mut(s![i, c, .., ..]),
-                            band,
-                            rect.col,
-                            rect.row,
-                            ch,
-                        ),
+                        Some((band, at)) => {
+                            fill_window(batch.slice_mut(s![i, c, .., ..]), band, at.col, at.row, ch)
+                        }
                         None => {
                             let window = Scene::patch_10m(
                                 &scene.bands[&ch.band],
                                 factor,
                                 ch.kernel,
-                                rect,
+                                local,
                                 patch,
                             );
                             fill_channel(&mut batch, i, c, ch, &window);
@@ -247,34 +362,72 @@ pub fn classify(
             }
             inputs.push((layout.name.clone(), batch));
         }
-        inflight.push_back((model.submit(inputs), chunk));
-        while inflight.len() > depth {
-            if let Some((pending, chunk)) = inflight.pop_front() {
-                apply_scores(&mut patches, chunk, pending, &spec.name, cls)?;
-                done += chunk.len();
-                progress(done, total);
-            }
+        self.inflight.push_back((self.model.submit(inputs), chunk));
+        let depth = self.model.depth();
+        while self.inflight.len() > depth {
+            self.drain_one(progress)?;
         }
+        Ok(())
     }
-    while let Some((pending, chunk)) = inflight.pop_front() {
-        apply_scores(&mut patches, chunk, pending, &spec.name, cls)?;
-        done += chunk.len();
-        progress(done, total);
+
+    fn drain_one(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<(), PipelineError> {
+        if let Some((pending, chunk)) = self.inflight.pop_front() {
+            apply_scores(
+                &mut self.patches,
+                &chunk,
+                pending,
+                &self.spec.name,
+                &self.cls,
+            )?;
+            self.done += chunk.len();
+            progress(self.done, self.todo.len());
+        }
+        Ok(())
     }
-    let grid = GeoRef {
-        transform: scene.grid10.transform.coarsened(patch),
-        width: cols,
-        height: rows,
-        ..scene.grid10
-    };
-    Ok(Classification {
-        classes: cls.classes.clone(),
-        patch,
-        cols,
-        rows,
-        grid,
-        patches,
-    })
+
+    /// Waits for the batches in flight and returns the result.
+    ///
+    /// # Errors
+    /// An inference failure, or [`PipelineError::Options`] when some patch rows were
+    /// never fed (a caller bug).
+    pub fn finish(
+        mut self,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Classification, PipelineError> {
+        while !self.inflight.is_empty() {
+            self.drain_one(progress)?;
+        }
+        if self.statused_rows < self.rows || self.submitted < self.todo.len() {
+            return Err(PipelineError::Options(format!(
+                "internal: {} of {} patch rows of {} were classified",
+                self.statused_rows, self.rows, self.id
+            )));
+        }
+        let patch = self.patch;
+        let grid = GeoRef {
+            transform: self.grid10.transform.coarsened(patch),
+            width: self.cols,
+            height: self.rows,
+            ..self.grid10
+        };
+        Ok(Classification {
+            classes: self.cls.classes.clone(),
+            patch,
+            cols: self.cols,
+            rows: self.rows,
+            grid,
+            patches: self.patches,
+        })
+    }
+}
+
+/// Whether `scene` holds 10 m rows `top..bottom` of every band.
+fn holds(scene: &Scene, top: usize, bottom: usize) -> bool {
+    top >= scene.row0
+        && scene.bands.iter().all(|(b, r)| {
+            let f = b.resolution().factor();
+            scene.row0 / f + r.height >= bottom.div_ceil(f).min(scene.grid10.height / f)
+        })
 }
 
 /// Waits for one batch and records its scores and labels on its patches.

@@ -16,6 +16,7 @@ pub mod scene;
 pub mod stream;
 pub mod superres;
 pub mod tensor;
+pub mod window;
 
 use ndarray::{Array4, ArrayD};
 use serde::Serialize;

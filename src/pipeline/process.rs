@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
@@ -20,13 +20,14 @@ use crate::product::classmap;
 use crate::product::cog::{write_cog, CogBand, CogOptions, CogStreamWriter};
 use crate::product::geojson::{map_polygon_with, write_feature_collection, UtmToLonLat};
 use crate::product::publish::Staging;
-use crate::product::quicklook::write_quicklook;
+use crate::product::quicklook::Quicklook;
 use crate::product::stac::{self, Asset, EoBand, Item, ItemSpec, RasterBand};
 use crate::raster::Raster;
 
-use super::classify::{classify, Classification, ClassifyOptions, PatchStatus};
+use super::classify::{Classification, Classifier, ClassifyOptions, PatchStatus};
 use super::scene::Scene;
 use super::stream::{superres_strips, ModelStats, StripOptions};
+use super::window::{Bands, Window, BLOCK_ROWS};
 use super::{Infer, PipelineError};
 
 /// What to run and how, taken from `[pipeline]` and `[runtime]`.
@@ -121,6 +122,12 @@ pub struct ProcessReport {
     pub models: Vec<String>,
     /// Warnings recorded in the provenance.
     pub warnings: Vec<String>,
+    /// The most rows of the 10 m grid that the streaming window held at once (a few
+    /// strips, whatever the granule's height).
+    pub window_rows: usize,
+    /// Super-resolution tiles not inferred because no pixel of their core had all 10 m
+    /// guide bands valid (their output is nodata either way).
+    pub tiles_skipped: usize,
 }
 
 /// Processes `source` with `models` and publishes the product under `out_dir`.
@@ -130,6 +137,76 @@ pub struct ProcessReport {
 /// published on error.
 pub fn process_granule(
     source: &GranuleSource,
+    models: &mut Models<'_>,
+    options: &ProcessOptions,
+    out_dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<ProcessReport, PipelineError> {
+    process_opened(source, None, models, options, out_dir, progress)
+}
+
+/// A granule opened for processing: its bands' headers read and checked against each
+/// other, and the reader thread already decoding its first strip into a bounded
+/// channel. Opened ahead of its turn (the daemon's next job), its first decoding
+/// overlaps the current granule's inference.
+pub struct Input {
+    window: Window,
+}
+
+/// Opens the bands that `models` and `options` need from `source` and starts reading.
+///
+/// # Errors
+/// A band's open error, a grid mismatch, or an unreadable cloud mask.
+pub fn open_input(
+    source: &GranuleSource,
+    models: &Models<'_>,
+    options: &ProcessOptions,
+) -> Result<Input, PipelineError> {
+    let bands = bands_needed(models, options);
+    let opened = Bands::open(source, &bands)?;
+    let cloud = source.read_cloud_mask()?;
+    Ok(Input {
+        window: Window::start(opened, cloud, options.sr_tile)?,
+    })
+}
+
+/// The bands a run reads: the 10 m bands and the super-resolution models' inputs, the
+/// classifier's, and always the visible ones for the quicklook.
+fn bands_needed(models: &Models<'_>, options: &ProcessOptions) -> Vec<Band> {
+    let mut bands: Vec<Band> = vec![Band::B02, Band::B03, Band::B04];
+    if options.superres {
+        bands.extend(
+            Band::PRODUCT
+                .iter()
+                .filter(|b| b.resolution() == Resolution::R10),
+        );
+    }
+    for m in [models.superres_2x.as_deref(), models.superres_6x.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|_| options.superres)
+        .chain(models.classifier.as_deref())
+    {
+        bands.extend(
+            m.spec()
+                .inputs
+                .iter()
+                .flat_map(|(_, i)| i.bands.iter().copied()),
+        );
+    }
+    bands.sort();
+    bands.dedup();
+
+    bands
+}
+
+/// [`process_granule`] on an input opened by [`open_input`] (`None`: open it now).
+///
+/// # Errors
+/// As [`process_granule`].
+pub fn process_opened(
+    source: &GranuleSource,
+    input: Option<Input>,
     models: &mut Models<'_>,
     options: &ProcessOptions,
     out_dir: &Path,
@@ -167,32 +244,6 @@ pub fn process_granule(
         ));
     }
 
-    // Which bands to read: the 10 m bands and the super-resolution models' inputs, the
-    // classifier's, and always the visible ones for the quicklook.
-    let mut bands: Vec<Band> = vec![Band::B02, Band::B03, Band::B04];
-    if options.superres {
-        bands.extend(
-            Band::PRODUCT
-                .iter()
-                .filter(|b| b.resolution() == Resolution::R10),
-        );
-    }
-    for m in [models.superres_2x.as_deref(), models.superres_6x.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter(|_| options.superres)
-        .chain(models.classifier.as_deref())
-    {
-        bands.extend(
-            m.spec()
-                .inputs
-                .iter()
-                .flat_map(|(_, i)| i.bands.iter().copied()),
-        );
-    }
-    bands.sort();
-    bands.dedup();
-
     let mut model_entries = Vec::new();
     for m in [&models.superres_2x, &models.superres_6x, &models.classifier]
         .into_iter()
@@ -225,95 +276,25 @@ pub fn process_granule(
     }
 
     let t = Instant::now();
-    progress.start("read", bands.len());
-    let scene = Scene::load(source, &bands)?;
-    progress.finish();
-    timings.insert("read".to_string(), t.elapsed().as_secs_f64());
+    let mut window = match input {
+        Some(i) => i.window,
+        None => open_input(source, models, options)?.window,
+    };
+    timings.insert("open".to_string(), t.elapsed().as_secs_f64());
+    let grid10 = window.scene().grid10;
+    let offsets = window.offsets().clone();
 
     let staging = Staging::new(out_dir, &source.id)?;
-    let dir = staging.path().to_path_buf();
-    let mut superres_pixels = 0u64;
-    let mut sr_bands: BTreeMap<Band, Raster<u16>> = BTreeMap::new();
-    let mut product_bands: Vec<Band> = Vec::new();
-    if options.superres {
-        let t = Instant::now();
-        let keep = options.classify && options.classify_input == ClassifyInput::Superres;
-        let out = superres_streamed(
-            &scene,
-            models,
-            &id,
-            options,
-            &dir.join("superres.tif"),
-            keep,
-            progress,
-        )?;
-        superres_pixels = out.pixels;
-        product_bands = out.bands;
-        sr_bands = out.kept;
-        for s in &out.stats {
-            timings.insert(format!("superres {}x", s.scale), s.stats.busy.as_secs_f64());
-        }
-        timings.insert("superres + write".to_string(), t.elapsed().as_secs_f64());
-    }
-
-    let mut patch_counts = BTreeMap::new();
-    let mut classification = None;
-    if let (true, Some(model)) = (options.classify, models.classifier.as_deref_mut()) {
-        let t = Instant::now();
-        let mut started_stage = false;
-        let result = classify(
-            &scene,
-            model,
-            &id,
-            ClassifyOptions {
-                edge_patches: options.edge_patches,
-                max_cloud_fraction: options.max_cloud_fraction,
-                input: options.classify_input,
-                batch: options.batch,
-            },
-            options.superres.then_some(&sr_bands),
-            &mut |done, total| {
-                if !started_stage {
-                    progress.start("classify", total);
-                    started_stage = true;
-                }
-                progress.update(done);
-            },
-        )?;
-        progress.finish();
-        timings.insert("classify".to_string(), t.elapsed().as_secs_f64());
-        for s in [
-            PatchStatus::Ok,
-            PatchStatus::Nodata,
-            PatchStatus::Saturated,
-            PatchStatus::Cloudy,
-            PatchStatus::Edge,
-        ] {
-            patch_counts.insert(format!("{s:?}").to_lowercase(), result.count(s));
-        }
-        let t = Instant::now();
-        write_classification(&dir, &result)?;
-        classmap::write_classmap(
-            &dir.join(classmap::FILE),
-            &classmap::from_classification(&result),
-        )?;
-        timings.insert(
-            "write classification".to_string(),
-            t.elapsed().as_secs_f64(),
-        );
-        classification = Some(result);
-    }
-
-    let t = Instant::now();
-    let quicklook = |b: Band| sr_bands.get(&b).or_else(|| scene.bands.get(&b));
-    if let (Some(r), Some(g), Some(b)) = (
-        quicklook(Band::B04),
-        quicklook(Band::B03),
-        quicklook(Band::B02),
-    ) {
-        write_quicklook(&dir.join("quicklook.png"), r, g, b, options.quicklook_size)?;
-    }
-    timings.insert("write quicklook".to_string(), t.elapsed().as_secs_f64());
+    let streamed = run_stages(
+        &mut window,
+        models,
+        &id,
+        options,
+        staging.path(),
+        progress,
+        &mut timings,
+    )?;
+    drop(window);
 
     let report_models: Vec<String> = model_entries
         .iter()
@@ -335,40 +316,224 @@ pub fn process_granule(
         "s2edge:models": model_entries,
         "s2edge:execution_providers": providers,
         "s2edge:timings_s": timings,
-        "s2edge:offsets_applied": scene.offsets.iter().map(|(b, o)| (b.name().to_string(), *o)).collect::<BTreeMap<_, _>>(),
+        "s2edge:offsets_applied": offsets.iter().map(|(b, o)| (b.name().to_string(), *o)).collect::<BTreeMap<_, _>>(),
         "s2edge:offsets_known": source.metadata.offsets_known,
-        "s2edge:patches": patch_counts,
+        "s2edge:patches": streamed.patch_counts,
         "s2edge:warnings": warnings,
         "s2edge:processed": started.to_rfc3339(),
     });
     let mut item = product_item(
         source,
-        &scene.grid10,
-        &product_bands,
-        classification.as_ref().map(|c| &c.grid),
-        &dir,
+        &grid10,
+        &streamed.product_bands,
+        streamed.classification.as_ref().map(|c| &c.grid),
+        staging.path(),
         provenance,
     )?;
     // The map and the model Items (written beside the products by the caller).
-    if let Some(c) = &classification {
+    if let Some(c) = &streamed.classification {
         item.insert_asset(classmap::ASSET_KEY, classmap::asset(&c.classes));
     }
     for m in &model_entries {
         item.links
             .push(crate::model::stac::product_link(&m.name, m.version));
     }
-    stac::write_item(&dir.join("item.json"), &item)?;
+    stac::write_item(&staging.path().join("item.json"), &item)?;
     let product = staging.publish()?;
 
     Ok(ProcessReport {
         id,
         product,
         timings,
-        patches: patch_counts,
-        superres_pixels,
+        patches: streamed.patch_counts,
+        superres_pixels: streamed.superres_pixels,
+        window_rows: streamed.window_rows,
+        tiles_skipped: streamed.tiles_skipped,
         providers,
         models: report_models,
         warnings,
+    })
+}
+
+/// What the stages produced, for the Item and the report.
+struct Streamed {
+    /// The bands of `superres.tif`, in file order (empty without super-resolution).
+    product_bands: Vec<Band>,
+    /// Output pixels super-resolved (10 m grid × bands).
+    superres_pixels: u64,
+    /// Patches by status.
+    patch_counts: BTreeMap<String, usize>,
+    classification: Option<Classification>,
+    /// See [`ProcessReport::window_rows`].
+    window_rows: usize,
+    /// See [`ProcessReport::tiles_skipped`].
+    tiles_skipped: usize,
+}
+
+/// Runs every stage over the moving window, top to bottom, in one pass: the
+/// super-resolution strips (streamed into `superres.tif`), the classifier's patch rows
+/// and the quicklook's rows all read the same rows while they are held, so each band is
+/// decoded once and the granule is never held whole. Then the classification products.
+#[allow(clippy::too_many_arguments)]
+fn run_stages(
+    window: &mut Window,
+    models: &mut Models<'_>,
+    id: &str,
+    options: &ProcessOptions,
+    dir: &Path,
+    progress: &mut dyn Progress,
+    timings: &mut BTreeMap<String, f64>,
+) -> Result<Streamed, PipelineError> {
+    let grid = window.scene().grid10;
+    let (w, h) = (grid.width, grid.height);
+    let Models {
+        classifier,
+        superres_2x,
+        superres_6x,
+    } = models;
+    let by_superres = options.classify_input == ClassifyInput::Superres;
+    let mut classifier = match (options.classify, classifier.as_deref_mut()) {
+        (true, Some(model)) => Some(Classifier::new(
+            model,
+            window.scene(),
+            id,
+            ClassifyOptions {
+                edge_patches: options.edge_patches,
+                max_cloud_fraction: options.max_cloud_fraction,
+                input: options.classify_input,
+                batch: options.batch,
+            },
+            options.superres,
+        )?),
+        _ => None,
+    };
+    let has_rgb = [Band::B02, Band::B03, Band::B04]
+        .iter()
+        .all(|b| window.scene().bands.contains_key(b));
+    let mut quicklook = if has_rgb {
+        Some(Quicklook::new(w, h, options.quicklook_size)?)
+    } else {
+        None
+    };
+    let keep_superres = classifier.is_some() && by_superres;
+    let mut classify_time = Duration::ZERO;
+    let mut classify_progress = |done: usize, total: usize| {
+        let _ = (done, total);
+    };
+    // What the classifier and the quicklook take from the rows held now; `limit` is how
+    // far the super-resolved bands reach (for `classify_input = "superres"`). Returns the
+    // first row they still need.
+    let mut consume = |scene: &Scene,
+                       limit: usize,
+                       kept: Option<&BTreeMap<Band, Raster<u16>>>|
+     -> Result<usize, PipelineError> {
+        let held_to = scene.row0 + scene.bands.get(&Band::B02).map_or(0, |r| r.height);
+        let mut need = h;
+        if let Some(q) = quicklook.as_mut() {
+            let (from, to) = (q.rows(), held_to.max(q.rows()));
+            let rows = |b: Band| {
+                scene.bands.get(&b).map_or(&[][..], |r| {
+                    &r.data[(from - scene.row0) * w..(to - scene.row0) * w]
+                })
+            };
+            q.push_rows(rows(Band::B04), rows(Band::B03), rows(Band::B02))?;
+            need = need.min(q.rows());
+        }
+        if let Some(c) = classifier.as_mut() {
+            let t = Instant::now();
+            let limit = if by_superres { limit } else { h };
+            c.feed(scene, kept, limit, &mut classify_progress)?;
+            classify_time += t.elapsed();
+            need = need.min(c.needs_from());
+        }
+        Ok(need)
+    };
+
+    let mut superres_pixels = 0u64;
+    let mut tiles_skipped = 0;
+    let mut product_bands: Vec<Band> = Vec::new();
+    if options.superres {
+        let t = Instant::now();
+        let mut runs: Vec<&mut dyn Infer> = Vec::new();
+        let mut scales = Vec::new();
+        for m in [superres_2x.as_deref_mut(), superres_6x.as_deref_mut()]
+            .into_iter()
+            .flatten()
+        {
+            scales.push(m.spec().superres.as_ref().map_or(0, |s| s.scale));
+            runs.push(m);
+        }
+        let out = superres_streamed(
+            window,
+            &mut runs,
+            id,
+            options,
+            &dir.join("superres.tif"),
+            keep_superres,
+            progress,
+            &mut consume,
+        )?;
+        superres_pixels = out.pixels;
+        product_bands = out.bands;
+        tiles_skipped = out.stats.iter().map(|s| s.skipped).sum();
+        for (scale, st) in scales.iter().zip(&out.stats) {
+            timings.insert(format!("superres {scale}x"), st.busy.as_secs_f64());
+        }
+        timings.insert("superres + write".to_string(), t.elapsed().as_secs_f64());
+    } else {
+        // No strips to follow: move down in blocks of patch rows.
+        while window.end() < h {
+            let lo = consume(window.scene(), h, None)?;
+            let hi = window.end() + 4 * BLOCK_ROWS;
+            window.advance(lo, hi)?;
+        }
+        consume(window.scene(), h, None)?;
+    }
+    let (decode, peak_rows) = window.finish(id)?;
+    timings.insert("read".to_string(), decode.as_secs_f64());
+    tracing::debug!(peak_rows, "streaming window");
+
+    let t = Instant::now();
+    if let Some(q) = quicklook {
+        q.write(&dir.join("quicklook.png"))?;
+    }
+    timings.insert("write quicklook".to_string(), t.elapsed().as_secs_f64());
+
+    let mut patch_counts = BTreeMap::new();
+    let mut classification = None;
+    if let Some(c) = classifier {
+        let t = Instant::now();
+        let result = c.finish(&mut |_, _| {})?;
+        classify_time += t.elapsed();
+        timings.insert("classify".to_string(), classify_time.as_secs_f64());
+        for s in [
+            PatchStatus::Ok,
+            PatchStatus::Nodata,
+            PatchStatus::Saturated,
+            PatchStatus::Cloudy,
+            PatchStatus::Edge,
+        ] {
+            patch_counts.insert(format!("{s:?}").to_lowercase(), result.count(s));
+        }
+        let t = Instant::now();
+        write_classification(dir, &result)?;
+        classmap::write_classmap(
+            &dir.join(classmap::FILE),
+            &classmap::from_classification(&result),
+        )?;
+        timings.insert(
+            "write classification".to_string(),
+            t.elapsed().as_secs_f64(),
+        );
+        classification = Some(result);
+    }
+    Ok(Streamed {
+        product_bands,
+        superres_pixels,
+        patch_counts,
+        classification,
+        window_rows: peak_rows,
+        tiles_skipped,
     })
 }
 
@@ -378,46 +543,33 @@ struct SuperresOut {
     bands: Vec<Band>,
     /// Output pixels super-resolved (10 m grid × bands).
     pixels: u64,
-    /// Per model run: its scale and statistics.
-    stats: Vec<ScaledStats>,
-    /// The super-resolved bands as whole rasters, only when asked to keep them (the
-    /// classifier reads them with `classify_input = "superres"`).
-    kept: BTreeMap<Band, Raster<u16>>,
+    /// Per model run, in order.
+    stats: Vec<ModelStats>,
 }
 
-struct ScaledStats {
-    scale: u32,
-    stats: ModelStats,
-}
+/// The rows that the other stages take from each strip's window: see [`run_stages`].
+type Consume<'c> = dyn FnMut(&Scene, usize, Option<&BTreeMap<Band, Raster<u16>>>) -> Result<usize, PipelineError>
+    + 'c;
 
 /// Runs the loaded super-resolution models strip by strip and streams `superres.tif`:
 /// the bands of [`Band::PRODUCT`] that exist (the 10 m bands, passed through, and each
 /// model's outputs), in that order, harmonised DN. A writer thread compresses strip
 /// k − 1 while strip k is inferred; the channel between them holds one strip, so memory
-/// stays a few strips of the granule's width.
+/// stays a few strips of the granule's width. After each strip, `consume` takes what the
+/// other stages need from the rows held.
+#[allow(clippy::too_many_arguments)]
 fn superres_streamed(
-    scene: &Scene,
-    models: &mut Models<'_>,
+    window: &mut Window,
+    runs: &mut [&mut dyn Infer],
     id: &str,
     options: &ProcessOptions,
     path: &Path,
     keep: bool,
     progress: &mut dyn Progress,
+    consume: &mut Consume<'_>,
 ) -> Result<SuperresOut, PipelineError> {
-    let mut runs: Vec<&mut dyn Infer> = Vec::new();
-    let mut scales = Vec::new();
-    for m in [
-        models.superres_2x.as_deref_mut(),
-        models.superres_6x.as_deref_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        scales.push(m.spec().superres.as_ref().map_or(0, |s| s.scale));
-        runs.push(m);
-    }
     let mut produced: Vec<Band> = Vec::new();
-    for m in &runs {
+    for m in runs.iter() {
         let (_, out) = super::superres::output_bands(&**m)?;
         produced.extend(out.iter().map(|o| o.band));
     }
@@ -427,10 +579,10 @@ fn superres_streamed(
         .filter(|b| b.resolution() == Resolution::R10 || produced.contains(b))
         .collect();
     for b in bands.iter().filter(|b| b.resolution() == Resolution::R10) {
-        scene.band(*b, "superres.tif", id)?;
+        window.scene().band(*b, "superres.tif", id)?;
     }
     let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
-    let grid = scene.grid10;
+    let grid = window.scene().grid10;
     let (w, h) = (grid.width, grid.height);
     let mut writer = CogStreamWriter::<u16>::new(
         path,
@@ -439,6 +591,7 @@ fn superres_streamed(
         Some(f64::from(NODATA_DN)),
         &CogOptions::default(),
     )?;
+    // The super-resolved bands kept whole: only for `classify_input = "superres"`.
     let mut kept: BTreeMap<Band, Raster<u16>> = BTreeMap::new();
     if keep {
         for b in &produced {
@@ -467,8 +620,8 @@ fn superres_streamed(
             .map_err(|e| PipelineError::Options(format!("cannot start the encoder thread: {e}")))?;
         let mut started = false;
         let stats = superres_strips(
-            scene,
-            &mut runs,
+            window,
+            runs,
             id,
             strip_options,
             &mut |done, total| {
@@ -478,13 +631,13 @@ fn superres_streamed(
                 }
                 progress.update(done);
             },
-            &mut |strip| {
+            &mut |strip, scene| {
                 let mut planes = Vec::with_capacity(bands.len());
                 for b in &bands {
                     if b.resolution() == Resolution::R10 {
                         let src = scene.band(*b, "superres.tif", id)?;
-                        planes
-                            .push(src.data[strip.row * w..(strip.row + strip.height) * w].to_vec());
+                        let r = strip.row - scene.row0;
+                        planes.push(src.data[r * w..(r + strip.height) * w].to_vec());
                     } else if let Some((_, r)) = strip.bands.iter().find(|(sb, _)| sb == b) {
                         if let Some(full) = kept.get_mut(b) {
                             full.paste(r, 0, strip.row);
@@ -493,8 +646,11 @@ fn superres_streamed(
                     }
                 }
                 // A closed channel means the encoder failed: its error is reported below.
-                tx.send(planes)
-                    .map_err(|_| PipelineError::Options("the superres.tif encoder stopped".into()))
+                tx.send(planes).map_err(|_| {
+                    PipelineError::Options("the superres.tif encoder stopped".into())
+                })?;
+                let keep_ref = keep.then_some(&kept);
+                consume(scene, strip.row + strip.height, keep_ref)
             },
         );
         drop(tx);
@@ -515,20 +671,18 @@ fn superres_streamed(
             tile = st.plan.tile,
             batch = st.plan.batch,
             tiles = st.tiles,
+            skipped = st.skipped,
             padded_mpx = st.padded_pixels as f64 / 1e6,
             busy_s = st.busy.as_secs_f64(),
             "super-resolution done"
         );
     }
+    // The strips end at the bottom, so the other stages can take the rest now.
+    consume(window.scene(), h, keep.then_some(&kept))?;
     Ok(SuperresOut {
         bands,
         pixels,
-        stats: scales
-            .into_iter()
-            .zip(result)
-            .map(|(scale, stats)| ScaledStats { scale, stats })
-            .collect(),
-        kept,
+        stats: result,
     })
 }
 

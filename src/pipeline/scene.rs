@@ -21,35 +21,91 @@ use super::PipelineError;
 /// taps on each side.
 const UPSAMPLE_MARGIN: usize = 3;
 
-/// [`PipelineError::NoValidPixels`] when `dn` holds nothing but nodata and saturation: an
-/// all-zero or all-65535 band is refused at once, not carried through every stage.
-fn refuse_empty(id: &str, band: Band, dn: &Raster<u16>) -> Result<(), PipelineError> {
-    let (mut nodata, mut saturated) = (false, false);
-    for &v in &dn.data {
-        match v {
-            NODATA_DN => nodata = true,
-            SATURATED_DN => saturated = true,
-            _ => return Ok(()),
-        }
-    }
-    let what = match (nodata, saturated) {
-        (true, false) => "nodata (DN 0)",
-        (false, true) => "saturated (DN 65535)",
-        _ => "nodata (DN 0) or saturated (DN 65535)",
-    };
-    Err(PipelineError::NoValidPixels {
-        id: id.to_string(),
-        band,
-        what,
-    })
+/// What a band's pixels have held so far: an all-nodata or all-saturated band is refused
+/// ([`PipelineError::NoValidPixels`]) rather than carried through every stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Validity {
+    nodata: bool,
+    saturated: bool,
+    valid: bool,
 }
 
-/// Harmonised bands on their native grids.
+impl Validity {
+    /// Takes `data` into account.
+    pub fn observe(&mut self, data: &[u16]) {
+        if self.valid {
+            return;
+        }
+        for &v in data {
+            match v {
+                NODATA_DN => self.nodata = true,
+                SATURATED_DN => self.saturated = true,
+                _ => {
+                    self.valid = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Merges what another part of the band held.
+    pub fn merge(&mut self, other: Validity) {
+        self.nodata |= other.nodata;
+        self.saturated |= other.saturated;
+        self.valid |= other.valid;
+    }
+
+    /// [`PipelineError::NoValidPixels`] unless some pixel observed was valid.
+    ///
+    /// # Errors
+    /// As above, saying whether the band was nodata, saturated or both.
+    pub fn check(&self, id: &str, band: Band) -> Result<(), PipelineError> {
+        if self.valid {
+            return Ok(());
+        }
+        let what = match (self.nodata, self.saturated) {
+            (true, false) => "nodata (DN 0)",
+            (false, true) => "saturated (DN 65535)",
+            _ => "nodata (DN 0) or saturated (DN 65535)",
+        };
+        Err(PipelineError::NoValidPixels {
+            id: id.to_string(),
+            band,
+            what,
+        })
+    }
+}
+
+/// The 10 m grid of a granule from its bands' grids: a 10 m band's, else one derived
+/// from a coarser band (only coarse bands were asked for).
+pub(crate) fn grid_10m(grids: &[(Band, GeoRef)]) -> Option<GeoRef> {
+    grids
+        .iter()
+        .find(|(b, _)| b.resolution() == Resolution::R10)
+        .map(|(_, g)| *g)
+        .or_else(|| {
+            grids.first().map(|(b, g)| {
+                let f = b.resolution().factor();
+                GeoRef {
+                    transform: g.transform.refined(f),
+                    width: g.width * f,
+                    height: g.height * f,
+                    ..*g
+                }
+            })
+        })
+}
+
+/// Harmonised bands on their native grids: the whole granule ([`Scene::load`]), or the
+/// rows of it that the streaming pipeline holds ([`super::window::Window`]).
 #[derive(Debug, Clone)]
 pub struct Scene {
-    /// The 10 m reference grid.
+    /// The granule's whole 10 m reference grid.
     pub grid10: GeoRef,
-    /// Harmonised DN per band on its native grid.
+    /// The first row held, on the 10 m grid: 0 for a whole scene; for a window a multiple
+    /// of 6, so that every band's rows start at `row0 / factor` exactly.
+    pub row0: usize,
+    /// Harmonised DN per band on its native grid: rows `row0 / factor` onwards.
     pub bands: BTreeMap<Band, Raster<u16>>,
     /// The product's cloud/snow mask, when it carries one.
     pub cloud: Option<CloudMask>,
@@ -68,34 +124,22 @@ impl Scene {
         let mut offsets = BTreeMap::new();
         for &band in bands {
             let data = source.read_band(band)?;
-            refuse_empty(source.id.as_str(), band, &data.dn)?;
+            let mut validity = Validity::default();
+            validity.observe(&data.dn.data);
+            validity.check(source.id.as_str(), band)?;
             let offset = source.metadata.offset(band);
             grids.push((band, data.georef));
             offsets.insert(band, offset);
             out.insert(band, harmonise(&data.dn, offset));
         }
         check_grids(&source.id, &grids)?;
-        let grid10 = grids
-            .iter()
-            .find(|(b, _)| b.resolution() == Resolution::R10)
-            .map(|(_, g)| *g)
-            .or_else(|| {
-                // Only coarse bands were asked for: derive the 10 m grid from one.
-                grids.first().map(|(b, g)| {
-                    let f = b.resolution().factor();
-                    GeoRef {
-                        transform: g.transform.refined(f),
-                        width: g.width * f,
-                        height: g.height * f,
-                        ..*g
-                    }
-                })
-            })
+        let grid10 = grid_10m(&grids)
             .or_else(|| source.metadata.grid_10m().copied())
             .ok_or_else(|| PipelineError::Options("no band to process".into()))?;
         let cloud = source.read_cloud_mask()?;
         Ok(Scene {
             grid10,
+            row0: 0,
             bands: out,
             cloud,
             offsets,
@@ -114,6 +158,14 @@ impl Scene {
                 model: model.to_string(),
                 band,
             })
+    }
+
+    /// `rect` (10 m grid, granule coordinates) in the coordinates of the rows held.
+    pub fn local(&self, rect: Rect) -> Rect {
+        Rect {
+            row: rect.row - self.row0,
+            ..rect
+        }
     }
 
     /// The window `rect` of the 10 m grid for `band`, as `f32` harmonised DN with NaN

@@ -1,7 +1,13 @@
 //! Streaming super-resolution: the granule is processed in row strips, one tile row of
-//! the tile plan each (the strip = the SR tile height; its tiles carry their halo), and
-//! every finished strip is handed on at once (to the row-streaming COG writer in
-//! [`super::process`]), so no whole-granule output band is ever held.
+//! the tile plan each (the strip = the SR tile height; its tiles carry their halo). The
+//! input of each strip comes from the moving [`Window`] (its rows plus halo and
+//! resampling margin, decoded ahead by the reader thread), and every finished strip is
+//! handed on at once (to the row-streaming COG writer in [`super::process`]), so neither
+//! a whole-granule input band nor a whole-granule output band is ever held.
+//!
+//! A tile whose core has no pixel where every 10 m guide band is valid is not inferred:
+//! [`super::superres::product_dn`] would make all of it nodata anyway, so skipping it
+//! changes no pixel (swath edges, and all-nodata granules, cost no inference).
 //!
 //! For each strip, each model (2× then 6×) runs on the strip's tiles, batched by padded
 //! shape with the batch size that [`super::budget`] derives from `[runtime]
@@ -27,6 +33,7 @@ use super::superres::{
     build_batch, check_output_shape, output_bands, pick_output, product_dn, OutBand,
 };
 use super::tensor::{input_layouts, InputLayout};
+use super::window::Window;
 use super::{Infer, Pending, PipelineError};
 
 /// How the strip loop tiles and batches.
@@ -63,38 +70,48 @@ pub struct ModelStats {
     pub tiles: usize,
     /// Padded pixels computed (the halo recomputation counted in).
     pub padded_pixels: u64,
+    /// Tiles not inferred because no pixel of their core had all guide bands valid.
+    pub skipped: usize,
     /// Wall time from each batch's submission to its last drained answer.
     pub busy: Duration,
 }
 
-struct ModelRun<'s, 'm> {
+struct ModelRun<'m> {
     model: &'m mut dyn Infer,
     name: String,
     layouts: Vec<InputLayout>,
     out_name: String,
     out_bands: Vec<OutBand>,
-    lowres: Vec<&'s Raster<u16>>,
-    guides: Vec<&'s Raster<u16>>,
+    /// The 10 m input bands (nodata in any of them makes an output pixel nodata).
+    guides: Vec<Band>,
     /// The plan's tiles by strip.
     strips: Vec<Vec<Tile>>,
     stats: ModelStats,
 }
 
-/// Runs `models` (in order) over `scene` strip by strip and calls `on_strip` with each
-/// finished strip, top to bottom. `progress(done, total)` counts tiles of all models.
+/// 10 m rows held beyond a strip's padded tiles: the upsampling margin of the coarsest
+/// band (three 60 m pixels), so that every window cut equals the whole-image one.
+const MARGIN: usize = 18;
+
+/// Runs `models` (in order) over the granule of `window` strip by strip and calls
+/// `on_strip` with each finished strip and the rows held, top to bottom; `on_strip`
+/// returns the first 10 m row that the caller still needs from the window (the strip
+/// loop drops rows above it and above its own next strip). `progress(done, total)`
+/// counts tiles of all models.
 ///
 /// # Errors
-/// A missing band, a model without `[superres]`, an inference failure, an output of the
-/// wrong shape, or `on_strip`'s own error.
+/// A missing band, a model without `[superres]`, a read or inference failure, an output
+/// of the wrong shape, or `on_strip`'s own error.
 pub fn superres_strips(
-    scene: &Scene,
+    window: &mut Window,
     models: &mut [&mut dyn Infer],
     id: &str,
     options: StripOptions,
     progress: &mut dyn FnMut(usize, usize),
-    on_strip: &mut dyn FnMut(Strip) -> Result<(), PipelineError>,
+    on_strip: &mut dyn FnMut(Strip, &Scene) -> Result<usize, PipelineError>,
 ) -> Result<Vec<ModelStats>, PipelineError> {
-    let (w, h) = (scene.grid10.width, scene.grid10.height);
+    let grid10 = window.scene().grid10;
+    let (w, h) = (grid10.width, grid10.height);
     // Budget plans per model, then one common tile so the strips line up.
     let mut halos = Vec::new();
     let mut plans = Vec::new();
@@ -134,21 +151,21 @@ pub fn superres_strips(
         let name = m.spec().name.clone();
         let layouts = input_layouts(m.spec());
         let (out_name, out_bands) = output_bands(&**m)?;
+        let scene = window.scene();
         for layout in &layouts {
             for ch in &layout.channels {
                 scene.band(ch.band, &name, id)?;
             }
         }
-        let lowres = out_bands
-            .iter()
-            .map(|ob| scene.band(ob.band, &name, id))
-            .collect::<Result<Vec<_>, _>>()?;
-        let guides = layouts
+        for ob in &out_bands {
+            scene.band(ob.band, &name, id)?;
+        }
+        let guides: Vec<Band> = layouts
             .iter()
             .flat_map(|l| l.channels.iter())
             .filter(|c| c.band.resolution().factor() == 1)
-            .map(|c| scene.band(c.band, &name, id))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|c| c.band)
+            .collect();
         let tiles = plan(w, h, tile, halo, 6);
         let mut strips: Vec<Vec<Tile>> = Vec::new();
         for t in tiles {
@@ -166,7 +183,6 @@ pub fn superres_strips(
             layouts,
             out_name,
             out_bands,
-            lowres,
             guides,
             strips,
             stats: ModelStats {
@@ -174,6 +190,7 @@ pub fn superres_strips(
                 plan: plan_m,
                 tiles: 0,
                 padded_pixels: 0,
+                skipped: 0,
                 busy: Duration::ZERO,
             },
         });
@@ -184,11 +201,23 @@ pub fn superres_strips(
         .map(|r| r.strips.iter().map(Vec::len).sum::<usize>())
         .sum();
     let mut done = 0;
+    let mut others_need = 0;
     for k in 0..nstrips {
         let (row, height) = {
             let c = runs[0].strips[k][0].core;
             (c.row, c.height)
         };
+        // The rows every model's tiles of this strip read, with the resampling margin.
+        let tiles = runs.iter().flat_map(|r| r.strips[k].iter());
+        let lo = tiles.clone().map(|t| t.padded.row).min().unwrap_or(row);
+        let hi = tiles
+            .map(|t| t.padded.bottom())
+            .max()
+            .unwrap_or(row + height);
+        let scene = window.advance(
+            lo.saturating_sub(MARGIN).min(others_need),
+            (hi + MARGIN).min(h),
+        )?;
         let mut bands = Vec::new();
         for run in runs.iter_mut() {
             let outs = run_strip(scene, run, k, row, height, id, &mut |n| {
@@ -197,15 +226,38 @@ pub fn superres_strips(
             })?;
             bands.extend(run.out_bands.iter().map(|b| b.band).zip(outs));
         }
-        on_strip(Strip { row, height, bands })?;
+        others_need = on_strip(Strip { row, height, bands }, scene)?;
     }
     Ok(runs.into_iter().map(|r| r.stats).collect())
+}
+
+/// Whether some pixel of the tile's core has every guide band valid (so that the model's
+/// output there is kept); a model without guide bands always runs.
+fn has_valid_guides(scene: &Scene, guides: &[&Raster<u16>], tile: &Tile) -> bool {
+    if guides.is_empty() {
+        return true;
+    }
+    let core = tile.core;
+    let mut valid = vec![true; core.width];
+    for r in core.row..core.bottom() {
+        valid.fill(true);
+        for g in guides {
+            let src = &g.row(r - scene.row0)[core.col..core.right()];
+            for (m, v) in valid.iter_mut().zip(src) {
+                *m &= *v != NODATA_DN;
+            }
+        }
+        if valid.contains(&true) {
+            return true;
+        }
+    }
+    false
 }
 
 /// One model over strip `k`: its output bands as `u16` rasters of the strip.
 fn run_strip(
     scene: &Scene,
-    run: &mut ModelRun<'_, '_>,
+    run: &mut ModelRun<'_>,
     k: usize,
     row: usize,
     height: usize,
@@ -218,8 +270,18 @@ fn run_strip(
         .iter()
         .map(|_| Raster::filled(w, height, NODATA_DN))
         .collect();
+    let guides = run
+        .guides
+        .iter()
+        .map(|b| scene.band(*b, &run.name, id))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut groups: BTreeMap<(usize, usize), Vec<Tile>> = BTreeMap::new();
     for t in &run.strips[k] {
+        if !has_valid_guides(scene, &guides, t) {
+            run.stats.skipped += 1;
+            tiles_done(1);
+            continue;
+        }
         groups
             .entry((t.padded.width, t.padded.height))
             .or_default()
@@ -235,14 +297,14 @@ fn run_strip(
             inflight.push_back((run.model.submit(inputs), chunk.to_vec(), pw, ph));
             while inflight.len() > depth {
                 if let Some((p, c, pw, ph)) = inflight.pop_front() {
-                    drain(run, p, &c, pw, ph, row, &mut outs)?;
+                    drain(scene, run, p, &c, pw, ph, row, &mut outs)?;
                     tiles_done(c.len());
                 }
             }
         }
     }
     while let Some((p, c, pw, ph)) = inflight.pop_front() {
-        drain(run, p, &c, pw, ph, row, &mut outs)?;
+        drain(scene, run, p, &c, pw, ph, row, &mut outs)?;
         tiles_done(c.len());
     }
     run.stats.busy += started.elapsed();
@@ -250,8 +312,10 @@ fn run_strip(
 }
 
 /// Waits for one batch and stores its tiles' cores into the strip's output bands.
+#[allow(clippy::too_many_arguments)]
 fn drain(
-    run: &mut ModelRun<'_, '_>,
+    scene: &Scene,
+    run: &mut ModelRun<'_>,
     pending: Pending,
     tiles: &[Tile],
     pw: usize,
@@ -270,6 +334,17 @@ fn drain(
         &run.name,
         &run.out_name,
     )?;
+    let lookup = |b: Band| scene.band(b, &run.name, "");
+    let guides = run
+        .guides
+        .iter()
+        .map(|b| lookup(*b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lowres = run
+        .out_bands
+        .iter()
+        .map(|ob| lookup(ob.band))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut guide_nodata = Vec::new();
     for (i, tile) in tiles.iter().enumerate() {
         let (ox, oy) = tile.core_offset();
@@ -280,10 +355,10 @@ fn drain(
             // Whether a 10 m guide band is nodata, once per row for every output band.
             guide_nodata.clear();
             guide_nodata.resize(core.width, false);
-            for g in &run.guides {
+            for g in &guides {
                 for (m, v) in guide_nodata
                     .iter_mut()
-                    .zip(&g.row(grow)[core.col..core.right()])
+                    .zip(&g.row(grow - scene.row0)[core.col..core.right()])
                 {
                     *m |= *v == NODATA_DN;
                 }
@@ -291,8 +366,9 @@ fn drain(
             for (c, ob) in run.out_bands.iter().enumerate() {
                 let values = item.index_axis(Axis(0), c);
                 let values = values.index_axis(Axis(0), oy + r);
-                let low = run.lowres[c];
-                let low_row = low.row((grow / ob.factor).min(low.height - 1));
+                let low = lowres[c];
+                let low_row =
+                    low.row((grow / ob.factor - scene.row0 / ob.factor).min(low.height - 1));
                 let out = &mut outs[c];
                 let dst = &mut out.data[(grow - strip_row) * out.width..][..out.width];
                 for c0 in 0..core.width {

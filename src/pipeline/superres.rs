@@ -217,8 +217,12 @@ pub(crate) fn build_batch(
         for (i, tile) in tiles.iter().enumerate() {
             for (c, ch) in layout.channels.iter().enumerate() {
                 let band = scene.band(ch.band, model, id)?;
-                let window =
-                    Scene::window_10m(band, ch.band.resolution().factor(), ch.kernel, tile.padded);
+                let window = Scene::window_10m(
+                    band,
+                    ch.band.resolution().factor(),
+                    ch.kernel,
+                    scene.local(tile.padded),
+                );
                 fill_channel(&mut batch, i, c, ch, &window);
             }
         }

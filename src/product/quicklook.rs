@@ -46,66 +46,150 @@ pub fn write_quicklook(
             "quicklook of a {w}x{h} raster at max side {max_side}"
         )));
     }
-    let block = w.max(h).div_ceil(max_side);
-    let (ow, oh) = (w.div_ceil(block), h.div_ceil(block));
-    if ow > u32::MAX as usize || oh > u32::MAX as usize {
-        return Err(ProductError::invalid("quicklook too large for PNG"));
-    }
-    let rgba = render(red, green, blue, block, ow, oh);
-
-    let png_err = |source| ProductError::Png {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::create(path).map_err(|e| ProductError::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), ow as u32, oh as u32);
-    enc.set_color(png::ColorType::Rgba);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc.write_header().map_err(png_err)?;
-    writer.write_image_data(&rgba).map_err(png_err)?;
-    writer.finish().map_err(png_err)
+    let mut q = Quicklook::new(w, h, max_side)?;
+    q.push_rows(&red.data, &green.data, &blue.data)?;
+    q.write(path)
 }
 
-fn render(
-    red: &Raster<u16>,
-    green: &Raster<u16>,
-    blue: &Raster<u16>,
+/// A quicklook built from rows as they stream past, top to bottom: only the sums of
+/// the current row of blocks are held, so any number of rows can be pushed at a time.
+/// [`write_quicklook`] is this with every row at once.
+#[derive(Debug)]
+pub struct Quicklook {
+    width: usize,
+    height: usize,
     block: usize,
     ow: usize,
     oh: usize,
-) -> Vec<u8> {
-    let w = red.width;
-    let mut rgba = Vec::with_capacity(ow * oh * 4);
-    for oy in 0..oh {
-        let rows = oy * block..((oy + 1) * block).min(red.height);
-        for ox in 0..ow {
-            let cols = ox * block..((ox + 1) * block).min(w);
-            let mut sum = [0u64; 3];
-            let mut n = 0u64;
-            for y in rows.clone() {
-                for x in cols.clone() {
-                    let i = y * w + x;
-                    let px = [red.data[i], green.data[i], blue.data[i]];
-                    if px.contains(&0) {
-                        continue;
-                    }
-                    for (s, v) in sum.iter_mut().zip(px) {
-                        *s += u64::from(v);
-                    }
-                    n += 1;
+    /// Rows pushed so far.
+    rows: usize,
+    /// Per output pixel of the current block row: channel sums and valid pixel count.
+    sums: Vec<([u64; 3], u64)>,
+    rgba: Vec<u8>,
+}
+
+impl Quicklook {
+    /// A quicklook of a `width`×`height` raster whose longest side is at most `max_side`.
+    ///
+    /// # Errors
+    /// [`ProductError::Invalid`] for an empty raster, `max_side` 0, or a PNG too large.
+    pub fn new(width: usize, height: usize, max_side: usize) -> Result<Quicklook, ProductError> {
+        if width == 0 || height == 0 || max_side == 0 {
+            return Err(ProductError::invalid(format!(
+                "quicklook of a {width}x{height} raster at max side {max_side}"
+            )));
+        }
+        let block = width.max(height).div_ceil(max_side);
+        let (ow, oh) = (width.div_ceil(block), height.div_ceil(block));
+        if ow > u32::MAX as usize || oh > u32::MAX as usize {
+            return Err(ProductError::invalid("quicklook too large for PNG"));
+        }
+        Ok(Quicklook {
+            width,
+            height,
+            block,
+            ow,
+            oh,
+            rows: 0,
+            sums: vec![([0; 3], 0); ow],
+            rgba: Vec::with_capacity(ow * oh * 4),
+        })
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Adds the next rows of the three bands (row-major, the full width each).
+    ///
+    /// # Errors
+    /// [`ProductError::Invalid`] when the slices differ in length, are not whole rows,
+    /// or run past the raster's height.
+    pub fn push_rows(
+        &mut self,
+        red: &[u16],
+        green: &[u16],
+        blue: &[u16],
+    ) -> Result<(), ProductError> {
+        let w = self.width;
+        if green.len() != red.len() || blue.len() != red.len() || red.len() % w != 0 {
+            return Err(ProductError::invalid(format!(
+                "quicklook rows of {}, {} and {} samples for a width of {w}",
+                red.len(),
+                green.len(),
+                blue.len()
+            )));
+        }
+        let n = red.len() / w;
+        if self.rows + n > self.height {
+            return Err(ProductError::invalid(format!(
+                "quicklook rows {}..{} beyond its height {}",
+                self.rows,
+                self.rows + n,
+                self.height
+            )));
+        }
+        for r in 0..n {
+            let i0 = r * w;
+            for x in 0..w {
+                let px = [red[i0 + x], green[i0 + x], blue[i0 + x]];
+                if px.contains(&0) {
+                    continue;
                 }
+                let (sum, count) = &mut self.sums[x / self.block];
+                for (s, v) in sum.iter_mut().zip(px) {
+                    *s += u64::from(v);
+                }
+                *count += 1;
             }
-            if n == 0 {
-                rgba.extend_from_slice(&[0, 0, 0, 0]);
-            } else {
-                for s in sum {
-                    rgba.push(stretch(s as f64 / n as f64));
+            self.rows += 1;
+            if self.rows % self.block == 0 || self.rows == self.height {
+                for (sum, count) in &mut self.sums {
+                    if *count == 0 {
+                        self.rgba.extend_from_slice(&[0, 0, 0, 0]);
+                    } else {
+                        for s in *sum {
+                            self.rgba.push(stretch(s as f64 / *count as f64));
+                        }
+                        self.rgba.push(255);
+                    }
+                    *sum = [0; 3];
+                    *count = 0;
                 }
-                rgba.push(255);
             }
         }
+        Ok(())
     }
-    rgba
+
+    /// Writes the PNG.
+    ///
+    /// # Errors
+    /// [`ProductError::Invalid`] when rows are missing; [`ProductError::Io`] /
+    /// [`ProductError::Png`] when writing fails.
+    pub fn write(self, path: &Path) -> Result<(), ProductError> {
+        if self.rows != self.height || self.rgba.len() != self.ow * self.oh * 4 {
+            return Err(ProductError::invalid(format!(
+                "quicklook has {} of {} rows",
+                self.rows, self.height
+            )));
+        }
+        let png_err = |source| ProductError::Png {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::create(path).map_err(|e| ProductError::io(path, e))?;
+        let mut enc = png::Encoder::new(
+            std::io::BufWriter::new(file),
+            self.ow as u32,
+            self.oh as u32,
+        );
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(png_err)?;
+        writer.write_image_data(&self.rgba).map_err(png_err)?;
+        writer.finish().map_err(png_err)
+    }
 }
 
 /// Harmonised DN → display byte (see the module docs).
@@ -128,12 +212,39 @@ mod tests {
         assert!(stretch(300.0) > 80);
     }
 
+    fn render(r: &[u16], w: usize, h: usize, max_side: usize, step: usize) -> Vec<u8> {
+        let mut q = Quicklook::new(w, h, max_side).unwrap();
+        for rows in r.chunks(step * w) {
+            q.push_rows(rows, rows, rows).unwrap();
+        }
+        assert_eq!(q.rows(), h);
+        q.rgba
+    }
+
     #[test]
     fn blocks_with_partial_nodata_use_the_valid_pixels() {
-        let r = Raster::from_vec(2, 1, vec![3000, 0]).unwrap();
-        let out = render(&r, &r, &r, 2, 1, 1);
-        assert_eq!(out, vec![255, 255, 255, 255]);
-        let z = Raster::filled(2, 1, 0u16);
-        assert_eq!(render(&z, &z, &z, 2, 1, 1), vec![0, 0, 0, 0]);
+        assert_eq!(render(&[3000, 0], 2, 1, 1, 1), vec![255, 255, 255, 255]);
+        assert_eq!(render(&[0, 0], 2, 1, 1, 1), vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn rows_pushed_in_any_steps_give_the_same_image() {
+        let (w, h) = (23, 17);
+        let r: Vec<u16> = (0..w * h).map(|i| (i * 37 % 3100) as u16).collect();
+        let whole = render(&r, w, h, 5, h);
+        assert_eq!(whole.len(), 5 * 4 * 4, "blocks of 5: 5 x 4 pixels");
+        for step in [1, 2, 5, 7] {
+            assert_eq!(
+                render(&r, w, h, 5, step),
+                whole,
+                "rows pushed {step} at a time"
+            );
+        }
+        let mut q = Quicklook::new(w, h, 5).unwrap();
+        assert!(q.push_rows(&r[..w + 1], &r[..w + 1], &r[..w + 1]).is_err());
+        assert!(
+            q.write(Path::new("/nonexistent/q.png")).is_err(),
+            "rows missing"
+        );
     }
 }

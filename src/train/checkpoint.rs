@@ -77,6 +77,9 @@ pub struct SrArch {
     /// Back-projection steps inside the graph.
     #[serde(default)]
     pub backprojection_steps: usize,
+    /// The GAN generator's LeakyReLU slope (absent: [`super::sr::GAN_SLOPE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_slope: Option<f32>,
 }
 
 /// [`save`], with the super-resolution details `sr` written into the same atomic

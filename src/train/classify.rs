@@ -328,6 +328,7 @@ pub fn read_patch(
 /// stores no georeference; nothing downstream of the patch needs one).
 pub fn reben_scene(bands: BTreeMap<Band, Raster<u16>>) -> Scene {
     Scene {
+        row0: 0,
         grid10: GeoRef {
             epsg: 32632,
             transform: GeoTransform {

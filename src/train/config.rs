@@ -246,6 +246,11 @@ pub struct TrainConfig {
     /// features), e.g. a GAN from a trained DSen2. Ignored with `--resume`.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// gan: the generator's LeakyReLU slope (default 0.2). 0 makes the generator the
+    /// DSen2 network itself, so it can start from a trained dsen2 (`init_from`), the
+    /// SRGAN recipe: a content-loss network first, adversarial fine-tuning after.
+    #[serde(default)]
+    pub generator_slope: Option<f32>,
 }
 
 fn default_version() -> u32 {

@@ -192,7 +192,11 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
     }
     let channels = data.bands.channels();
     let gan = cfg.task == TaskKind::Gan;
-    let slope = if gan { GAN_SLOPE } else { 0.0 };
+    let slope = if gan {
+        cfg.generator_slope.unwrap_or(GAN_SLOPE)
+    } else {
+        0.0
+    };
     let mut model = broadcast_init(
         dist,
         Dsen2::new(&channels, cfg.blocks, cfg.features, slope, &device)
@@ -530,6 +534,8 @@ fn write_checkpoint(
         &nets,
         Some(&checkpoint::SrArch {
             backprojection_steps: cfg.backprojection_steps,
+            generator_slope: (cfg.task == TaskKind::Gan)
+                .then(|| cfg.generator_slope.unwrap_or(GAN_SLOPE)),
         }),
     )
 }
@@ -552,9 +558,10 @@ pub fn dump_weights(dir: &Path, rank: usize, w: &[f32]) -> Result<(), TrainError
 /// weights do not fit.
 pub fn load_model(ckpt: &Path, device: &Device) -> Result<(CheckpointState, Dsen2), TrainError> {
     let st = checkpoint::load_state(ckpt)?;
+    let arch = checkpoint::load_sr_arch(ckpt)?;
     let (slope, file) = match st.task.as_str() {
         "superres" => (0.0, "model"),
-        "gan" => (GAN_SLOPE, "generator"),
+        "gan" => (arch.generator_slope.unwrap_or(GAN_SLOPE), "generator"),
         other => {
             return Err(TrainError::Checkpoint {
                 path: ckpt.to_path_buf(),
@@ -563,7 +570,6 @@ pub fn load_model(ckpt: &Path, device: &Device) -> Result<(CheckpointState, Dsen
         }
     };
     let bands = SrBands::for_scale(st.scale);
-    let arch = checkpoint::load_sr_arch(ckpt)?;
     let model = Dsen2::new(&bands.channels(), st.blocks, st.features, slope, device)
         .with_backprojection(st.scale, arch.backprojection_steps);
     let w = checkpoint::load_weights(ckpt, file)?;

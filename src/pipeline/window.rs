@@ -1,0 +1,287 @@
+//! The streaming input: a granule's harmonised bands as a window of rows that moves
+//! down the 10 m grid, fed by a reader thread.
+//!
+//! The reader thread decodes every band top to bottom ([`BandRows`]) in blocks of
+//! [`BLOCK_ROWS`] rows of the 10 m grid (and the matching rows of the 20 m and 60 m
+//! bands), harmonises them and sends them over a bounded channel, so decoding of the
+//! next strip overlaps inference of this one while memory stays a few strips.
+//! [`Window::advance`] makes a row range available as a [`Scene`] whose `row0` says
+//! where it starts, and drops rows above what the caller still needs. Every consumer
+//! (super-resolution strips, classifier patch rows, the quicklook) reads from the same
+//! window, so each band is decoded once.
+//!
+//! Rows are aligned to 6 (the coarsest band's factor), so every band's window starts at
+//! a whole pixel of its own grid. An all-nodata or all-saturated band is refused when
+//! the window has passed the whole granule ([`Window::finish`]); super-resolution skips
+//! tiles without valid guide pixels, so such a granule costs no inference either.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use std::time::{Duration, Instant};
+
+use crate::granule::{check_grids, Band, BandRows, GeoRef, GranuleSource};
+use crate::raster::radiometry::harmonise_in_place;
+use crate::raster::Raster;
+
+use super::scene::{Scene, Validity};
+use super::PipelineError;
+
+/// Rows of the 10 m grid per block sent by the reader thread: a classifier patch row,
+/// and a multiple of every band's factor.
+pub const BLOCK_ROWS: usize = 120;
+
+/// The alignment of every window edge (the 60 m factor).
+const ALIGN: usize = 6;
+
+/// One block of every band: 10 m rows `row..row + rows`.
+struct Block {
+    row: usize,
+    rows: usize,
+    bands: Vec<(Band, Raster<u16>, Validity)>,
+    decode: Duration,
+}
+
+/// The opened bands, checked against each other, before any pixel is decoded.
+pub struct Bands {
+    readers: Vec<(BandRows, f64)>,
+    grid10: GeoRef,
+}
+
+impl Bands {
+    /// Opens `bands` of `source` for streaming: headers read, grids checked as
+    /// [`Scene::load`] checks them, the 10 m grid found.
+    ///
+    /// # Errors
+    /// A band's open error, a grid mismatch, or no band at all.
+    pub fn open(source: &GranuleSource, bands: &[Band]) -> Result<Bands, PipelineError> {
+        let mut readers = Vec::with_capacity(bands.len());
+        let mut grids = Vec::with_capacity(bands.len());
+        for &band in bands {
+            let rows = source.band_rows(band)?;
+            let georef = *rows
+                .georef()
+                .ok_or_else(|| PipelineError::Options(format!("{band}: no grid after opening")))?;
+            grids.push((band, georef));
+            readers.push((rows, source.metadata.offset(band)));
+        }
+        check_grids(&source.id, &grids)?;
+        let grid10 = super::scene::grid_10m(&grids)
+            .or_else(|| source.metadata.grid_10m().copied())
+            .ok_or_else(|| PipelineError::Options("no band to process".into()))?;
+        Ok(Bands { readers, grid10 })
+    }
+
+    /// The granule's 10 m grid.
+    pub fn grid10(&self) -> &GeoRef {
+        &self.grid10
+    }
+
+    /// The offsets that harmonisation applies, per band.
+    pub fn offsets(&self) -> BTreeMap<Band, f64> {
+        self.readers.iter().map(|(r, o)| (r.band(), *o)).collect()
+    }
+
+    /// The reader loop: decodes block after block into `tx` until the bottom, the first
+    /// error (sent, then the loop ends) or a closed channel. Runs on the thread that
+    /// [`Window::start`] starts.
+    fn read_into(mut self, tx: SyncSender<Result<Block, PipelineError>>) {
+        let h = self.grid10.height;
+        let mut row = 0;
+        while row < h {
+            let started = Instant::now();
+            let rows = BLOCK_ROWS.min(h - row);
+            let mut bands = Vec::with_capacity(self.readers.len());
+            let mut failed = None;
+            for (reader, offset) in &mut self.readers {
+                let f = reader.band().resolution().factor();
+                // The last block takes whatever the band has left.
+                let n = if row + rows >= h {
+                    reader.rows_left()
+                } else {
+                    rows / f
+                };
+                match reader.read(n) {
+                    Ok(mut r) => {
+                        let mut v = Validity::default();
+                        v.observe(&r.data);
+                        harmonise_in_place(&mut r, *offset);
+                        bands.push((reader.band(), r, v));
+                    }
+                    Err(e) => {
+                        failed = Some(e.into());
+                        break;
+                    }
+                }
+            }
+            let msg = match failed {
+                Some(e) => Err(e),
+                None => Ok(Block {
+                    row,
+                    rows,
+                    bands,
+                    decode: started.elapsed(),
+                }),
+            };
+            let stop = msg.is_err();
+            if tx.send(msg).is_err() || stop {
+                return;
+            }
+            row += rows;
+        }
+    }
+}
+
+/// The rows of the granule held now, and the reader thread that feeds them.
+pub struct Window {
+    scene: Scene,
+    /// `None` only while dropping.
+    rx: Option<Receiver<Result<Block, PipelineError>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// 10 m rows received so far.
+    end: usize,
+    validity: BTreeMap<Band, Validity>,
+    decode: Duration,
+    /// The largest number of 10 m rows held at once.
+    peak_rows: usize,
+}
+
+impl Window {
+    /// Starts the reader thread on `bands` and returns the window it feeds. The thread
+    /// decodes up to `strip_rows` rows of the 10 m grid ahead of the window (a bounded
+    /// channel), so a window started before its granule's turn (the daemon's next job)
+    /// overlaps that much decoding with the current granule's inference.
+    ///
+    /// # Errors
+    /// [`PipelineError::Options`] when the thread cannot be started.
+    pub fn start(
+        bands: Bands,
+        cloud: Option<crate::granule::CloudMask>,
+        strip_rows: usize,
+    ) -> Result<Window, PipelineError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(strip_rows.div_ceil(BLOCK_ROWS).max(1));
+        let scene = Scene {
+            grid10: bands.grid10,
+            row0: 0,
+            bands: bands
+                .readers
+                .iter()
+                .map(|(r, _)| (r.band(), Raster::filled(r.size().0, 0, 0u16)))
+                .collect(),
+            cloud,
+            offsets: bands.offsets(),
+        };
+        let reader = std::thread::Builder::new()
+            .name("s2edge-read".into())
+            .spawn(move || bands.read_into(tx))
+            .map_err(|e| PipelineError::Options(format!("cannot start the reader thread: {e}")))?;
+        Ok(Window {
+            scene,
+            rx: Some(rx),
+            reader: Some(reader),
+            end: 0,
+            validity: BTreeMap::new(),
+            decode: Duration::ZERO,
+            peak_rows: 0,
+        })
+    }
+
+    /// The offsets that harmonisation applies, per band.
+    pub fn offsets(&self) -> &BTreeMap<Band, f64> {
+        &self.scene.offsets
+    }
+
+    /// Makes 10 m rows `lo..hi` available (`hi` clamped to the granule) and drops the
+    /// rows above `lo`. Both edges only ever move down.
+    ///
+    /// # Errors
+    /// The reader's error; [`PipelineError::Options`] when `lo` asks for rows already
+    /// dropped (a caller bug, reported rather than answered wrongly).
+    pub fn advance(&mut self, lo: usize, hi: usize) -> Result<&Scene, PipelineError> {
+        let h = self.scene.grid10.height;
+        let hi = hi.min(h);
+        let lo = (lo.min(hi) / ALIGN) * ALIGN;
+        if lo < self.scene.row0 {
+            return Err(PipelineError::Options(format!(
+                "internal: rows from {lo} were asked for after the window dropped them (it starts at {})",
+                self.scene.row0
+            )));
+        }
+        // Drop first, so the peak is the rows asked for plus one block.
+        let keep_from = lo.min(self.end);
+        if keep_from > self.scene.row0 {
+            for (band, r) in &mut self.scene.bands {
+                let f = band.resolution().factor();
+                let drop = (keep_from / f - self.scene.row0 / f).min(r.height);
+                r.data.drain(..drop * r.width);
+                r.height -= drop;
+            }
+            self.scene.row0 = keep_from;
+        }
+        while self.end < hi {
+            let rx = self
+                .rx
+                .as_ref()
+                .ok_or_else(|| PipelineError::Options("internal: the window is closed".into()))?;
+            let block = rx.recv().map_err(|_| {
+                PipelineError::Options("internal: the band reader stopped before the bottom".into())
+            })??;
+            debug_assert_eq!(block.row, self.end);
+            for (band, rows, v) in block.bands {
+                self.validity.entry(band).or_default().merge(v);
+                if let Some(r) = self.scene.bands.get_mut(&band) {
+                    r.data.extend_from_slice(&rows.data);
+                    r.height += rows.height;
+                }
+            }
+            self.decode += block.decode;
+            self.end = block.row + block.rows;
+        }
+        self.peak_rows = self.peak_rows.max(self.end - self.scene.row0);
+        Ok(&self.scene)
+    }
+
+    /// The rows held now.
+    pub fn scene(&self) -> &Scene {
+        &self.scene
+    }
+
+    /// 10 m rows received so far.
+    pub fn end(&self) -> usize {
+        self.end
+    }
+
+    /// Reads what is left, then refuses a band that held no valid pixel; returns the
+    /// reader's decode time and the most 10 m rows held at once.
+    ///
+    /// # Errors
+    /// The reader's error, or [`PipelineError::NoValidPixels`].
+    pub fn finish(&mut self, id: &str) -> Result<(Duration, usize), PipelineError> {
+        let h = self.scene.grid10.height;
+        while self.end < h {
+            let bottom = self.end;
+            self.advance(bottom, h.min(bottom + BLOCK_ROWS))?;
+        }
+        for band in self.scene.bands.keys() {
+            self.validity
+                .get(band)
+                .copied()
+                .unwrap_or_default()
+                .check(id, *band)?;
+        }
+        Ok((self.decode, self.peak_rows))
+    }
+}
+
+impl Drop for Window {
+    /// Closes the channel first, so a reader blocked on a full channel wakes and ends,
+    /// then joins it.
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        if let Some(reader) = self.reader.take() {
+            if let Err(panic) = reader.join() {
+                tracing::error!("the band reader thread panicked: {panic:?}");
+            }
+        }
+    }
+}
