@@ -50,7 +50,6 @@ CONFIG="$WORK/s2edge.toml"
 cat >"$CONFIG" <<'TOML'
 [runtime]
 intra_threads = 0
-memory_budget = "128MiB"
 [pipeline]
 classify = false
 TOML
@@ -60,7 +59,8 @@ wall_s() { awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1
 
 declare -A S_WALL S_RSS P_WALL P_RSS S_SR S_PADDED
 for blocks in "${BLOCKS[@]}"; do
-    side=$(python3 -c "import math; print(int(round(math.sqrt($blocks))) * 1098)")
+    # 121 stands for the full tile, 10980^2 (issue 9), not 11 x 1098 = 12078.
+    side=$(python3 -c "import math; b=$blocks; print(10980 if b == 121 else int(round(math.sqrt(b))) * 1098)")
     G="$WORK/granules/S2_BENCH_${blocks}"
     if [[ ! -f "$G/B12.tif" ]]; then
         echo "# making $G ($side^2)" >&2
@@ -97,7 +97,7 @@ done
 
 if [[ -z "${SKIP_BARE:-}" ]]; then
 echo "# bare limit" >&2
-"$BARE" --config "$CONFIG" --models "$ROOT/models" --reps 1 --tiles 128,256,510 --batches 1,2,8 | tee -a "$RAW" >&2
+"$BARE" --config "$CONFIG" --models "$ROOT/models" --reps 2 --tiles 540,840,960,1212 --batches 1,2 | tee -a "$RAW" >&2
 fi
 "$PY" - "$RAW" <<'PY'
 import sys, collections
@@ -119,7 +119,7 @@ for b in blocks:
     s, p = runs[("s2edge", b)], runs[("python", b)]
     sw, pw = min(r[0] for r in s), min(r[0] for r in p)
     srss, prss = max(r[1] for r in s), max(r[1] for r in p)
-    side = round(b ** 0.5) * 1098
+    side = 10980 if b == 121 else round(b ** 0.5) * 1098
     loads = ", ".join(r[3] for r in s + p)
     print(f"| {side}² ({b} blocks) | {sw:.1f} | {pw:.1f} | **{pw / sw:.2f}** | {srss / 1024:.0f} | {prss / 1024:.0f} | **{srss / prss:.2f}** | {loads} |")
 print()

@@ -226,7 +226,8 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// Granules processed at once (bounded by memory: ~2 GB per full tile).
+    /// Granules claimed at once: one is processed while the next waits in the worker,
+    /// opened ahead (its reader decodes its first strip meanwhile).
     pub max_in_flight: usize,
     /// SIGTERM drain deadline.
     #[serde(with = "humantime_serde")]
@@ -272,7 +273,7 @@ pub struct LogConfig {
 }
 
 fn default_memory_budget() -> ByteSize {
-    ByteSize(128 << 20)
+    ByteSize(512 << 20)
 }
 
 /// A size in bytes, written as a number of bytes or a string with a binary or decimal

@@ -262,6 +262,7 @@ fn registry_lists_and_verifies_the_shipped_models() {
             "srgan-2x@1",
             "srgan-2x@2",
             "srgan-2x@3",
+            "srgan-2x@4",
         ]
     );
     for l in &list {

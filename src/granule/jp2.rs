@@ -281,30 +281,38 @@ fn decode_checked(
         .components()
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            if c.width() as usize != width || c.height() as usize != height {
-                return Err(err(
-                    path,
-                    format!(
-                        "component {i} decoded to {}x{}, expected {width}x{height}",
-                        c.width(),
-                        c.height()
-                    ),
-                ));
-            }
-            // `data()` is valid here: decode succeeded, so OpenJPEG allocated
-            // `w * h` samples for each component (and `w * h` fits in u32, see above).
-            // Samples of an unsigned ≤16-bit component lie in 0..=65535; clamping only
-            // guards against a decoder bug, it never changes a valid sample.
-            let data = c
-                .data()
-                .iter()
-                .map(|&v| v.clamp(0, i32::from(u16::MAX)) as u16)
-                .collect();
-            Raster::from_vec(width, height, data)
-                .ok_or_else(|| err(path, format!("component {i} has the wrong sample count")))
-        })
+        .map(|(i, c)| component_u16(c, width, height, path, &format!("component {i}")))
         .collect()
+}
+
+/// A decoded component as `u16`, refused unless it is `width`×`height`.
+fn component_u16(
+    c: &jpeg2k::ImageComponent,
+    width: usize,
+    height: usize,
+    path: &Path,
+    what: &str,
+) -> Result<Raster<u16>, GranuleError> {
+    if c.width() as usize != width || c.height() as usize != height {
+        return Err(err(
+            path,
+            format!(
+                "{what} decoded to {}x{}, expected {width}x{height}",
+                c.width(),
+                c.height()
+            ),
+        ));
+    }
+    // `data()` is valid here: decode succeeded, so OpenJPEG allocated `w * h` samples for
+    // the component. Samples of an unsigned ≤16-bit component lie in 0..=65535; clamping
+    // only guards against a decoder bug, it never changes a valid sample.
+    let data = c
+        .data()
+        .iter()
+        .map(|&v| v.clamp(0, i32::from(u16::MAX)) as u16)
+        .collect();
+    Raster::from_vec(width, height, data)
+        .ok_or_else(|| err(path, format!("{what} has the wrong sample count")))
 }
 
 /// Where a JPEG 2000 band's bytes come from when it is decoded window by window.
@@ -427,26 +435,15 @@ impl Jp2Rows {
                 format!("OpenJPEG decoded {} components", comps.len()),
             ));
         };
-        let (width, rows) = (w as usize, (y1 - y0) as usize);
-        if c.width() as usize != width || c.height() as usize != rows {
-            return Err(err(
-                path,
-                format!(
-                    "window rows {y0}..{y1} decoded to {}x{}, expected {width}x{rows}",
-                    c.width(),
-                    c.height()
-                ),
-            ));
-        }
-        let data = c
-            .data()
-            .iter()
-            .map(|&v| v.clamp(0, i32::from(u16::MAX)) as u16)
-            .collect();
+        let r = component_u16(
+            c,
+            w as usize,
+            (y1 - y0) as usize,
+            path,
+            &format!("window rows {y0}..{y1}"),
+        )?;
         self.next = y1;
-        Raster::from_vec(width, rows, data)
-            .map(Some)
-            .ok_or_else(|| err(path, "window has the wrong sample count"))
+        Ok(Some(r))
     }
 }
 

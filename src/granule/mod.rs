@@ -278,13 +278,7 @@ impl GranuleSource {
     /// # Errors
     /// [`GranuleError::MissingBand`] when the band has no file, or the decoder's error.
     pub fn read_band(&self, band: Band) -> Result<BandData, GranuleError> {
-        let loc = self
-            .bands
-            .get(&band)
-            .ok_or_else(|| GranuleError::MissingBand {
-                id: self.id.to_string(),
-                band,
-            })?;
+        let loc = self.location(band)?;
         let (dn, file_georef) = read_raster_u16(loc)?;
         let georef = self.band_grid(band, loc, file_georef, dn.width, dn.height)?;
         Ok(BandData { band, georef, dn })
@@ -297,17 +291,21 @@ impl GranuleSource {
     /// # Errors
     /// As [`GranuleSource::read_band`].
     pub fn band_rows(&self, band: Band) -> Result<BandRows, GranuleError> {
-        let loc = self
-            .bands
-            .get(&band)
-            .ok_or_else(|| GranuleError::MissingBand {
-                id: self.id.to_string(),
-                band,
-            })?;
+        let loc = self.location(band)?;
         let (rows, file_georef) = BandRows::open(band, loc)?;
         let (w, h) = rows.size();
         let georef = self.band_grid(band, loc, file_georef, w, h)?;
         Ok(rows.with_georef(georef))
+    }
+
+    /// Where the band's file is.
+    fn location(&self, band: Band) -> Result<&Location, GranuleError> {
+        self.bands
+            .get(&band)
+            .ok_or_else(|| GranuleError::MissingBand {
+                id: self.id.to_string(),
+                band,
+            })
     }
 
     /// The band's grid: the metadata's for its resolution, else the file's own; refused

@@ -263,7 +263,13 @@ fn register(
             }
             ep.register(builder)
         }
-        ExecutionProvider::Cpu => ort::ep::CPU::default().register(builder),
+        // ONNX Runtime's own arena for the CPU provider: `ort::ep::CPU::default()` turns it
+        // off, and then every run mallocs its activations afresh (above 32 MiB glibc maps
+        // them, so each run page-faults them in and unmaps them again: 40 % of the
+        // inference thread's time, BENCHMARKS.md "Profile of the 2× stage").
+        ExecutionProvider::Cpu => ort::ep::CPU::default()
+            .with_arena_allocator(true)
+            .register(builder),
     }
 }
 

@@ -214,27 +214,6 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 /// Serialises initialisation: `OnceLock::get_or_try_init` is not stable.
 static INIT: Mutex<()> = Mutex::new(());
 
-/// Makes glibc serve ONNX Runtime's large per-run buffers from the heap instead of fresh
-/// `mmap`s: with its defaults every buffer above 32 MiB (one feature map of a 510² tile
-/// at 32 features) was mapped, page-faulted in and unmapped again on every run, 40 % of
-/// the inference thread's time (BENCHMARKS.md "Profile of the 2× stage"). `M_MMAP_MAX = 0`
-/// never maps (a thread arena that cannot grow falls back to the main heap), and a 1 GiB
-/// trim threshold keeps the freed top of the heap for the next run. The price is that
-/// the heap keeps its high-water mark, which the streaming pipeline bounds anyway.
-/// Elsewhere than glibc this does nothing.
-fn keep_buffers_on_the_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; it is called before the inference
-    // threads start and glibc serialises it against allocation.
-    unsafe {
-        if libc::mallopt(libc::M_MMAP_MAX, 0) != 1
-            || libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) != 1
-        {
-            tracing::warn!("glibc refused the allocator settings; large buffers stay mmap'ed");
-        }
-    }
-}
-
 /// Resolves, loads and initialises ONNX Runtime for this process.
 ///
 /// Loading happens once. A later call returns the same [`RuntimeInfo`] when `configured`
@@ -260,7 +239,6 @@ pub fn init_runtime(configured: Option<&Path>) -> Result<RuntimeInfo, ModelError
             _ => Ok(rt.info.clone()),
         };
     }
-    keep_buffers_on_the_heap();
     let path = resolve_library(&LibrarySearch::from_process(configured))?;
     let path = std::path::absolute(&path).unwrap_or(path);
     let init_err = |reason: String| ModelError::RuntimeInit {

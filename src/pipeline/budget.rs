@@ -18,10 +18,9 @@
 //! costs no speed, only memory.
 //!
 //! Large tiles are cheap to run: the halo is recomputed per tile, so its overhead falls
-//! with the tile side, and the per-run buffers stay on the heap
-//! ([`crate::model::runtime`] sets glibc's allocator so that buffers above 32 MiB are
-//! not `mmap`ed and page-faulted in afresh on every run, which once took 40 % of the
-//! inference thread's time).
+//! with the tile side, and the per-run buffers stay in ONNX Runtime's CPU arena
+//! ([`crate::model::provider`] turns it on; without it every buffer above 32 MiB was
+//! `mmap`ed and page-faulted in afresh on every run, 40 % of the inference thread's time).
 //!
 //! The feature width comes from the graph ([`crate::model::session::graph_feature_width`]);
 //! when it is unknown [`DEFAULT_FEATURES`] is assumed.
