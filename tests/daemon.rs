@@ -551,7 +551,13 @@ fn queued_granules_are_opened_ahead_of_their_turn() {
     let tmp = util::tempdir();
     let ingest = tmp.path().join("ingest");
     let mut d = Daemon::new(tmp.path(), &ingest, &fixtures_models(), "");
-    let ids = ["S2B_QUEUE_1", "S2B_QUEUE_2", "S2B_QUEUE_3"];
+    let ids = [
+        "S2B_QUEUE_1",
+        "S2B_QUEUE_2",
+        "S2B_QUEUE_3",
+        "S2B_QUEUE_4",
+        "S2B_QUEUE_5",
+    ];
     for id in ids {
         deliver(&ingest, id);
     }

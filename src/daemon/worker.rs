@@ -5,9 +5,9 @@
 //! `[runtime] inference_workers` threads ([`PooledSet::from_set`]), so the strip loop
 //! prepares the next batch while a worker runs the current one, as in `s2edge process`.
 //!
-//! When the next job is already queued as one starts, its granule is opened and its
-//! reader thread started at once ([`open_input`]), so decoding its first strip overlaps
-//! this granule's inference.
+//! When the next job arrives while one runs (the pipeline's progress callbacks look), its
+//! granule is opened and its reader thread started at once ([`open_bands`]), so decoding
+//! its first strip overlaps this granule's inference.
 //!
 //! Model swaps arrive on the same channel as jobs, so a swap happens between granules,
 //! never during one (a job opened ahead is opened with the models that run it). A panic inside the pipeline is caught and reported as a permanent
@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::granule::Band;
 use crate::granule::{GranuleId, GranuleSource};
 use crate::model::session::LoadedModel;
 use crate::model::set::ModelSet;
 use crate::pipeline::pooled::PooledSet;
 use crate::pipeline::process::{
-    open_input, process_opened, Input, Models, ProcessOptions, ProcessReport, Progress,
+    bands_needed, open_bands, process_opened, Input, ProcessOptions, ProcessReport, Progress,
 };
 use crate::pipeline::PipelineError;
 
@@ -162,13 +163,16 @@ fn publish_models(set: &ModelSet, health: &Health, metrics: &Metrics) {
     health.set_models(models);
 }
 
-/// Pings the watchdog at most once per period from the pipeline's progress callbacks.
-struct WatchdogProgress {
+/// Pings the watchdog at most once per period from the pipeline's progress callbacks,
+/// and on each callback looks whether the next job has arrived: if it has, its granule is
+/// opened at once ([`LookAhead`]).
+struct WatchdogProgress<'a> {
     period: Option<Duration>,
     last: Instant,
+    look_ahead: LookAhead<'a>,
 }
 
-impl WatchdogProgress {
+impl WatchdogProgress<'_> {
     fn tick(&mut self) {
         if let Some(p) = self.period {
             if self.last.elapsed() >= p {
@@ -176,10 +180,51 @@ impl WatchdogProgress {
                 self.last = Instant::now();
             }
         }
+        self.look_ahead.poll();
     }
 }
 
-impl Progress for WatchdogProgress {
+/// The request after the current job, taken off the channel as soon as it arrives, and,
+/// when it is a job, its granule opened ahead with the bands the current models read (a
+/// swap cannot come between: it would be that next request). Its reader then decodes the
+/// first strip while the current granule is inferred.
+struct LookAhead<'a> {
+    rx: &'a Receiver<Request>,
+    next: &'a mut Option<Request>,
+    ahead: &'a mut Option<(PathBuf, Result<Opened, PipelineError>)>,
+    bands: &'a [Band],
+    options: &'a ProcessOptions,
+}
+
+impl LookAhead<'_> {
+    fn poll(&mut self) {
+        if self.next.is_some() {
+            return;
+        }
+        let Ok(r) = self.rx.try_recv() else {
+            return;
+        };
+        if let Request::Process(j) = &r {
+            tracing::info!(next = %j.id, "next granule opened ahead: its first strip is decoded during this one's inference");
+            // A panic while opening it belongs to that job, not to the current one.
+            let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let source = GranuleSource::open(&j.input)?;
+                let input = open_bands(&source, self.bands, self.options)?;
+                Ok((source, input))
+            }))
+            .unwrap_or_else(|panic| {
+                Err(PipelineError::Options(format!(
+                    "internal error (panic) while opening: {}",
+                    panic_text(&*panic)
+                )))
+            });
+            *self.ahead = Some((j.input.clone(), opened));
+        }
+        *self.next = Some(r);
+    }
+}
+
+impl Progress for WatchdogProgress<'_> {
     fn start(&mut self, stage: &str, total: usize) {
         tracing::debug!(stage, total, "stage started");
         self.tick();
@@ -215,19 +260,17 @@ pub fn spawn(
     Ok((WorkerHandle { tx }, thread))
 }
 
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// A granule opened for processing, ahead of its turn or at it.
 type Opened = (GranuleSource, Input);
-
-/// Opens the granule at `input` and starts reading the bands `models` need.
-fn open_job(
-    input: &std::path::Path,
-    models: &Models<'_>,
-    options: &ProcessOptions,
-) -> Result<Opened, PipelineError> {
-    let source = GranuleSource::open(input)?;
-    let opened = open_input(&source, models, options)?;
-    Ok((source, opened))
-}
 
 /// The models behind their worker pools, or why they could not be started.
 fn pooled(models: ModelSet, workers: usize) -> Result<PooledSet, String> {
@@ -290,10 +333,6 @@ fn run(
                 // Every event of the pipeline (stage warnings, model fallbacks) carries the
                 // granule it is about.
                 let _span = tracing::info_span!("granule", id = %job.id).entered();
-                let mut progress = WatchdogProgress {
-                    period,
-                    last: Instant::now(),
-                };
                 let opened = match ahead.take() {
                     Some((input, opened)) if input == job.input => Some(opened),
                     _ => None,
@@ -305,22 +344,28 @@ fn run(
                             reason: e.clone(),
                         })
                     })?;
+                    let bands = bands_needed(&set.models(), &options);
                     let (source, input) = match opened {
                         Some(o) => o?,
-                        None => open_job(&job.input, &set.models(), &options)?,
-                    };
-                    // The next job, if it is already queued, is opened now: its reader
-                    // decodes its first strip while this granule is inferred.
-                    if let Ok(r) = rx.try_recv() {
-                        if let Request::Process(j) = &r {
-                            tracing::info!(next = %j.id, "next granule opened ahead: its first strip is decoded during this one's inference");
-                            ahead = Some((
-                                j.input.clone(),
-                                open_job(&j.input, &set.models(), &options),
-                            ));
+                        None => {
+                            let source = GranuleSource::open(&job.input)?;
+                            let input = open_bands(&source, &bands, &options)?;
+                            (source, input)
                         }
-                        next = Some(r);
-                    }
+                    };
+                    let mut progress = WatchdogProgress {
+                        period,
+                        last: Instant::now(),
+                        look_ahead: LookAhead {
+                            rx: &rx,
+                            next: &mut next,
+                            ahead: &mut ahead,
+                            bands: &bands,
+                            options: &options,
+                        },
+                    };
+                    // A job already queued is opened before this one's first strip.
+                    progress.look_ahead.poll();
                     let mut m = set.models();
                     process_opened(
                         &source,
@@ -338,11 +383,7 @@ fn run(
                         message: error_chain(&e),
                     }),
                     Err(panic) => {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown panic".into());
+                        let what = panic_text(&*panic);
                         tracing::error!(granule = %job.id, panic = %what, "the pipeline panicked");
                         Err(JobFailure {
                             transient: false,

@@ -230,7 +230,7 @@ fn decode(
 ///
 /// # Errors
 /// [`GranuleError::Io`] when the file cannot be opened, otherwise as [`decode_u16`].
-pub fn open_rows(path: &Path) -> Result<(TiffRows<BufReader<File>>, Option<GeoRef>), GranuleError> {
+pub fn open_rows(path: &Path) -> Result<Opened<BufReader<File>>, GranuleError> {
     let file = File::open(path).map_err(|e| GranuleError::io(path, e))?;
     TiffRows::new(BufReader::new(file), path, false)
 }
@@ -242,7 +242,7 @@ pub fn open_rows(path: &Path) -> Result<(TiffRows<BufReader<File>>, Option<GeoRe
 pub fn rows_from_bytes(
     bytes: Vec<u8>,
     path: &Path,
-) -> Result<(TiffRows<Cursor<Vec<u8>>>, Option<GeoRef>), GranuleError> {
+) -> Result<Opened<Cursor<Vec<u8>>>, GranuleError> {
     TiffRows::new(Cursor::new(bytes), path, false)
 }
 
@@ -257,6 +257,9 @@ fn widen(sample: SampleKind, image: DecodingResult, path: &Path) -> Result<Vec<u
         )),
     }
 }
+
+/// A [`TiffRows`] over `R` and the file's georeference, if it has one.
+pub type Opened<R> = (TiffRows<R>, Option<GeoRef>);
 
 /// A single-band GeoTIFF decoded one chunk row at a time, top to bottom: a row of tiles
 /// for a tiled file, one strip for a stripped one. The whole-image [`decode_u16`] and
@@ -295,11 +298,7 @@ impl<R: Read + Seek> std::fmt::Debug for TiffRows<R> {
 impl<R: Read + Seek> TiffRows<R> {
     /// Checks the header (size limit, sample type, georeference, chunk layout) and
     /// returns the reader positioned before the first row, with the georeference.
-    fn new(
-        mut reader: R,
-        path: &Path,
-        accept_u8: bool,
-    ) -> Result<(TiffRows<R>, Option<GeoRef>), GranuleError> {
+    fn new(mut reader: R, path: &Path, accept_u8: bool) -> Result<Opened<R>, GranuleError> {
         let (width, height) = checked_dimensions(&mut reader, path)?;
         let mut decoder = open_decoder(reader, path)?;
         let sample = sample_kind(&mut decoder, path, accept_u8)?;

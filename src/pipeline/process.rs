@@ -162,8 +162,19 @@ pub fn open_input(
     models: &Models<'_>,
     options: &ProcessOptions,
 ) -> Result<Input, PipelineError> {
-    let bands = bands_needed(models, options);
-    let opened = Bands::open(source, &bands)?;
+    open_bands(source, &bands_needed(models, options), options)
+}
+
+/// [`open_input`] for a band list from [`bands_needed`].
+///
+/// # Errors
+/// As [`open_input`].
+pub fn open_bands(
+    source: &GranuleSource,
+    bands: &[Band],
+    options: &ProcessOptions,
+) -> Result<Input, PipelineError> {
+    let opened = Bands::open(source, bands)?;
     let cloud = source.read_cloud_mask()?;
     Ok(Input {
         window: Window::start(opened, cloud, options.sr_tile)?,
@@ -172,7 +183,7 @@ pub fn open_input(
 
 /// The bands a run reads: the 10 m bands and the super-resolution models' inputs, the
 /// classifier's, and always the visible ones for the quicklook.
-fn bands_needed(models: &Models<'_>, options: &ProcessOptions) -> Vec<Band> {
+pub fn bands_needed(models: &Models<'_>, options: &ProcessOptions) -> Vec<Band> {
     let mut bands: Vec<Band> = vec![Band::B02, Band::B03, Band::B04];
     if options.superres {
         bands.extend(
