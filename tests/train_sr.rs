@@ -77,6 +77,7 @@ fn exported(scale: usize, steps: usize, dir: &Path) -> (Dsen2, PathBuf) {
         }],
         Some(&SrArch {
             backprojection_steps: steps,
+            generator_slope: None,
         }),
     )
     .unwrap();

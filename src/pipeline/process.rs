@@ -428,9 +428,6 @@ fn run_stages(
     };
     let keep_superres = classifier.is_some() && by_superres;
     let mut classify_time = Duration::ZERO;
-    let mut classify_progress = |done: usize, total: usize| {
-        let _ = (done, total);
-    };
     // What the classifier and the quicklook take from the rows held now; `limit` is how
     // far the super-resolved bands reach (for `classify_input = "superres"`). Returns the
     // first row they still need.
@@ -453,7 +450,8 @@ fn run_stages(
         if let Some(c) = classifier.as_mut() {
             let t = Instant::now();
             let limit = if by_superres { limit } else { h };
-            c.feed(scene, kept, limit, &mut classify_progress)?;
+            // The strip loop owns `progress`; the classifier's share is in its timing.
+            c.feed(scene, kept, limit, &mut |_, _| {})?;
             classify_time += t.elapsed();
             need = need.min(c.needs_from());
         }
