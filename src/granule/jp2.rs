@@ -221,16 +221,7 @@ fn check(header: &Header, path: &Path) -> Result<(), GranuleError> {
 ///   corrupt, has more than one component, or has signed or wider-than-16-bit samples.
 pub fn decode_u16(bytes: &[u8], path: &Path) -> Result<Raster<u16>, GranuleError> {
     let header = read_header(bytes, path)?;
-    if header.components.len() != 1 {
-        return Err(err(
-            path,
-            format!(
-                "{} components; a band file must have exactly one (multi-component \
-                 JPEG 2000 is refused)",
-                header.components.len()
-            ),
-        ));
-    }
+    one_component(&header, path)?;
     let mut comps = decode_checked(bytes, &header, path)?;
     comps
         .pop()
@@ -283,6 +274,21 @@ fn decode_checked(
         .enumerate()
         .map(|(i, c)| component_u16(c, width, height, path, &format!("component {i}")))
         .collect()
+}
+
+/// Band files have exactly one component; anything else is refused.
+fn one_component(header: &Header, path: &Path) -> Result<(), GranuleError> {
+    if header.components.len() != 1 {
+        return Err(err(
+            path,
+            format!(
+                "{} components; a band file must have exactly one (multi-component \
+                 JPEG 2000 is refused)",
+                header.components.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A decoded component as `u16`, refused unless it is `width`×`height`.
@@ -368,16 +374,7 @@ impl Jp2Rows {
             }
         };
         check(&header, path)?;
-        if header.components.len() != 1 {
-            return Err(err(
-                path,
-                format!(
-                    "{} components; a band file must have exactly one (multi-component \
-                     JPEG 2000 is refused)",
-                    header.components.len()
-                ),
-            ));
-        }
+        one_component(&header, path)?;
         let step = if header.tile_height < header.height {
             header.tile_height.min(WINDOW_ROWS)
         } else {
