@@ -585,30 +585,13 @@ fn jpeg2000_windows_equal_the_whole_decode() {
     s2edge::granule::tiff::write_u16(&tif, &raster, &georef).unwrap();
     for (name, tile) in [("untiled", None), ("tiled", Some(64))] {
         let jp = tmp.path().join(format!("{name}.jp2"));
-        let mut cmd = std::process::Command::new(&gdal);
-        cmd.args([
-            "-q",
-            "-of",
-            "JP2OpenJPEG",
-            "-co",
-            "QUALITY=100",
-            "-co",
-            "REVERSIBLE=YES",
-        ]);
-        if let Some(t) = tile {
-            cmd.args([
-                "-co",
-                &format!("BLOCKXSIZE={t}"),
-                "-co",
-                &format!("BLOCKYSIZE={t}"),
-            ]);
-        }
-        let out = cmd.arg(&tif).arg(&jp).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let blocks = tile.map(|t| [format!("BLOCKXSIZE={t}"), format!("BLOCKYSIZE={t}")]);
+        let extra: Vec<&str> = blocks
+            .iter()
+            .flatten()
+            .flat_map(|b| ["-co", b.as_str()])
+            .collect();
+        fx::encode_jp2_with(&gdal, &tif, &jp, &extra);
         let bytes = fs::read(&jp).unwrap();
         let whole = jp2::decode_u16(&bytes, &jp).unwrap();
         assert_eq!(whole, raster, "{name}: lossless");

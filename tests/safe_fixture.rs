@@ -113,6 +113,11 @@ pub fn image_files(mtd: &str) -> Vec<String> {
 
 /// Encodes a GeoTIFF band losslessly to JPEG 2000 with GDAL.
 pub fn encode_jp2(gdal_translate: &Path, src: &Path, dst: &Path) {
+    encode_jp2_with(gdal_translate, src, dst, &[]);
+}
+
+/// [`encode_jp2`] with further creation options, e.g. `["-co", "BLOCKXSIZE=64"]`.
+pub fn encode_jp2_with(gdal_translate: &Path, src: &Path, dst: &Path, extra: &[&str]) {
     fs::create_dir_all(dst.parent().unwrap()).unwrap();
     let out = Command::new(gdal_translate)
         .args([
@@ -124,6 +129,7 @@ pub fn encode_jp2(gdal_translate: &Path, src: &Path, dst: &Path) {
             "-co",
             "REVERSIBLE=YES",
         ])
+        .args(extra)
         .arg(src)
         .arg(dst)
         .output()

@@ -208,9 +208,7 @@ impl LookAhead<'_> {
             tracing::info!(next = %j.id, "next granule opened ahead: its first strip is decoded during this one's inference");
             // A panic while opening it belongs to that job, not to the current one.
             let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let source = GranuleSource::open(&j.input)?;
-                let input = open_bands(&source, self.bands, self.options)?;
-                Ok((source, input))
+                open_job(&j.input, self.bands, self.options)
             }))
             .unwrap_or_else(|panic| {
                 Err(PipelineError::Options(format!(
@@ -271,6 +269,17 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// A granule opened for processing, ahead of its turn or at it.
 type Opened = (GranuleSource, Input);
+
+/// Opens the granule at `input` and starts reading `bands` of it.
+fn open_job(
+    input: &std::path::Path,
+    bands: &[Band],
+    options: &ProcessOptions,
+) -> Result<Opened, PipelineError> {
+    let source = GranuleSource::open(input)?;
+    let opened = open_bands(&source, bands, options)?;
+    Ok((source, opened))
+}
 
 /// The models behind their worker pools, or why they could not be started.
 fn pooled(models: ModelSet, workers: usize) -> Result<PooledSet, String> {
@@ -347,11 +356,7 @@ fn run(
                     let bands = bands_needed(&set.models(), &options);
                     let (source, input) = match opened {
                         Some(o) => o?,
-                        None => {
-                            let source = GranuleSource::open(&job.input)?;
-                            let input = open_bands(&source, &bands, &options)?;
-                            (source, input)
-                        }
+                        None => open_job(&job.input, &bands, &options)?,
                     };
                     let mut progress = WatchdogProgress {
                         period,

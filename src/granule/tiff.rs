@@ -335,12 +335,7 @@ impl<R: Read + Seek> TiffRows<R> {
         ))
     }
 
-    /// Rows per chunk row (the last one may be shorter).
-    pub fn rows_per_chunk(&self) -> usize {
-        self.chunk.1
-    }
-
-    /// Decodes the next chunk row: all columns, `rows_per_chunk` rows (fewer at the
+    /// Decodes the next chunk row: all columns, one chunk's rows (fewer at the
     /// bottom); `None` after the last.
     ///
     /// # Errors

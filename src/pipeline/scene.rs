@@ -76,9 +76,17 @@ impl Validity {
     }
 }
 
-/// The 10 m grid of a granule from its bands' grids: a 10 m band's, else one derived
-/// from a coarser band (only coarse bands were asked for).
-pub(crate) fn grid_10m(grids: &[(Band, GeoRef)]) -> Option<GeoRef> {
+/// Checks the bands' grids against each other and returns the granule's 10 m grid: a
+/// 10 m band's, else one derived from a coarser band (only coarse bands were asked
+/// for), else the metadata's. Shared by [`Scene::load`] and the streaming reader.
+///
+/// # Errors
+/// A grid mismatch, or no band and no 10 m grid in the metadata.
+pub(crate) fn checked_grid_10m(
+    source: &GranuleSource,
+    grids: &[(Band, GeoRef)],
+) -> Result<GeoRef, PipelineError> {
+    check_grids(&source.id, grids)?;
     grids
         .iter()
         .find(|(b, _)| b.resolution() == Resolution::R10)
@@ -94,6 +102,8 @@ pub(crate) fn grid_10m(grids: &[(Band, GeoRef)]) -> Option<GeoRef> {
                 }
             })
         })
+        .or_else(|| source.metadata.grid_10m().copied())
+        .ok_or_else(|| PipelineError::Options("no band to process".into()))
 }
 
 /// Harmonised bands on their native grids: the whole granule ([`Scene::load`]), or the
@@ -132,10 +142,7 @@ impl Scene {
             offsets.insert(band, offset);
             out.insert(band, harmonise(&data.dn, offset));
         }
-        check_grids(&source.id, &grids)?;
-        let grid10 = grid_10m(&grids)
-            .or_else(|| source.metadata.grid_10m().copied())
-            .ok_or_else(|| PipelineError::Options("no band to process".into()))?;
+        let grid10 = checked_grid_10m(source, &grids)?;
         let cloud = source.read_cloud_mask()?;
         Ok(Scene {
             grid10,

@@ -231,27 +231,38 @@ pub fn superres_strips(
     Ok(runs.into_iter().map(|r| r.stats).collect())
 }
 
-/// Whether some pixel of the tile's core has every guide band valid (so that the model's
-/// output there is kept); a model without guide bands always runs.
-fn has_valid_guides(scene: &Scene, guides: &[&Raster<u16>], tile: &Tile) -> bool {
-    if guides.is_empty() {
-        return true;
-    }
-    let core = tile.core;
-    let mut valid = vec![true; core.width];
-    for r in core.row..core.bottom() {
-        valid.fill(true);
-        for g in guides {
-            let src = &g.row(r - scene.row0)[core.col..core.right()];
-            for (m, v) in valid.iter_mut().zip(src) {
-                *m &= *v != NODATA_DN;
+/// The rows held for one strip of one model: its 10 m guide bands and the bands its
+/// outputs replace (their own grids), resolved once per strip.
+struct Held<'s> {
+    /// The first 10 m row held ([`Scene::row0`]).
+    row0: usize,
+    guides: Vec<&'s Raster<u16>>,
+    lowres: Vec<&'s Raster<u16>>,
+}
+
+impl Held<'_> {
+    /// Sets `nodata[i]` for the columns `col..col + width` of 10 m row `row`: whether some
+    /// guide band is nodata there (which makes every output band nodata).
+    fn guide_nodata(&self, row: usize, col: usize, width: usize, nodata: &mut Vec<bool>) {
+        nodata.clear();
+        nodata.resize(width, false);
+        for g in &self.guides {
+            let src = &g.row(row - self.row0)[col..col + width];
+            for (m, v) in nodata.iter_mut().zip(src) {
+                *m |= *v == NODATA_DN;
             }
         }
-        if valid.contains(&true) {
-            return true;
-        }
     }
-    false
+
+    /// Whether some pixel of the tile's core has every guide band valid (so that the
+    /// model's output there is kept); true for a model without guide bands.
+    fn any_output(&self, tile: &Tile, nodata: &mut Vec<bool>) -> bool {
+        let core = tile.core;
+        (core.row..core.bottom()).any(|r| {
+            self.guide_nodata(r, core.col, core.width, nodata);
+            nodata.contains(&false)
+        })
+    }
 }
 
 /// One model over strip `k`: its output bands as `u16` rasters of the strip.
@@ -270,14 +281,24 @@ fn run_strip(
         .iter()
         .map(|_| Raster::filled(w, height, NODATA_DN))
         .collect();
-    let guides = run
-        .guides
-        .iter()
-        .map(|b| scene.band(*b, &run.name, id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let lookup = |b: Band| scene.band(b, &run.name, id);
+    let held = Held {
+        row0: scene.row0,
+        guides: run
+            .guides
+            .iter()
+            .map(|b| lookup(*b))
+            .collect::<Result<_, _>>()?,
+        lowres: run
+            .out_bands
+            .iter()
+            .map(|ob| lookup(ob.band))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut nodata = Vec::new();
     let mut groups: BTreeMap<(usize, usize), Vec<Tile>> = BTreeMap::new();
     for t in &run.strips[k] {
-        if !has_valid_guides(scene, &guides, t) {
+        if !held.any_output(t, &mut nodata) {
             run.stats.skipped += 1;
             tiles_done(1);
             continue;
@@ -297,14 +318,14 @@ fn run_strip(
             inflight.push_back((run.model.submit(inputs), chunk.to_vec(), pw, ph));
             while inflight.len() > depth {
                 if let Some((p, c, pw, ph)) = inflight.pop_front() {
-                    drain(scene, run, p, &c, pw, ph, row, &mut outs)?;
+                    drain(&held, run, p, &c, pw, ph, row, &mut outs)?;
                     tiles_done(c.len());
                 }
             }
         }
     }
     while let Some((p, c, pw, ph)) = inflight.pop_front() {
-        drain(scene, run, p, &c, pw, ph, row, &mut outs)?;
+        drain(&held, run, p, &c, pw, ph, row, &mut outs)?;
         tiles_done(c.len());
     }
     run.stats.busy += started.elapsed();
@@ -314,7 +335,7 @@ fn run_strip(
 /// Waits for one batch and stores its tiles' cores into the strip's output bands.
 #[allow(clippy::too_many_arguments)]
 fn drain(
-    scene: &Scene,
+    held: &Held<'_>,
     run: &mut ModelRun<'_>,
     pending: Pending,
     tiles: &[Tile],
@@ -334,17 +355,6 @@ fn drain(
         &run.name,
         &run.out_name,
     )?;
-    let lookup = |b: Band| scene.band(b, &run.name, "");
-    let guides = run
-        .guides
-        .iter()
-        .map(|b| lookup(*b))
-        .collect::<Result<Vec<_>, _>>()?;
-    let lowres = run
-        .out_bands
-        .iter()
-        .map(|ob| lookup(ob.band))
-        .collect::<Result<Vec<_>, _>>()?;
     let mut guide_nodata = Vec::new();
     for (i, tile) in tiles.iter().enumerate() {
         let (ox, oy) = tile.core_offset();
@@ -353,22 +363,13 @@ fn drain(
         for r in 0..core.height {
             let grow = core.row + r;
             // Whether a 10 m guide band is nodata, once per row for every output band.
-            guide_nodata.clear();
-            guide_nodata.resize(core.width, false);
-            for g in &guides {
-                for (m, v) in guide_nodata
-                    .iter_mut()
-                    .zip(&g.row(grow - scene.row0)[core.col..core.right()])
-                {
-                    *m |= *v == NODATA_DN;
-                }
-            }
+            held.guide_nodata(grow, core.col, core.width, &mut guide_nodata);
             for (c, ob) in run.out_bands.iter().enumerate() {
                 let values = item.index_axis(Axis(0), c);
                 let values = values.index_axis(Axis(0), oy + r);
-                let low = lowres[c];
+                let low = held.lowres[c];
                 let low_row =
-                    low.row((grow / ob.factor - scene.row0 / ob.factor).min(low.height - 1));
+                    low.row((grow / ob.factor - held.row0 / ob.factor).min(low.height - 1));
                 let out = &mut outs[c];
                 let dst = &mut out.data[(grow - strip_row) * out.width..][..out.width];
                 for c0 in 0..core.width {

@@ -20,11 +20,11 @@ use std::sync::mpsc::{Receiver, SyncSender};
 
 use std::time::{Duration, Instant};
 
-use crate::granule::{check_grids, Band, BandRows, GeoRef, GranuleSource};
+use crate::granule::{Band, BandRows, GeoRef, GranuleSource};
 use crate::raster::radiometry::harmonise_in_place;
 use crate::raster::Raster;
 
-use super::scene::{Scene, Validity};
+use super::scene::{checked_grid_10m, Scene, Validity};
 use super::PipelineError;
 
 /// Rows of the 10 m grid per block sent by the reader thread: a classifier patch row,
@@ -65,16 +65,8 @@ impl Bands {
             grids.push((band, georef));
             readers.push((rows, source.metadata.offset(band)));
         }
-        check_grids(&source.id, &grids)?;
-        let grid10 = super::scene::grid_10m(&grids)
-            .or_else(|| source.metadata.grid_10m().copied())
-            .ok_or_else(|| PipelineError::Options("no band to process".into()))?;
+        let grid10 = checked_grid_10m(source, &grids)?;
         Ok(Bands { readers, grid10 })
-    }
-
-    /// The granule's 10 m grid.
-    pub fn grid10(&self) -> &GeoRef {
-        &self.grid10
     }
 
     /// The offsets that harmonisation applies, per band.

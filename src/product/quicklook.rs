@@ -41,11 +41,6 @@ pub fn write_quicklook(
             w, h, green.width, green.height, blue.width, blue.height
         )));
     }
-    if w == 0 || h == 0 || max_side == 0 {
-        return Err(ProductError::invalid(format!(
-            "quicklook of a {w}x{h} raster at max side {max_side}"
-        )));
-    }
     let mut q = Quicklook::new(w, h, max_side)?;
     q.push_rows(&red.data, &green.data, &blue.data)?;
     q.write(path)
