@@ -255,14 +255,17 @@ fn registry_lists_and_verifies_the_shipped_models() {
             "dsen2-2x@2",
             "dsen2-2x@3",
             "dsen2-2x@4",
+            "dsen2-2x@5",
             "dsen2-6x@1",
             "dsen2-6x@2",
             "dsen2-6x@3",
+            "dsen2-6x@4",
             "resnet50-ben19@2",
             "srgan-2x@1",
             "srgan-2x@2",
             "srgan-2x@3",
             "srgan-2x@4",
+            "srgan-2x@5",
         ]
     );
     for l in &list {

@@ -322,6 +322,10 @@ fn parity(scale: usize, task: &str) -> f32 {
         blur_factors: vec![],
         init_from: None,
         generator_slope: None,
+        lr_schedule: Default::default(),
+        lr_min: 0.0,
+        reben_metadata: None,
+        reben_split: s2edge::train::config::DataSplit::Train,
     };
     let optim = s2edge::train::sr::make_optim(&cfg);
     let state = s2edge::train::checkpoint::CheckpointState {

@@ -23,6 +23,7 @@ use s2edge::train::checkpoint::{save_with, NetState, SrArch};
 use s2edge::train::data::SrBands;
 use s2edge::train::dsen2::Dsen2;
 use s2edge::train::TrainConfig;
+use onnx_ir::Message;
 
 use crate::util;
 
@@ -100,6 +101,17 @@ fn parity(scale: usize, steps: usize) {
         Some(6 + bp.radius()),
         "the manifest's radius includes the layer"
     );
+    // The layer is exported as grouped ops over all output bands at once (one Resize
+    // per step), not per band: ONNX Runtime pads single-channel maps to 16 channels.
+    let bytes = std::fs::read(vdir.join("model.onnx")).unwrap();
+    let graph = onnx_ir::ModelProto::parse_from_bytes(&bytes)
+        .unwrap()
+        .graph
+        .unwrap();
+    let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+    assert_eq!(count("Resize"), steps, "one upsampling per step");
+    assert_eq!(count("Pad"), steps + 1, "one edge pad per degradation and the recovery");
+    assert_eq!(count("Reshape"), 0, "no per-band nearest-neighbour reshapes");
     let bands = SrBands::for_scale(scale);
     // A non-square size and batch the exporter never traced: every axis is dynamic.
     let (h, w) = (42usize, 54usize);

@@ -936,7 +936,7 @@ pub fn train_on(
         last_loss = buf[n] / size;
         buf.truncate(n);
         let gp = unflatten_grads(&model, gp, &buf)?;
-        model = optim.step(cfg.lr, model, gp);
+        model = optim.step(cfg.lr_at(step), model, gp);
         step += 1;
         if step % cfg.log_every.max(1) == 0 || step == cfg.steps || stop {
             let dt = window.elapsed().as_secs_f64();

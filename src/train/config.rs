@@ -44,6 +44,17 @@ pub enum Holdout {
     BottomThird,
 }
 
+/// How the learning rate moves over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// `lr` throughout.
+    #[default]
+    Constant,
+    /// Half a cosine from `lr` at step 0 to `lr_min` at `steps`.
+    Cosine,
+}
+
 /// A split of reBEN's `metadata.parquet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +262,20 @@ pub struct TrainConfig {
     /// SRGAN recipe: a content-loss network first, adversarial fine-tuning after.
     #[serde(default)]
     pub generator_slope: Option<f32>,
+    /// The learning-rate schedule over `steps`.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// The final learning rate of the `cosine` schedule.
+    #[serde(default)]
+    pub lr_min: f64,
+    /// superres/gan: reBEN's `metadata.parquet`, needed when a `data` entry is a reBEN
+    /// LMDB folder (`BigEarthNet-S2-LMDB/`): the patches of `reben_split` listed there
+    /// are read from it, each as a whole 1.2 km scene.
+    #[serde(default)]
+    pub reben_metadata: Option<PathBuf>,
+    /// superres/gan: the reBEN split read from an LMDB `data` entry.
+    #[serde(default = "default_split")]
+    pub reben_split: DataSplit,
 }
 
 fn default_version() -> u32 {
@@ -297,6 +322,17 @@ fn default_adv_weight() -> f32 {
 }
 
 impl TrainConfig {
+    /// The learning rate of optimiser step `step` (0-based) under `lr_schedule`.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let t = step as f64 / self.steps.max(1) as f64;
+                self.lr_min + 0.5 * (self.lr - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+
     /// Reads `path` (TOML) plus `S2EDGE_TRAIN__KEY` environment overrides and validates.
     ///
     /// # Errors
@@ -384,5 +420,25 @@ impl TrainConfig {
             )));
         }
         Ok(self.batch / ranks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_runs_from_lr_to_lr_min() {
+        let text = "task = \"superres\"\nname = \"m\"\ndata = []\nsteps = 100\nlr = 0.001\ncheckpoint_dir = \"c\"\n";
+        let constant: TrainConfig = toml::from_str(text).unwrap();
+        assert_eq!(constant.lr_schedule, LrSchedule::Constant);
+        assert_eq!(constant.lr_at(0), 0.001);
+        assert_eq!(constant.lr_at(99), 0.001);
+        let cosine: TrainConfig =
+            toml::from_str(&format!("{text}lr_schedule = \"cosine\"\nlr_min = 0.0001\n")).unwrap();
+        assert!((cosine.lr_at(0) - 0.001).abs() < 1e-12);
+        assert!((cosine.lr_at(50) - 0.00055).abs() < 1e-12, "midway: the mean");
+        assert!((cosine.lr_at(100) - 0.0001).abs() < 1e-12);
+        assert!(cosine.lr_at(30) > cosine.lr_at(31), "decreasing");
     }
 }

@@ -24,7 +24,8 @@ use crate::raster::radiometry::{harmonise, to_f32};
 use crate::raster::resample::{upsample, Kernel};
 use crate::raster::Raster;
 
-use super::config::Holdout;
+use super::config::{DataSplit, Holdout};
+use super::reben;
 use super::TrainError;
 
 /// The normalisation of every super-resolution channel: `(x − MEAN) / STD` on harmonised
@@ -191,6 +192,46 @@ impl NativeBands {
         })
     }
 
+    /// A decoded patch (harmonised DN on native grids, as reBEN stores them) as one
+    /// scene; `path` and `id` name it in errors and logs.
+    ///
+    /// # Errors
+    /// [`TrainError::TooSmall`] for bands whose sizes disagree, [`TrainError::MissingBand`]
+    /// when `bands` asks for one the patch lacks.
+    pub fn from_patch(
+        path: &Path,
+        id: &str,
+        patch: &std::collections::BTreeMap<Band, Raster<u16>>,
+        bands: &[Band],
+    ) -> Result<NativeBands, TrainError> {
+        let mut out = Vec::with_capacity(bands.len());
+        let mut size10: Option<(usize, usize)> = None;
+        for &band in bands {
+            let dn = patch.get(&band).ok_or_else(|| TrainError::MissingBand {
+                path: path.to_path_buf(),
+                band,
+            })?;
+            let f = band.resolution().factor();
+            let s = (dn.width * f, dn.height * f);
+            if size10.is_some_and(|prev| prev != s) {
+                return Err(TrainError::TooSmall {
+                    path: path.to_path_buf(),
+                    reason: format!("patch {id}: band {band} covers {}×{} px at 10 m", s.0, s.1),
+                });
+            }
+            size10 = Some(s);
+            out.push((band, to_f32(dn)));
+        }
+        let (width10, height10) = size10.unwrap_or((0, 0));
+        Ok(NativeBands {
+            path: path.to_path_buf(),
+            id: id.to_string(),
+            width10,
+            height10,
+            bands: out,
+        })
+    }
+
     /// The native raster of `band`.
     ///
     /// # Errors
@@ -220,6 +261,61 @@ impl NativeBands {
             region.height / f,
         ))
     }
+}
+
+/// Reads `bands` of every scene in `paths`: a granule (anything [`NativeBands::read`]
+/// reads) or a reBEN LMDB folder, whose patches of `split` (listed in `metadata`, by
+/// default reBEN's `metadata.parquet` beside the folder) are each a whole scene. Keys
+/// absent from the LMDB and values that do not decode are skipped and counted (second
+/// return value).
+///
+/// # Errors
+/// [`NativeBands::read`]'s errors; [`TrainError::Dataset`] for an LMDB without metadata;
+/// reBEN errors other than per-patch ones.
+pub fn read_scenes(
+    paths: &[PathBuf],
+    metadata: Option<&Path>,
+    split: DataSplit,
+    bands: &[Band],
+) -> Result<(Vec<NativeBands>, usize), TrainError> {
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for path in paths {
+        if !reben::is_lmdb(path) {
+            out.push(NativeBands::read(path, bands)?);
+            continue;
+        }
+        let beside = path.parent().map(|p| p.join("metadata.parquet"));
+        let meta = metadata
+            .map(Path::to_path_buf)
+            .or(beside)
+            .filter(|m| m.is_file())
+            .ok_or_else(|| TrainError::Dataset {
+                path: path.clone(),
+                reason: "a reBEN LMDB needs its metadata.parquet (reben_metadata, or beside \
+                         the LMDB folder)"
+                    .into(),
+            })?;
+        let lmdb = reben::Lmdb::open(path)?;
+        let rows = reben::rows_of_split(&reben::read_metadata(&meta)?, split);
+        let before = out.len();
+        for row in &rows {
+            match lmdb.s2_patch(&row.patch_id, bands) {
+                Ok(patch) => out.push(NativeBands::from_patch(path, &row.patch_id, &patch, bands)?),
+                Err(e) if e.is_per_patch() => {
+                    eprintln!("s2edge-train: reBEN patch {} skipped: {e}", row.patch_id);
+                    skipped += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        eprintln!(
+            "s2edge-train: {} reBEN {split} patches from {}",
+            out.len() - before,
+            path.display()
+        );
+    }
+    Ok((out, skipped))
 }
 
 /// The training and held-out regions of a `width10 × height10` granule for `bands`.
@@ -554,6 +650,63 @@ pub fn make_batch(scenes: &[SrScene], samples: &[Sample], augment: &[u8], patch:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reben_patches_of_the_split_are_whole_scenes() {
+        let dir = tempfile::tempdir().unwrap();
+        let lmdb = dir.path().join("BigEarthNet-S2-LMDB");
+        let patch = |v: u16| -> std::collections::BTreeMap<Band, Raster<u16>> {
+            Band::PRODUCT
+                .iter()
+                .map(|&b| {
+                    let n = 120 / b.resolution().factor();
+                    let data = (0..n * n).map(|i| v + (i % 7) as u16).collect();
+                    (b, Raster::from_vec(n, n, data).unwrap())
+                })
+                .collect()
+        };
+        let entries: Vec<(String, Vec<u8>)> = [("a", 100), ("b", 200), ("v", 300)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), reben::encode_s2(k, &patch(*v)).unwrap()))
+            .chain([("bad".to_string(), b"not safetensors".to_vec())])
+            .collect();
+        reben::write_lmdb(&lmdb, &entries).unwrap();
+        let paths = vec![lmdb.clone()];
+        let bands = SrBands::for_scale(2).all_bands();
+        let e = read_scenes(&paths, None, DataSplit::Train, &bands).unwrap_err();
+        assert!(e.to_string().contains("metadata.parquet"), "{e}");
+        let row = |k: &str, split: &str| {
+            (
+                k.to_string(),
+                vec!["Arable land".to_string()],
+                split.to_string(),
+                "Austria".to_string(),
+                String::new(),
+            )
+        };
+        reben::write_metadata(
+            &dir.path().join("metadata.parquet"),
+            &[
+                row("a", "train"),
+                row("b", "train"),
+                row("v", "validation"),
+                row("bad", "train"),
+                row("absent", "train"),
+            ],
+        )
+        .unwrap();
+        let (scenes, skipped) = read_scenes(&paths, None, DataSplit::Train, &bands).unwrap();
+        assert_eq!(skipped, 2, "the corrupt value and the absent key");
+        let ids: Vec<&str> = scenes.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let b = &scenes[1];
+        assert_eq!((b.width10, b.height10), (120, 120));
+        assert_eq!(b.band(Band::B05).unwrap().width, 60);
+        assert_eq!(b.band(Band::B02).unwrap().data[3], 203.0);
+        let (val, _) = read_scenes(&paths, None, DataSplit::Validation, &bands).unwrap();
+        assert_eq!(val.len(), 1);
+        assert_eq!(val[0].band(Band::B12).unwrap().data[0], 300.0);
+    }
 
     #[test]
     fn shards_of_two_ranks_cover_one_rank_batch() {

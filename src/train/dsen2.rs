@@ -114,6 +114,18 @@ impl Dsen2 {
         self
     }
 
+    /// The back-projection layer, when there is one.
+    pub fn backprojection(&self) -> Option<&BackProjection> {
+        self.backprojection.as_ref()
+    }
+
+    /// The same network without its back-projection layer.
+    pub fn without_backprojection(&self) -> Dsen2 {
+        let mut net = self.clone();
+        net.backprojection = None;
+        net
+    }
+
     /// Back-projection steps (0 without the layer).
     pub fn backprojection_steps(&self) -> usize {
         self.backprojection.as_ref().map_or(0, |b| b.steps)

@@ -34,10 +34,10 @@ use crate::raster::radiometry::{to_f32, to_u16};
 use crate::raster::resample::{upsample, Kernel};
 use crate::raster::Raster;
 
-use super::config::Holdout;
+use super::config::{DataSplit, Holdout};
 use std::path::PathBuf;
 
-use super::data::{degrade_band, split_regions, NativeBands, Region, SrBands};
+use super::data::{degrade_band, read_scenes, split_regions, NativeBands, Region, SrBands};
 use super::TrainError;
 
 /// The four standard metrics of one method.
@@ -277,6 +277,22 @@ fn scores(reference: &[Raster<f32>], estimate: &[Raster<f32>]) -> Result<Scores,
     })
 }
 
+/// The scenes a baseline was fitted on, for the manifest: every id up to four, else the
+/// first two and a count.
+fn summarise_ids(ids: &[String]) -> String {
+    if ids.len() <= 4 {
+        format!("{} (whole granules)", ids.join(", "))
+    } else {
+        format!(
+            "{}, {} and {} more (whole scenes, {} in all)",
+            ids[0],
+            ids[1],
+            ids.len() - 2,
+            ids.len()
+        )
+    }
+}
+
 /// Evaluates the model in `model_dir` on granule `data`: fitted (linear baseline) on the
 /// training region, scored on the held-out region (or, with `Holdout::None`, both on the
 /// whole granule).
@@ -382,13 +398,14 @@ pub fn evaluate_loaded_with(
         )
     } else {
         let mut ids = Vec::new();
-        for p in &opts.fit {
-            let other = NativeBands::read(p, &all)?;
+        let (others, _) = read_scenes(&opts.fit, None, DataSplit::Train, &all)?;
+        for other in &others {
+            let p = &other.path;
             let (whole, _) = split_regions(p, other.width10, other.height10, bands, Holdout::None)?;
-            fit_samples(&other, whole, bands, &mut features, &mut residuals)?;
+            fit_samples(other, whole, bands, &mut features, &mut residuals)?;
             ids.push(other.id.clone());
         }
-        format!("{} (whole granules)", ids.join(", "))
+        summarise_ids(&ids)
     };
     let as_raster = |v: Vec<f32>| Raster {
         width: v.len(),

@@ -4,7 +4,8 @@
 //! The burn network is traced twice by burn-onnx (`export_dynamic`), so batch, height and
 //! width are symbolic axes and the pipeline's tiles of any size run on one graph. The
 //! exporter names graph inputs and outputs after internal tensor ids; they are renamed to
-//! the stable names of the manifest (`x10`, `x20`, `x60` → `y`).
+//! the stable names of the manifest (`x10`, `x20`, `x60` → `y`). A back-projection layer
+//! is not traced but appended as ONNX ops ([`append_backprojection`]).
 //!
 //! Invariants: a version appears atomically — everything is written into a staging
 //! directory (ONNX first, the manifest last) which is renamed into place; the manifest is
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use burn_onnx::export::{AxisSpec, InputSpec as AxisInputSpec, OnnxExporter};
-use onnx_ir::{AttributeProto, AttributeType, Message, ModelProto, NodeProto};
+use onnx_ir::{AttributeProto, AttributeType, Message, ModelProto, NodeProto, TensorProto};
 use sha2::{Digest, Sha256};
 
 use crate::granule::Resolution;
@@ -25,6 +26,7 @@ use crate::model::manifest::{
 };
 use crate::model::ModelSpec;
 
+use super::backproject::BackProjection;
 use super::checkpoint::CheckpointState;
 use super::data::{SrBands, NORM_MEAN, NORM_STD};
 use super::dsen2::Dsen2;
@@ -60,14 +62,193 @@ pub fn export_sr_onnx(model: &Dsen2, bands: &SrBands, name: &str) -> Result<Vec<
     };
     let sample = Tensor::<4>::zeros([2, cin, 24, 30], &device);
     let validation = Tensor::<4>::zeros([3, cin, 36, 42], &device);
+    // The back-projection layer is not traced: burn-onnx lowers it per band as
+    // single-channel ops, which ONNX Runtime's blocked (NCHWc) layout pads to 16 channels
+    // each; it is appended below as grouped ops computing the same function.
+    let net = model.without_backprojection();
     let onnx = OnnxExporter::new()
-        .export_dynamic(model, sample, validation, &[spec], |m: &Dsen2, x| {
+        .export_dynamic(&net, sample, validation, &[spec], |m: &Dsen2, x| {
             m.forward_joined(x)
         })
         .map_err(err)?;
     let joined = rename_io(onnx.as_bytes(), &[JOINED_INPUT], &[SR_OUTPUT], name)?;
     let inputs: Vec<(&str, usize)> = bands.inputs.iter().map(|(n, b)| (*n, b.len())).collect();
-    split_joined_input(&joined, JOINED_INPUT, &inputs, name)
+    let split = split_joined_input(&joined, JOINED_INPUT, &inputs, name)?;
+    match (model.backprojection(), bands.inputs.last()) {
+        (Some(bp), Some((observed, group))) => {
+            append_backprojection(&split, bp, observed, group.len(), name)
+        }
+        _ => Ok(split),
+    }
+}
+
+/// Appends the `K` steps of [`BackProjection`] after the graph's output `y`, as ONNX ops
+/// on all `channels` output bands at once:
+/// - `x_obs` = the recovery taps (separable depthwise `Conv`s, stride `s`, after an edge
+///   `Pad` of `s/2`) applied to the graph input `observed` (the bilinearly upsampled
+///   coarse bands, which the network's residual also adds);
+/// - per step, `y ← y + Resize(x_obs − D(y))`, with `D` the degradation taps (separable
+///   depthwise `Conv`s, stride `s`, after an edge `Pad` of the blur radius) and `Resize`
+///   linear with `half_pixel` coordinates, which is the project's bilinear upsampling with
+///   replicated edges (`raster::resample::upsample`).
+///
+/// Every op is local and pads by edge replication exactly as the traced layer did, so the
+/// receptive radius is [`BackProjection::radius`] as before.
+///
+/// # Errors
+/// [`TrainError::Export`] when the bytes do not parse or no node produces `y`.
+pub fn append_backprojection(
+    bytes: &[u8],
+    bp: &BackProjection,
+    observed: &str,
+    channels: usize,
+    model: &str,
+) -> Result<Vec<u8>, TrainError> {
+    let err = |reason: String| TrainError::Export {
+        model: model.to_string(),
+        reason,
+    };
+    let mut proto = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| err(format!("re-parsing the export: {e}")))?;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| err("the export has no graph".into()))?;
+    let net_out = "bp_y0".to_string();
+    let producer = graph
+        .node
+        .iter_mut()
+        .flat_map(|n| n.output.iter_mut())
+        .find(|o| o.as_str() == SR_OUTPUT)
+        .ok_or_else(|| err(format!("no node produces {SR_OUTPUT}")))?;
+    *producer = net_out.clone();
+    let mut g = GraphBuilder {
+        graph,
+        channels,
+        scale: bp.scale,
+    };
+    let s = bp.scale;
+    let padded = g.pad(observed, s / 2, "bp_obs_pad");
+    let obs = g.separable(&padded, bp.recover_taps(), "bp_obs");
+    g.init_f32("bp_scales", vec![4], vec![1.0, 1.0, s as f32, s as f32]);
+    let mut y = net_out;
+    for k in 0..bp.steps {
+        let padded = g.pad(&y, bp.blur_radius(), &format!("bp{k}_pad"));
+        let degraded = g.separable(&padded, bp.degrade_taps(), &format!("bp{k}_d"));
+        let residual = g.node("Sub", &[&obs, &degraded], &format!("bp{k}_res"), vec![]);
+        let up = g.node(
+            "Resize",
+            &[&residual, "", "bp_scales"],
+            &format!("bp{k}_up"),
+            vec![
+                string_attr("mode", "linear"),
+                string_attr("coordinate_transformation_mode", "half_pixel"),
+            ],
+        );
+        let out = if k + 1 == bp.steps {
+            SR_OUTPUT.to_string()
+        } else {
+            format!("bp{k}_y")
+        };
+        y = g.node("Add", &[&y, &up], &out, vec![]);
+    }
+    proto
+        .write_to_bytes()
+        .map_err(|e| err(format!("re-encoding the export: {e}")))
+}
+
+/// Appends nodes and initialisers to a graph (the back-projection ops).
+struct GraphBuilder<'a> {
+    graph: &'a mut onnx_ir::GraphProto,
+    channels: usize,
+    scale: usize,
+}
+
+impl GraphBuilder<'_> {
+    fn init_f32(&mut self, name: &str, dims: Vec<i64>, data: Vec<f32>) {
+        let mut t = TensorProto::new();
+        t.name = name.to_string();
+        t.dims = dims;
+        t.data_type = 1; // FLOAT
+        t.float_data = data;
+        self.graph.initializer.push(t);
+    }
+
+    fn init_i64(&mut self, name: &str, data: Vec<i64>) {
+        let mut t = TensorProto::new();
+        t.name = name.to_string();
+        t.dims = vec![data.len() as i64];
+        t.data_type = 7; // INT64
+        t.int64_data = data;
+        self.graph.initializer.push(t);
+    }
+
+    /// A node with one output named `out`; returns `out`.
+    fn node(&mut self, op: &str, inputs: &[&str], out: &str, attrs: Vec<AttributeProto>) -> String {
+        let mut n = NodeProto::new();
+        n.name = format!("{out}_node");
+        n.op_type = op.to_string();
+        n.input = inputs.iter().map(|s| (*s).to_string()).collect();
+        n.output = vec![out.to_string()];
+        n.attribute = attrs;
+        self.graph.node.push(n);
+        out.to_string()
+    }
+
+    /// Edge padding by `p` on both spatial axes.
+    fn pad(&mut self, x: &str, p: usize, out: &str) -> String {
+        let p = p as i64;
+        let pads = format!("{out}_pads");
+        self.init_i64(&pads, vec![0, 0, p, p, 0, 0, p, p]);
+        self.node(
+            "Pad",
+            &[x, &pads],
+            out,
+            vec![string_attr("mode", "edge")],
+        )
+    }
+
+    /// The separable 2-D kernel `taps ⊗ taps`, depthwise over the channels, stride `s`,
+    /// no padding: a vertical then a horizontal `Conv`.
+    fn separable(&mut self, x: &str, taps: &[f32], out: &str) -> String {
+        let (c, k, s) = (self.channels, taps.len(), self.scale as i64);
+        let tiled: Vec<f32> = (0..c).flat_map(|_| taps.iter().copied()).collect();
+        let (wv, wh) = (format!("{out}_wv"), format!("{out}_wh"));
+        self.init_f32(&wv, vec![c as i64, 1, k as i64, 1], tiled.clone());
+        self.init_f32(&wh, vec![c as i64, 1, 1, k as i64], tiled);
+        let group = int_attr("group", c as i64);
+        let v = self.node(
+            "Conv",
+            &[x, &wv],
+            &format!("{out}_v"),
+            vec![group.clone(), ints_attr("strides", &[s, 1])],
+        );
+        self.node("Conv", &[&v, &wh], out, vec![group, ints_attr("strides", &[1, s])])
+    }
+}
+
+fn string_attr(name: &str, value: &str) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::STRING.into();
+    a.s = value.as_bytes().to_vec().into();
+    a
+}
+
+fn int_attr(name: &str, value: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INT.into();
+    a.i = value;
+    a
+}
+
+fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INTS.into();
+    a.ints = values.to_vec();
+    a
 }
 
 /// The graph input of the joined trace, before it is split.
@@ -131,11 +312,7 @@ pub fn split_joined_input(
     node.op_type = "Concat".into();
     node.input = names;
     node.output = vec![joined.to_string()];
-    let mut axis = AttributeProto::new();
-    axis.name = "axis".into();
-    axis.type_ = AttributeType::INT.into();
-    axis.i = 1;
-    node.attribute.push(axis);
+    node.attribute.push(int_attr("axis", 1));
     graph.node.insert(0, node);
     if total == 0 {
         return Err(err("no input channels".into()));

@@ -367,6 +367,11 @@ fn page_size() -> usize {
     }
 }
 
+/// Whether `dir` is an LMDB folder (holds a `data.mdb`).
+pub fn is_lmdb(dir: &Path) -> bool {
+    dir.join("data.mdb").is_file()
+}
+
 /// Decodes a safetensors dict of `uint16` bands, checking each band's shape against its
 /// native resolution (120 px at 10 m, 60 at 20 m, 20 at 60 m).
 ///

@@ -18,7 +18,7 @@ use super::checkpoint::{self, CheckpointState, NetState};
 use super::config::{OptimizerKind, TaskKind, TrainConfig};
 use super::data::{
     degrade_region_blur, enumerate_samples_aligned, epoch_order, local_positions, make_batch,
-    split_regions, NativeBands, Rng, Sample, SrBands, SrBatch, SrScene,
+    read_scenes, split_regions, Rng, Sample, SrBands, SrBatch, SrScene,
 };
 use super::dist::{stop_requested, Dist};
 use super::dsen2::{Discriminator, Dsen2};
@@ -49,8 +49,14 @@ pub struct SrData {
 pub fn load_data(cfg: &TrainConfig) -> Result<SrData, TrainError> {
     let bands = SrBands::for_scale(cfg.scale);
     let mut scenes = Vec::new();
-    for path in &cfg.data {
-        let native = NativeBands::read(path, &bands.all_bands())?;
+    let (natives, unreadable) = read_scenes(
+        &cfg.data,
+        cfg.reben_metadata.as_deref(),
+        cfg.reben_split,
+        &bands.all_bands(),
+    )?;
+    for native in &natives {
+        let path = &native.path;
         let (train, _) = split_regions(path, native.width10, native.height10, &bands, cfg.holdout)?;
         let factors = if cfg.blur_factors.is_empty() {
             vec![1.0]
@@ -58,7 +64,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<SrData, TrainError> {
             cfg.blur_factors.clone()
         };
         for factor in factors {
-            let (scene, _) = degrade_region_blur(&native, train, &bands, factor)?;
+            let (scene, _) = degrade_region_blur(native, train, &bands, factor)?;
             if scene.width < cfg.patch || scene.height < cfg.patch {
                 return Err(TrainError::TooSmall {
                     path: path.clone(),
@@ -81,7 +87,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<SrData, TrainError> {
         bands,
         scenes,
         samples,
-        skipped,
+        skipped: skipped + unreadable,
     })
 }
 
@@ -337,7 +343,7 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
             reduce_time += t.elapsed().as_secs_f64();
             let gp = unflatten_grads(d, gp, &buf)?;
             if let Some(d) = disc.take() {
-                disc = Some(optim_d.step(cfg.lr, d, gp));
+                disc = Some(optim_d.step(cfg.lr_at(step), d, gp));
             }
         }
 
@@ -358,7 +364,7 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         let (global_loss, stop) = reduce(dist, &mut buf, lv);
         reduce_time += t.elapsed().as_secs_f64();
         let gp = unflatten_grads(&model, gp, &buf)?;
-        model = optim.step(cfg.lr, model, gp);
+        model = optim.step(cfg.lr_at(step), model, gp);
         step += 1;
         last_loss = global_loss;
         if !global_loss.is_finite() {
