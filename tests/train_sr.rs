@@ -11,6 +11,7 @@ use std::process::Command;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use ndarray::Array4;
+use onnx_ir::Message;
 use s2edge::granule::{Band, GeoRef, GeoTransform};
 use s2edge::model::session::LoadedModel;
 use s2edge::pipeline::scene::Scene;
@@ -23,7 +24,6 @@ use s2edge::train::checkpoint::{save_with, NetState, SrArch};
 use s2edge::train::data::SrBands;
 use s2edge::train::dsen2::Dsen2;
 use s2edge::train::TrainConfig;
-use onnx_ir::Message;
 
 use crate::util;
 
@@ -110,8 +110,16 @@ fn parity(scale: usize, steps: usize) {
         .unwrap();
     let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
     assert_eq!(count("Resize"), steps, "one upsampling per step");
-    assert_eq!(count("Pad"), steps + 1, "one edge pad per degradation and the recovery");
-    assert_eq!(count("Reshape"), 0, "no per-band nearest-neighbour reshapes");
+    assert_eq!(
+        count("Pad"),
+        steps + 1,
+        "one edge pad per degradation and the recovery"
+    );
+    assert_eq!(
+        count("Reshape"),
+        0,
+        "no per-band nearest-neighbour reshapes"
+    );
     let bands = SrBands::for_scale(scale);
     // A non-square size and batch the exporter never traced: every axis is dynamic.
     let (h, w) = (42usize, 54usize);

@@ -328,7 +328,8 @@ impl TrainConfig {
             LrSchedule::Constant => self.lr,
             LrSchedule::Cosine => {
                 let t = step as f64 / self.steps.max(1) as f64;
-                self.lr_min + 0.5 * (self.lr - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
+                self.lr_min
+                    + 0.5 * (self.lr - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
             }
         }
     }
@@ -434,10 +435,15 @@ mod tests {
         assert_eq!(constant.lr_schedule, LrSchedule::Constant);
         assert_eq!(constant.lr_at(0), 0.001);
         assert_eq!(constant.lr_at(99), 0.001);
-        let cosine: TrainConfig =
-            toml::from_str(&format!("{text}lr_schedule = \"cosine\"\nlr_min = 0.0001\n")).unwrap();
+        let cosine: TrainConfig = toml::from_str(&format!(
+            "{text}lr_schedule = \"cosine\"\nlr_min = 0.0001\n"
+        ))
+        .unwrap();
         assert!((cosine.lr_at(0) - 0.001).abs() < 1e-12);
-        assert!((cosine.lr_at(50) - 0.00055).abs() < 1e-12, "midway: the mean");
+        assert!(
+            (cosine.lr_at(50) - 0.00055).abs() < 1e-12,
+            "midway: the mean"
+        );
         assert!((cosine.lr_at(100) - 0.0001).abs() < 1e-12);
         assert!(cosine.lr_at(30) > cosine.lr_at(31), "decreasing");
     }

@@ -104,6 +104,60 @@ pub fn append_backprojection(
     channels: usize,
     model: &str,
 ) -> Result<Vec<u8>, TrainError> {
+    edit_graph(bytes, model, |graph, err| {
+        let net_out = "bp_y0".to_string();
+        let producer = graph
+            .node
+            .iter_mut()
+            .flat_map(|n| n.output.iter_mut())
+            .find(|o| o.as_str() == SR_OUTPUT)
+            .ok_or_else(|| err(format!("no node produces {SR_OUTPUT}")))?;
+        *producer = net_out.clone();
+        let mut g = GraphBuilder {
+            graph,
+            channels,
+            scale: bp.scale,
+        };
+        let s = bp.scale;
+        let padded = g.pad(observed, s / 2, "bp_obs_pad");
+        let obs = g.separable(&padded, bp.recover_taps(), "bp_obs");
+        g.init_f32("bp_scales", vec![4], vec![1.0, 1.0, s as f32, s as f32]);
+        let mut y = net_out;
+        for k in 0..bp.steps {
+            let padded = g.pad(&y, bp.blur_radius(), &format!("bp{k}_pad"));
+            let degraded = g.separable(&padded, bp.degrade_taps(), &format!("bp{k}_d"));
+            let residual = g.node("Sub", &[&obs, &degraded], &format!("bp{k}_res"), vec![]);
+            let up = g.node(
+                "Resize",
+                &[&residual, "", "bp_scales"],
+                &format!("bp{k}_up"),
+                vec![
+                    string_attr("mode", "linear"),
+                    string_attr("coordinate_transformation_mode", "half_pixel"),
+                ],
+            );
+            let out = if k + 1 == bp.steps {
+                SR_OUTPUT.to_string()
+            } else {
+                format!("bp{k}_y")
+            };
+            y = g.node("Add", &[&y, &up], &out, vec![]);
+        }
+        Ok(())
+    })
+}
+
+/// Parses an ONNX model, lets `edit` change its graph (with an error constructor naming
+/// the model) and re-encodes it.
+///
+/// # Errors
+/// [`TrainError::Export`] when the bytes do not parse, the model has no graph, `edit`
+/// fails or the result does not encode.
+fn edit_graph(
+    bytes: &[u8],
+    model: &str,
+    edit: impl FnOnce(&mut onnx_ir::GraphProto, &dyn Fn(String) -> TrainError) -> Result<(), TrainError>,
+) -> Result<Vec<u8>, TrainError> {
     let err = |reason: String| TrainError::Export {
         model: model.to_string(),
         reason,
@@ -114,44 +168,7 @@ pub fn append_backprojection(
         .graph
         .as_mut()
         .ok_or_else(|| err("the export has no graph".into()))?;
-    let net_out = "bp_y0".to_string();
-    let producer = graph
-        .node
-        .iter_mut()
-        .flat_map(|n| n.output.iter_mut())
-        .find(|o| o.as_str() == SR_OUTPUT)
-        .ok_or_else(|| err(format!("no node produces {SR_OUTPUT}")))?;
-    *producer = net_out.clone();
-    let mut g = GraphBuilder {
-        graph,
-        channels,
-        scale: bp.scale,
-    };
-    let s = bp.scale;
-    let padded = g.pad(observed, s / 2, "bp_obs_pad");
-    let obs = g.separable(&padded, bp.recover_taps(), "bp_obs");
-    g.init_f32("bp_scales", vec![4], vec![1.0, 1.0, s as f32, s as f32]);
-    let mut y = net_out;
-    for k in 0..bp.steps {
-        let padded = g.pad(&y, bp.blur_radius(), &format!("bp{k}_pad"));
-        let degraded = g.separable(&padded, bp.degrade_taps(), &format!("bp{k}_d"));
-        let residual = g.node("Sub", &[&obs, &degraded], &format!("bp{k}_res"), vec![]);
-        let up = g.node(
-            "Resize",
-            &[&residual, "", "bp_scales"],
-            &format!("bp{k}_up"),
-            vec![
-                string_attr("mode", "linear"),
-                string_attr("coordinate_transformation_mode", "half_pixel"),
-            ],
-        );
-        let out = if k + 1 == bp.steps {
-            SR_OUTPUT.to_string()
-        } else {
-            format!("bp{k}_y")
-        };
-        y = g.node("Add", &[&y, &up], &out, vec![]);
-    }
+    edit(graph, &err)?;
     proto
         .write_to_bytes()
         .map_err(|e| err(format!("re-encoding the export: {e}")))
@@ -200,12 +217,7 @@ impl GraphBuilder<'_> {
         let p = p as i64;
         let pads = format!("{out}_pads");
         self.init_i64(&pads, vec![0, 0, p, p, 0, 0, p, p]);
-        self.node(
-            "Pad",
-            &[x, &pads],
-            out,
-            vec![string_attr("mode", "edge")],
-        )
+        self.node("Pad", &[x, &pads], out, vec![string_attr("mode", "edge")])
     }
 
     /// The separable 2-D kernel `taps ⊗ taps`, depthwise over the channels, stride `s`,
@@ -223,7 +235,12 @@ impl GraphBuilder<'_> {
             &format!("{out}_v"),
             vec![group.clone(), ints_attr("strides", &[s, 1])],
         );
-        self.node("Conv", &[&v, &wh], out, vec![group, ints_attr("strides", &[1, s])])
+        self.node(
+            "Conv",
+            &[&v, &wh],
+            out,
+            vec![group, ints_attr("strides", &[1, s])],
+        )
     }
 }
 
@@ -266,60 +283,50 @@ pub fn split_joined_input(
     inputs: &[(&str, usize)],
     model: &str,
 ) -> Result<Vec<u8>, TrainError> {
-    let err = |reason: String| TrainError::Export {
-        model: model.to_string(),
-        reason,
-    };
-    let mut proto = ModelProto::parse_from_bytes(bytes)
-        .map_err(|e| err(format!("re-parsing the export: {e}")))?;
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or_else(|| err("the export has no graph".into()))?;
-    let pos = graph
-        .input
-        .iter()
-        .position(|i| i.name == joined)
-        .ok_or_else(|| err(format!("the export has no input {joined}")))?;
-    let template = graph.input.remove(pos);
-    let total: usize = inputs.iter().map(|(_, c)| c).sum();
-    let dims = template
-        .type_
-        .as_ref()
-        .and_then(|t| t.tensor_type().shape.as_ref())
-        .map(|s| s.dim.len())
-        .unwrap_or(0);
-    if dims != 4 {
-        return Err(err(format!("input {joined} has rank {dims}, expected 4")));
-    }
-    let mut names = Vec::new();
-    for (i, (name, c)) in inputs.iter().enumerate() {
-        let mut vi = template.clone();
-        vi.name = (*name).to_string();
-        let dim = &mut vi
+    edit_graph(bytes, model, |graph, err| {
+        let pos = graph
+            .input
+            .iter()
+            .position(|i| i.name == joined)
+            .ok_or_else(|| err(format!("the export has no input {joined}")))?;
+        let template = graph.input.remove(pos);
+        let total: usize = inputs.iter().map(|(_, c)| c).sum();
+        let dims = template
             .type_
-            .mut_or_insert_default()
-            .mut_tensor_type()
-            .shape
-            .mut_or_insert_default()
-            .dim[1];
-        dim.set_dim_value(*c as i64);
-        graph.input.insert(pos + i, vi);
-        names.push((*name).to_string());
-    }
-    let mut node = NodeProto::new();
-    node.name = "split_joined_input".into();
-    node.op_type = "Concat".into();
-    node.input = names;
-    node.output = vec![joined.to_string()];
-    node.attribute.push(int_attr("axis", 1));
-    graph.node.insert(0, node);
-    if total == 0 {
-        return Err(err("no input channels".into()));
-    }
-    proto
-        .write_to_bytes()
-        .map_err(|e| err(format!("re-encoding the export: {e}")))
+            .as_ref()
+            .and_then(|t| t.tensor_type().shape.as_ref())
+            .map(|s| s.dim.len())
+            .unwrap_or(0);
+        if dims != 4 {
+            return Err(err(format!("input {joined} has rank {dims}, expected 4")));
+        }
+        let mut names = Vec::new();
+        for (i, (name, c)) in inputs.iter().enumerate() {
+            let mut vi = template.clone();
+            vi.name = (*name).to_string();
+            let dim = &mut vi
+                .type_
+                .mut_or_insert_default()
+                .mut_tensor_type()
+                .shape
+                .mut_or_insert_default()
+                .dim[1];
+            dim.set_dim_value(*c as i64);
+            graph.input.insert(pos + i, vi);
+            names.push((*name).to_string());
+        }
+        let mut node = NodeProto::new();
+        node.name = "split_joined_input".into();
+        node.op_type = "Concat".into();
+        node.input = names;
+        node.output = vec![joined.to_string()];
+        node.attribute.push(int_attr("axis", 1));
+        graph.node.insert(0, node);
+        if total == 0 {
+            return Err(err("no input channels".into()));
+        }
+        Ok(())
+    })
 }
 
 /// Renames the graph inputs (in order) and outputs (in order) of an ONNX model, and every
@@ -333,54 +340,44 @@ pub fn rename_io(
     outputs: &[&str],
     model: &str,
 ) -> Result<Vec<u8>, TrainError> {
-    let err = |reason: String| TrainError::Export {
-        model: model.to_string(),
-        reason,
-    };
-    let mut proto = ModelProto::parse_from_bytes(bytes)
-        .map_err(|e| err(format!("re-parsing the export: {e}")))?;
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or_else(|| err("the export has no graph".into()))?;
-    let initializers: std::collections::HashSet<String> =
-        graph.initializer.iter().map(|t| t.name.clone()).collect();
-    let runtime: Vec<usize> = (0..graph.input.len())
-        .filter(|&i| !initializers.contains(&graph.input[i].name))
-        .collect();
-    if runtime.len() != inputs.len() || graph.output.len() != outputs.len() {
-        return Err(err(format!(
-            "graph has {} inputs and {} outputs, expected {} and {}",
-            runtime.len(),
-            graph.output.len(),
-            inputs.len(),
-            outputs.len()
-        )));
-    }
-    let mut map = Vec::new();
-    for (&i, new) in runtime.iter().zip(inputs) {
-        map.push((graph.input[i].name.clone(), (*new).to_string()));
-        graph.input[i].name = (*new).to_string();
-    }
-    for (o, new) in graph.output.iter_mut().zip(outputs) {
-        map.push((o.name.clone(), (*new).to_string()));
-        o.name = (*new).to_string();
-    }
-    for node in graph.node.iter_mut() {
-        for s in node.input.iter_mut().chain(node.output.iter_mut()) {
-            if let Some((_, new)) = map.iter().find(|(old, _)| old == s) {
-                *s = new.clone();
+    edit_graph(bytes, model, |graph, err| {
+        let initializers: std::collections::HashSet<String> =
+            graph.initializer.iter().map(|t| t.name.clone()).collect();
+        let runtime: Vec<usize> = (0..graph.input.len())
+            .filter(|&i| !initializers.contains(&graph.input[i].name))
+            .collect();
+        if runtime.len() != inputs.len() || graph.output.len() != outputs.len() {
+            return Err(err(format!(
+                "graph has {} inputs and {} outputs, expected {} and {}",
+                runtime.len(),
+                graph.output.len(),
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let mut map = Vec::new();
+        for (&i, new) in runtime.iter().zip(inputs) {
+            map.push((graph.input[i].name.clone(), (*new).to_string()));
+            graph.input[i].name = (*new).to_string();
+        }
+        for (o, new) in graph.output.iter_mut().zip(outputs) {
+            map.push((o.name.clone(), (*new).to_string()));
+            o.name = (*new).to_string();
+        }
+        for node in graph.node.iter_mut() {
+            for s in node.input.iter_mut().chain(node.output.iter_mut()) {
+                if let Some((_, new)) = map.iter().find(|(old, _)| old == s) {
+                    *s = new.clone();
+                }
             }
         }
-    }
-    for vi in graph.value_info.iter_mut() {
-        if let Some((_, new)) = map.iter().find(|(old, _)| *old == vi.name) {
-            vi.name = new.clone();
+        for vi in graph.value_info.iter_mut() {
+            if let Some((_, new)) = map.iter().find(|(old, _)| *old == vi.name) {
+                vi.name = new.clone();
+            }
         }
-    }
-    proto
-        .write_to_bytes()
-        .map_err(|e| err(format!("re-encoding the export: {e}")))
+        Ok(())
+    })
 }
 
 /// Lower-case hex SHA-256.
