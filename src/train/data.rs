@@ -149,6 +149,7 @@ impl NativeBands {
             path: path.to_path_buf(),
             source,
         })?;
+        let id = source.id.to_string();
         let mut out = Vec::new();
         let mut size10: Option<(usize, usize)> = None;
         for &band in bands {
@@ -164,28 +165,14 @@ impl NativeBands {
                     path: path.to_path_buf(),
                     source,
                 })?;
-            let f = band.resolution().factor();
-            let s = (data.dn.width * f, data.dn.height * f);
-            match size10 {
-                None => size10 = Some(s),
-                Some(prev) if prev != s => {
-                    return Err(TrainError::TooSmall {
-                        path: path.to_path_buf(),
-                        reason: format!(
-                            "band {band} covers {}×{} px at 10 m, earlier bands {}×{}",
-                            s.0, s.1, prev.0, prev.1
-                        ),
-                    })
-                }
-                Some(_) => {}
-            }
+            same_grid(path, &id, band, &data.dn, &mut size10)?;
             let h = harmonise(&data.dn, source.metadata.offset(band));
             out.push((band, to_f32(&h)));
         }
         let (width10, height10) = size10.unwrap_or((0, 0));
         Ok(NativeBands {
             path: path.to_path_buf(),
-            id: source.id.to_string(),
+            id,
             width10,
             height10,
             bands: out,
@@ -211,15 +198,7 @@ impl NativeBands {
                 path: path.to_path_buf(),
                 band,
             })?;
-            let f = band.resolution().factor();
-            let s = (dn.width * f, dn.height * f);
-            if size10.is_some_and(|prev| prev != s) {
-                return Err(TrainError::TooSmall {
-                    path: path.to_path_buf(),
-                    reason: format!("patch {id}: band {band} covers {}×{} px at 10 m", s.0, s.1),
-                });
-            }
-            size10 = Some(s);
+            same_grid(path, id, band, dn, &mut size10)?;
             out.push((band, to_f32(dn)));
         }
         let (width10, height10) = size10.unwrap_or((0, 0));
@@ -260,6 +239,35 @@ impl NativeBands {
             region.width / f,
             region.height / f,
         ))
+    }
+}
+
+/// Checks that `band`'s raster `dn` of scene `id` covers the same 10 m grid as the bands
+/// before it (`size10`, set by the first).
+///
+/// # Errors
+/// [`TrainError::TooSmall`] naming both sizes.
+fn same_grid(
+    path: &Path,
+    id: &str,
+    band: Band,
+    dn: &Raster<u16>,
+    size10: &mut Option<(usize, usize)>,
+) -> Result<(), TrainError> {
+    let f = band.resolution().factor();
+    let s = (dn.width * f, dn.height * f);
+    match *size10 {
+        Some(prev) if prev != s => Err(TrainError::TooSmall {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{id}: band {band} covers {}×{} px at 10 m, earlier bands {}×{}",
+                s.0, s.1, prev.0, prev.1
+            ),
+        }),
+        _ => {
+            *size10 = Some(s);
+            Ok(())
+        }
     }
 }
 
