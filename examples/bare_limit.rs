@@ -53,7 +53,11 @@ fn main() -> Result<()> {
     let mut settings = Settings::load(config.as_deref()).context("loading the configuration")?;
     settings.pipeline.classify = false;
     let models = models.unwrap_or_else(|| settings.paths.models.clone());
-    init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
+    init_runtime(
+        settings.runtime.onnxruntime.as_deref(),
+        settings.runtime.threads(),
+    )
+    .context("loading ONNX Runtime")?;
     let mut set = ModelSet::load(
         &Registry::new(&models),
         &settings.model_selection()?,

@@ -182,7 +182,11 @@ fn main() -> Result<()> {
         "superres" => settings.pipeline.classify = false,
         s => bail!("unknown stage {s}"),
     }
-    init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
+    init_runtime(
+        settings.runtime.onnxruntime.as_deref(),
+        settings.runtime.threads(),
+    )
+    .context("loading ONNX Runtime")?;
     let selection = settings.model_selection()?;
     let mut set = ModelSet::load(
         &Registry::new(&args.models),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::provider::{ExecutionProvider, ProviderOptions};
 use crate::model::registry::ModelRef;
 use crate::model::set::ModelSelection;
+use crate::model::{ThreadPool, Threads};
 use crate::raster::resample::Kernel;
 
 /// The embedded defaults, annotated: the same file ships as the packaged config.
@@ -137,8 +138,11 @@ pub struct RuntimeConfig {
     pub providers: Vec<ExecutionProvider>,
     /// Refuse to start when no accelerator registers.
     pub require_accelerator: bool,
-    /// ONNX Runtime intra-op threads per session (0 = its default).
+    /// ONNX Runtime intra-op threads (0 = its default): of the shared pool, or of each
+    /// session's with `thread_pool = "per_session"`.
     pub intra_threads: usize,
+    /// `"shared"` (one pool for every session) or `"per_session"`; fixed at start-up.
+    pub thread_pool: ThreadPool,
     /// Inference worker threads; each owns its sessions.
     pub inference_workers: usize,
     /// Patches or tiles per inference batch: an upper bound; super-resolution batches
@@ -358,6 +362,14 @@ impl PipelineConfig {
 }
 
 impl RuntimeConfig {
+    /// The runtime's threading these keys describe (for [`crate::model::init_runtime`]).
+    pub fn threads(&self) -> Threads {
+        Threads {
+            pool: self.thread_pool,
+            intra: self.intra_threads,
+        }
+    }
+
     /// The execution-provider policy these keys describe.
     pub fn provider_options(&self) -> ProviderOptions {
         ProviderOptions {
@@ -567,6 +579,36 @@ mod tests {
         std::fs::write(&f, "[pipeline]\nclasify = true\n").unwrap();
         let err = Settings::load_with_env(Some(&f), Some(HashMap::new())).unwrap_err();
         assert!(err.to_string().contains("clasify"), "{err}");
+    }
+
+    #[test]
+    fn thread_pool_defaults_to_per_session_and_parses_its_two_kinds() {
+        let s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
+        assert_eq!(
+            s.runtime.threads(),
+            Threads {
+                pool: ThreadPool::PerSession,
+                intra: 0
+            }
+        );
+        let env = HashMap::from([
+            (
+                "S2EDGE__RUNTIME__THREAD_POOL".to_string(),
+                "shared".to_string(),
+            ),
+            (
+                "S2EDGE__RUNTIME__INTRA_THREADS".to_string(),
+                "2".to_string(),
+            ),
+        ]);
+        let s = Settings::load_with_env(None, Some(env)).unwrap();
+        assert_eq!(s.runtime.thread_pool, ThreadPool::Shared);
+        assert_eq!(s.runtime.threads().intra, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[runtime]\nthread_pool = \"global\"\n").unwrap();
+        let err = Settings::load_with_env(Some(&f), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("global"), "{err}");
     }
 
     #[test]

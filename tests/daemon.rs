@@ -297,7 +297,7 @@ pub(crate) fn fixtures_models() -> PathBuf {
 }
 
 pub(crate) fn runtime_available(test: &str) -> bool {
-    let ok = s2edge::model::init_runtime(None).is_ok();
+    let ok = s2edge::model::init_runtime(None, Default::default()).is_ok();
     if !ok {
         eprintln!("SKIP {test}: no ONNX Runtime library (run scripts/setup.sh)");
     }

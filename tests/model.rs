@@ -266,6 +266,7 @@ fn registry_lists_and_verifies_the_shipped_models() {
             "srgan-2x@3",
             "srgan-2x@4",
             "srgan-2x@5",
+            "srgan-2x@6",
         ]
     );
     for l in &list {
@@ -483,7 +484,7 @@ fn runtime_reports_its_library_and_refuses_another() {
     if !util::runtime("runtime_reports_its_library_and_refuses_another") {
         return;
     }
-    let info = init_runtime(None).unwrap();
+    let info = init_runtime(None, Default::default()).unwrap();
     assert!(info.path.is_file(), "{:?}", info.path);
     assert!(
         info.version.starts_with("1."),
@@ -492,11 +493,14 @@ fn runtime_reports_its_library_and_refuses_another() {
         info.build_info
     );
     let bogus = util::root().join("no/such/libonnxruntime.so");
-    let e = init_runtime(Some(&bogus)).unwrap_err();
+    let e = init_runtime(Some(&bogus), Default::default()).unwrap_err();
     assert!(matches!(e, ModelError::RuntimeInit { .. }), "{e}");
     assert!(e.to_string().contains("no/such/libonnxruntime.so"), "{e}");
     // The loaded library itself is accepted again.
-    assert_eq!(init_runtime(Some(&info.path)).unwrap(), info);
+    assert_eq!(
+        init_runtime(Some(&info.path), Default::default()).unwrap(),
+        info
+    );
 }
 
 #[test]

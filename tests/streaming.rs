@@ -444,3 +444,56 @@ fn streamed_classification_and_quicklook_equal_the_whole_scene() {
         );
     }
 }
+
+/// `[runtime] thread_pool`: one shared pool and a pool per session (each with two
+/// threads) are two ways to schedule the same kernels, so the product is the same file
+/// byte for byte; and the runtime says which one it loaded with.
+#[test]
+fn shared_and_per_session_thread_pools_write_the_same_product() {
+    const TEST: &str = "shared_and_per_session_thread_pools_write_the_same_product";
+    if !util::runtime(TEST) {
+        return;
+    }
+    let tmp = util::tempdir();
+    let folder = write_folder(tmp.path(), "S2_POOL", &test_scene(240, 240));
+    let mut files = Vec::new();
+    for pool in ["shared", "per_session"] {
+        let dir = tmp.path().join(pool);
+        std::fs::create_dir(&dir).unwrap();
+        let cfg = dir.join("s2edge.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[models]\nsuperres_2x = \"tiny-dsen2-2x\"\nsuperres_6x = \"tiny-dsen2-6x\"\n\
+                 [runtime]\nintra_threads = 2\nthread_pool = \"{pool}\"\n\
+                 [pipeline]\nclassify = false\nsr_tile = 120\n"
+            ),
+        )
+        .unwrap();
+        let out = dir.join("out");
+        let run = run_cli(&folder, &out, &cfg, &["--only", "superres"]);
+        assert_eq!(run.code, Some(0), "{pool}: {}", run.context());
+        let logged = if pool == "shared" {
+            "Shared"
+        } else {
+            "PerSession"
+        };
+        assert!(
+            run.stderr.contains(&format!("pool: {logged}, intra: 2")),
+            "{pool}: the runtime does not say which pool it loaded: {}",
+            run.context()
+        );
+        files.push(std::fs::read(out.join("S2_POOL").join("superres.tif")).unwrap());
+    }
+    assert!(files[0] == files[1], "the thread pool changed the product");
+    // A pool kind that does not exist is a configuration error (exit 2) naming the key.
+    let bad = config(tmp.path(), "thread_pool = \"global\"\n");
+    let run = run_cli(
+        &folder,
+        &tmp.path().join("bad"),
+        &bad,
+        &["--only", "superres"],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.context());
+    assert!(run.stderr.contains("thread_pool"), "{}", run.context());
+}

@@ -78,7 +78,7 @@ pub fn fixtures() -> PathBuf {
 
 /// Loads ONNX Runtime with the default search; `false` (after printing SKIP) when absent.
 pub fn runtime(test: &str) -> bool {
-    match s2edge::model::init_runtime(None) {
+    match s2edge::model::init_runtime(None, Default::default()) {
         Ok(_) => true,
         Err(e) if std::env::var_os("CI").is_none() => {
             eprintln!("SKIP {test}: ONNX Runtime unavailable: {e}");

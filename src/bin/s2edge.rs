@@ -414,8 +414,11 @@ fn load_models(
         return Err(f);
     }
     tracing::debug!(models = %dir.display(), ?selection, "loading models");
-    let rt =
-        init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
+    let rt = init_runtime(
+        settings.runtime.onnxruntime.as_deref(),
+        settings.runtime.threads(),
+    )
+    .context("loading ONNX Runtime")?;
     tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");
     let registry = Registry::new(dir);
     let set = ModelSet::load(&registry, selection, &settings.runtime.provider_options())
@@ -501,8 +504,11 @@ fn start_models(settings: &Settings, dir: &Path) -> Result<PooledSet, Failure> {
     }
     let selection = settings.model_selection()?;
     tracing::debug!(models = %dir.display(), ?selection, "loading models");
-    let rt =
-        init_runtime(settings.runtime.onnxruntime.as_deref()).context("loading ONNX Runtime")?;
+    let rt = init_runtime(
+        settings.runtime.onnxruntime.as_deref(),
+        settings.runtime.threads(),
+    )
+    .context("loading ONNX Runtime")?;
     tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");
     let set = PooledSet::start(
         &Registry::new(dir),

@@ -130,8 +130,11 @@ pub fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(), Dae
     }
     systemd::status("loading models");
     systemd::extend_timeout(MODEL_LOAD_EXTENSION);
-    let rt_info =
-        init_runtime(settings.runtime.onnxruntime.as_deref()).map_err(DaemonError::Models)?;
+    let rt_info = init_runtime(
+        settings.runtime.onnxruntime.as_deref(),
+        settings.runtime.threads(),
+    )
+    .map_err(DaemonError::Models)?;
     tracing::info!(path = %rt_info.path.display(), version = %rt_info.version, "ONNX Runtime loaded");
     let models = models::load_validated(&settings)?;
     let resume = Dispatcher::recover(&settings, &ledger)?;

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::granule::GranuleId;
+use crate::model::ThreadPool;
 use crate::pipeline::process::ProcessOptions;
 
 use super::claim::{claim, dispose, ClaimOutcome, Claimed};
@@ -578,6 +579,16 @@ impl Dispatcher {
                 {
                     tracing::warn!("max_in_flight and runtime.onnxruntime changes need a restart");
                     new.service.max_in_flight = old.service.max_in_flight;
+                }
+                // A shared pool belongs to the loaded runtime: new sessions keep using it.
+                if new.runtime.thread_pool != old.runtime.thread_pool
+                    || (old.runtime.thread_pool == ThreadPool::Shared
+                        && new.runtime.intra_threads != old.runtime.intra_threads)
+                {
+                    tracing::warn!(
+                        "runtime.thread_pool changes, and intra_threads changes of a shared \
+                         pool, need a restart; the loaded pool stays"
+                    );
                 }
                 self.pending = None;
                 self.apply(new).await;

@@ -34,7 +34,9 @@ pub use error::ModelError;
 pub use manifest::{ManifestError, ModelSpec, Task, TrainingStatus};
 pub use provider::{ExecutionProvider, ProviderOptions, ProviderReport};
 pub use registry::{ModelListing, ModelRef, Registry, Resolved};
-pub use runtime::{init_runtime, resolve_library, runtime_info, LibrarySearch, RuntimeInfo};
+pub use runtime::{
+    init_runtime, resolve_library, runtime_info, LibrarySearch, RuntimeInfo, ThreadPool, Threads,
+};
 pub use session::{load, LoadedModel, TensorInfo};
 pub use set::{ModelSelection, ModelSet};
 pub use worker::{Batch, InferencePool, Outputs};

@@ -20,13 +20,17 @@
 //! `ort::init_from` (which returns an error, unlike `ort`'s own `ORT_DYLIB_PATH` fallback,
 //! which panics) at most once per process and keeps the single ONNX Runtime environment
 //! alive for the life of the process.
+//!
+//! The environment also fixes how intra-op threads are organised ([`ThreadPool`]): one
+//! pool shared by every session, or one pool per session (the default). The choice is
+//! made when the runtime loads and holds for the life of the process.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use ort::environment::Environment;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::ep::ExecutionProvider as _;
 
 use super::error::{ModelError, INSTALL_HINT};
@@ -35,6 +39,28 @@ use super::provider::ExecutionProvider;
 /// The file name prefix of the ONNX Runtime library (`libonnxruntime.so`,
 /// `libonnxruntime.so.1.32.0`).
 const LIB_PREFIX: &str = "libonnxruntime.so";
+
+/// How ONNX Runtime's intra-op threads are organised: `[runtime] thread_pool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadPool {
+    /// One pool of `intra_threads` for the whole process, used by every session. The
+    /// pipeline alternates the 2× and 6× sessions strip by strip; with one pool their
+    /// runs do not hand the cores between two sets of threads (not yet measured in s2edge).
+    Shared,
+    /// Each session owns a pool of `intra_threads` (ONNX Runtime's own default).
+    #[default]
+    PerSession,
+}
+
+/// The runtime's threading: [`ThreadPool`] and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Threads {
+    /// Shared or per session.
+    pub pool: ThreadPool,
+    /// Intra-op threads of the pool (0 = ONNX Runtime's default, one per core).
+    pub intra: usize,
+}
 
 /// What the process knows about the loaded ONNX Runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +74,8 @@ pub struct RuntimeInfo {
     /// Accelerators this build was compiled with (not necessarily usable on this host:
     /// registering them can still fail on missing CUDA or TensorRT libraries).
     pub compiled_accelerators: Vec<ExecutionProvider>,
+    /// The threading the environment was created with.
+    pub threads: Threads,
 }
 
 /// The inputs of [`resolve_library`]: everything it would otherwise read from the process.
@@ -218,13 +246,18 @@ static INIT: Mutex<()> = Mutex::new(());
 ///
 /// Loading happens once. A later call returns the same [`RuntimeInfo`] when `configured`
 /// is `None` or names the loaded library; asking for a *different* library is an error,
-/// because a process cannot unload ONNX Runtime (restart to switch).
+/// because a process cannot unload ONNX Runtime (restart to switch). `threads` applies
+/// when the runtime loads; a later call asking for other threads keeps the loaded ones
+/// and logs a warning.
 ///
 /// # Errors
 /// [`ModelError::RuntimeMissing`] when no library is found, [`ModelError::RuntimeInit`]
 /// when it does not load (wrong file, too old for this build's API level) or the
 /// environment cannot be created, or when a different library is already loaded.
-pub fn init_runtime(configured: Option<&Path>) -> Result<RuntimeInfo, ModelError> {
+pub fn init_runtime(
+    configured: Option<&Path>,
+    threads: Threads,
+) -> Result<RuntimeInfo, ModelError> {
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(rt) = RUNTIME.get() {
         return match configured {
@@ -236,7 +269,16 @@ pub fn init_runtime(configured: Option<&Path>) -> Result<RuntimeInfo, ModelError
                     rt.info.path.display()
                 ),
             }),
-            _ => Ok(rt.info.clone()),
+            _ => {
+                if threads != rt.info.threads {
+                    tracing::warn!(
+                        loaded = ?rt.info.threads,
+                        asked = ?threads,
+                        "ONNX Runtime's threads are fixed when it loads; restart to change them"
+                    );
+                }
+                Ok(rt.info.clone())
+            }
         };
     }
     let path = resolve_library(&LibrarySearch::from_process(configured))?;
@@ -246,11 +288,15 @@ pub fn init_runtime(configured: Option<&Path>) -> Result<RuntimeInfo, ModelError
         reason,
     };
     let builder = ort::init_from(&path).map_err(|e| init_err(e.to_string()))?;
-    let env = builder
-        .with_name("s2edge")
-        .with_telemetry(false)
-        .build()
-        .map_err(|e| init_err(e.to_string()))?;
+    let mut builder = builder.with_name("s2edge").with_telemetry(false);
+    if threads.pool == ThreadPool::Shared {
+        let pool = GlobalThreadPoolOptions::default()
+            .with_intra_threads(threads.intra)
+            .and_then(|p| p.with_inter_threads(1))
+            .map_err(|e| init_err(format!("cannot configure the shared thread pool: {e}")))?;
+        builder = builder.with_global_thread_pool(pool);
+    }
+    let env = builder.build().map_err(|e| init_err(e.to_string()))?;
     let build_info = ort::info().to_string();
     let version = library_version(&path).unwrap_or_else(|why| {
         tracing::warn!(path = %path.display(), %why, "cannot read the ONNX Runtime version string");
@@ -261,11 +307,13 @@ pub fn init_runtime(configured: Option<&Path>) -> Result<RuntimeInfo, ModelError
         build_info,
         compiled_accelerators: compiled_accelerators(),
         path,
+        threads,
     };
     tracing::info!(
         path = %info.path.display(),
         version = %info.version,
         accelerators = ?info.compiled_accelerators,
+        threads = ?info.threads,
         "ONNX Runtime loaded"
     );
     let out = info.clone();
@@ -286,7 +334,7 @@ pub fn runtime_info() -> Option<RuntimeInfo> {
 /// As [`init_runtime`].
 pub(crate) fn environment() -> Result<&'static Environment, ModelError> {
     if RUNTIME.get().is_none() {
-        init_runtime(None)?;
+        init_runtime(None, Threads::default())?;
     }
     RUNTIME
         .get()
