@@ -228,6 +228,15 @@ fn run_cli(folder: &Path, out: &Path, cfg: &Path, extra: &[&str]) -> crate::pipe
     s2edge(&args, &[])
 }
 
+/// Runs `process` on `folder` with [`config`]`(dir, extra)`, which must be refused as a
+/// configuration error (exit 2); the run, for the caller to check what stderr names.
+fn refused(folder: &Path, dir: &Path, extra: &str, args: &[&str]) -> crate::pipeline::Run {
+    let cfg = config(dir, extra);
+    let run = run_cli(folder, &dir.join("bad"), &cfg, args);
+    assert_eq!(run.code, Some(2), "{}", run.context());
+    run
+}
+
 #[test]
 fn only_one_superres_model_runs_without_the_other() {
     const TEST: &str = "only_one_superres_model_runs_without_the_other";
@@ -296,18 +305,14 @@ fn only_one_superres_model_runs_without_the_other() {
         util::rio_validate(&product.join("superres.tif"), TEST);
     }
     // A scale that does not exist is a configuration error (exit 2).
-    let bad = config(tmp.path(), "[pipeline]\nsuperres_scales = [3]\n");
-    let run = run_cli(
+    let run = refused(
         &folder,
-        &tmp.path().join("bad"),
-        &bad,
+        tmp.path(),
+        "[pipeline]\nsuperres_scales = [3]\n",
         &["--only", "superres"],
     );
-    assert_eq!(run.code, Some(2), "{}", run.context());
     assert!(run.stderr.contains("superres_scales"), "{}", run.context());
-    let bad = config(tmp.path(), "memory_budget = \"12 parsecs\"\n");
-    let run = run_cli(&folder, &tmp.path().join("bad"), &bad, &[]);
-    assert_eq!(run.code, Some(2), "{}", run.context());
+    let run = refused(&folder, tmp.path(), "memory_budget = \"12 parsecs\"\n", &[]);
     assert!(
         run.stderr.contains("memory_budget") || run.stderr.contains("parsecs"),
         "{}",
@@ -487,13 +492,11 @@ fn shared_and_per_session_thread_pools_write_the_same_product() {
     }
     assert!(files[0] == files[1], "the thread pool changed the product");
     // A pool kind that does not exist is a configuration error (exit 2) naming the key.
-    let bad = config(tmp.path(), "thread_pool = \"global\"\n");
-    let run = run_cli(
+    let run = refused(
         &folder,
-        &tmp.path().join("bad"),
-        &bad,
+        tmp.path(),
+        "thread_pool = \"global\"\n",
         &["--only", "superres"],
     );
-    assert_eq!(run.code, Some(2), "{}", run.context());
     assert!(run.stderr.contains("thread_pool"), "{}", run.context());
 }

@@ -580,7 +580,8 @@ impl Dispatcher {
                     tracing::warn!("max_in_flight and runtime.onnxruntime changes need a restart");
                     new.service.max_in_flight = old.service.max_in_flight;
                 }
-                // A shared pool belongs to the loaded runtime: new sessions keep using it.
+                // A shared pool belongs to the loaded runtime: new sessions keep using it,
+                // so the running configuration keeps the keys that describe it.
                 if new.runtime.thread_pool != old.runtime.thread_pool
                     || (old.runtime.thread_pool == ThreadPool::Shared
                         && new.runtime.intra_threads != old.runtime.intra_threads)
@@ -589,6 +590,10 @@ impl Dispatcher {
                         "runtime.thread_pool changes, and intra_threads changes of a shared \
                          pool, need a restart; the loaded pool stays"
                     );
+                    new.runtime.thread_pool = old.runtime.thread_pool;
+                    if old.runtime.thread_pool == ThreadPool::Shared {
+                        new.runtime.intra_threads = old.runtime.intra_threads;
+                    }
                 }
                 self.pending = None;
                 self.apply(new).await;
