@@ -143,6 +143,9 @@ pub struct RuntimeConfig {
     pub intra_threads: usize,
     /// `"shared"` (one pool for every session) or `"per_session"`; fixed at start-up.
     pub thread_pool: ThreadPool,
+    /// Let ONNX Runtime's intra-op threads busy-wait between operators (its default);
+    /// `false` makes them block, yielding the cores to the pipeline's reader and writer.
+    pub spinning: bool,
     /// Inference worker threads; each owns its sessions.
     pub inference_workers: usize,
     /// Patches or tiles per inference batch: an upper bound; super-resolution batches
@@ -367,6 +370,7 @@ impl RuntimeConfig {
         Threads {
             pool: self.thread_pool,
             intra: self.intra_threads,
+            spinning: self.spinning,
         }
     }
 
@@ -376,6 +380,7 @@ impl RuntimeConfig {
             order: self.providers.clone(),
             require_accelerator: self.require_accelerator,
             intra_threads: self.intra_threads,
+            spinning: self.spinning,
             tensorrt_cache: self.tensorrt_cache.clone(),
             tensorrt_fp16: self.tensorrt_fp16,
             cuda_device: self.cuda_device,
@@ -588,7 +593,8 @@ mod tests {
             s.runtime.threads(),
             Threads {
                 pool: ThreadPool::PerSession,
-                intra: 0
+                intra: 0,
+                spinning: true,
             }
         );
         let env = HashMap::from([
@@ -600,10 +606,13 @@ mod tests {
                 "S2EDGE__RUNTIME__INTRA_THREADS".to_string(),
                 "2".to_string(),
             ),
+            ("S2EDGE__RUNTIME__SPINNING".to_string(), "false".to_string()),
         ]);
         let s = Settings::load_with_env(None, Some(env)).unwrap();
         assert_eq!(s.runtime.thread_pool, ThreadPool::Shared);
         assert_eq!(s.runtime.threads().intra, 2);
+        assert!(!s.runtime.threads().spinning);
+        assert!(!s.runtime.provider_options().spinning);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[runtime]\nthread_pool = \"global\"\n").unwrap();

@@ -450,9 +450,10 @@ fn streamed_classification_and_quicklook_equal_the_whole_scene() {
     }
 }
 
-/// `[runtime] thread_pool`: one shared pool and a pool per session (each with two
-/// threads) are two ways to schedule the same kernels, so the product is the same file
-/// byte for byte; and the runtime says which one it loaded with.
+/// `[runtime] thread_pool` and `spinning`: one shared pool of blocking threads and a pool
+/// of spinning threads per session (each with two threads) are two ways to schedule the
+/// same kernels, so the product is the same file byte for byte; and the runtime says
+/// which one it loaded with.
 #[test]
 fn shared_and_per_session_thread_pools_write_the_same_product() {
     const TEST: &str = "shared_and_per_session_thread_pools_write_the_same_product";
@@ -462,7 +463,7 @@ fn shared_and_per_session_thread_pools_write_the_same_product() {
     let tmp = util::tempdir();
     let folder = write_folder(tmp.path(), "S2_POOL", &test_scene(240, 240));
     let mut files = Vec::new();
-    for pool in ["shared", "per_session"] {
+    for (pool, spinning) in [("shared", false), ("per_session", true)] {
         let dir = tmp.path().join(pool);
         std::fs::create_dir(&dir).unwrap();
         let cfg = dir.join("s2edge.toml");
@@ -470,7 +471,7 @@ fn shared_and_per_session_thread_pools_write_the_same_product() {
             &cfg,
             format!(
                 "[models]\nsuperres_2x = \"tiny-dsen2-2x\"\nsuperres_6x = \"tiny-dsen2-6x\"\n\
-                 [runtime]\nintra_threads = 2\nthread_pool = \"{pool}\"\n\
+                 [runtime]\nintra_threads = 2\nthread_pool = \"{pool}\"\nspinning = {spinning}\n\
                  [pipeline]\nclassify = false\nsr_tile = 120\n"
             ),
         )
@@ -484,7 +485,8 @@ fn shared_and_per_session_thread_pools_write_the_same_product() {
             "PerSession"
         };
         assert!(
-            run.stderr.contains(&format!("pool: {logged}, intra: 2")),
+            run.stderr
+                .contains(&format!("pool: {logged}, intra: 2, spinning: {spinning}")),
             "{pool}: the runtime does not say which pool it loaded: {}",
             run.context()
         );

@@ -584,15 +584,17 @@ impl Dispatcher {
                 // so the running configuration keeps the keys that describe it.
                 if new.runtime.thread_pool != old.runtime.thread_pool
                     || (old.runtime.thread_pool == ThreadPool::Shared
-                        && new.runtime.intra_threads != old.runtime.intra_threads)
+                        && (new.runtime.intra_threads != old.runtime.intra_threads
+                            || new.runtime.spinning != old.runtime.spinning))
                 {
                     tracing::warn!(
-                        "runtime.thread_pool changes, and intra_threads changes of a shared \
-                         pool, need a restart; the loaded pool stays"
+                        "runtime.thread_pool changes, and intra_threads or spinning changes of \
+                         a shared pool, need a restart; the loaded pool stays"
                     );
                     new.runtime.thread_pool = old.runtime.thread_pool;
                     if old.runtime.thread_pool == ThreadPool::Shared {
                         new.runtime.intra_threads = old.runtime.intra_threads;
+                        new.runtime.spinning = old.runtime.spinning;
                     }
                 }
                 self.pending = None;

@@ -82,6 +82,9 @@ pub struct ProviderOptions {
     /// ONNX Runtime intra-op threads per session; 0 keeps ONNX Runtime's default (one per
     /// core). Several inference workers on a small host want 1 or 2 each.
     pub intra_threads: usize,
+    /// Let the intra-op threads busy-wait for work between operators (ONNX Runtime's
+    /// default); `false` makes them block, which yields the cores to other threads.
+    pub spinning: bool,
     /// TensorRT engine cache directory: building an engine takes minutes, the cache makes
     /// the second start fast.
     pub tensorrt_cache: Option<PathBuf>,
@@ -99,6 +102,7 @@ impl Default for ProviderOptions {
             order: vec![ExecutionProvider::Cpu],
             require_accelerator: false,
             intra_threads: 0,
+            spinning: true,
             tensorrt_cache: None,
             tensorrt_fp16: false,
             cuda_device: 0,
@@ -207,7 +211,7 @@ fn try_provider(
     provider: ExecutionProvider,
     opts: &ProviderOptions,
 ) -> Result<Session, String> {
-    let mut builder = new_builder(env, opts.intra_threads)
+    let mut builder = new_builder(env, opts.intra_threads, opts.spinning)
         .map_err(|e| format!("cannot create a session builder: {e}"))?;
     register(&mut builder, provider, opts).map_err(|e| {
         let mut reason = format!("registration failed: {e}");
@@ -228,8 +232,12 @@ fn try_provider(
 fn new_builder(
     env: &ort::environment::Environment,
     intra_threads: usize,
+    spinning: bool,
 ) -> ort::Result<SessionBuilder> {
-    let builder = Session::builder(env)?;
+    let mut builder = Session::builder(env)?;
+    if !spinning {
+        builder = builder.with_intra_op_spinning(false)?;
+    }
     if intra_threads > 0 {
         Ok(builder.with_intra_threads(intra_threads)?)
     } else {

@@ -53,13 +53,27 @@ pub enum ThreadPool {
     PerSession,
 }
 
-/// The runtime's threading: [`ThreadPool`] and its size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The runtime's threading: [`ThreadPool`], its size, and whether its threads spin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threads {
     /// Shared or per session.
     pub pool: ThreadPool,
     /// Intra-op threads of the pool (0 = ONNX Runtime's default, one per core).
     pub intra: usize,
+    /// Whether idle pool threads busy-wait for the next operator (ONNX Runtime's
+    /// default) or block. Applied to the shared pool here, to per-session pools by
+    /// [`super::ProviderOptions::spinning`].
+    pub spinning: bool,
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Threads {
+            pool: ThreadPool::PerSession,
+            intra: 0,
+            spinning: true,
+        }
+    }
 }
 
 /// What the process knows about the loaded ONNX Runtime.
@@ -293,6 +307,7 @@ pub fn init_runtime(
         let pool = GlobalThreadPoolOptions::default()
             .with_intra_threads(threads.intra)
             .and_then(|p| p.with_inter_threads(1))
+            .and_then(|p| p.with_spin_control(threads.spinning))
             .map_err(|e| init_err(format!("cannot configure the shared thread pool: {e}")))?;
         builder = builder.with_global_thread_pool(pool);
     }
