@@ -146,6 +146,12 @@ pub struct RuntimeConfig {
     /// Let ONNX Runtime's intra-op threads busy-wait between operators (its default);
     /// `false` makes them block, yielding the cores to the pipeline's reader and writer.
     pub spinning: bool,
+    /// ONNX Runtime's memory-pattern optimisation: it plans one block per input shape on
+    /// the first run of that shape. Off by default: super-resolution tiles come in several
+    /// shapes per granule and a first run with the pattern on is slower (BENCHMARKS.md,
+    /// "Memory pattern").
+    #[serde(default)]
+    pub memory_pattern: bool,
     /// Inference worker threads; each owns its sessions.
     pub inference_workers: usize,
     /// Patches or tiles per inference batch: an upper bound; super-resolution batches
@@ -381,6 +387,7 @@ impl RuntimeConfig {
             require_accelerator: self.require_accelerator,
             intra_threads: self.intra_threads,
             spinning: self.spinning,
+            memory_pattern: self.memory_pattern,
             tensorrt_cache: self.tensorrt_cache.clone(),
             tensorrt_fp16: self.tensorrt_fp16,
             cuda_device: self.cuda_device,
@@ -613,6 +620,13 @@ mod tests {
         assert_eq!(s.runtime.threads().intra, 2);
         assert!(!s.runtime.threads().spinning);
         assert!(!s.runtime.provider_options().spinning);
+        assert!(!s.runtime.provider_options().memory_pattern, "off by default");
+        let env = HashMap::from([(
+            "S2EDGE__RUNTIME__MEMORY_PATTERN".to_string(),
+            "true".to_string(),
+        )]);
+        let s = Settings::load_with_env(None, Some(env)).unwrap();
+        assert!(s.runtime.provider_options().memory_pattern);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[runtime]\nthread_pool = \"global\"\n").unwrap();

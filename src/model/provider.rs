@@ -85,6 +85,9 @@ pub struct ProviderOptions {
     /// Let the intra-op threads busy-wait for work between operators (ONNX Runtime's
     /// default); `false` makes them block, which yields the cores to other threads.
     pub spinning: bool,
+    /// ONNX Runtime's memory-pattern optimisation (one planned block per input shape,
+    /// made on the first run of each shape); off by default, as input shapes vary.
+    pub memory_pattern: bool,
     /// TensorRT engine cache directory: building an engine takes minutes, the cache makes
     /// the second start fast.
     pub tensorrt_cache: Option<PathBuf>,
@@ -103,6 +106,7 @@ impl Default for ProviderOptions {
             require_accelerator: false,
             intra_threads: 0,
             spinning: true,
+            memory_pattern: false,
             tensorrt_cache: None,
             tensorrt_fp16: false,
             cuda_device: 0,
@@ -211,7 +215,7 @@ fn try_provider(
     provider: ExecutionProvider,
     opts: &ProviderOptions,
 ) -> Result<Session, String> {
-    let mut builder = new_builder(env, opts.intra_threads, opts.spinning)
+    let mut builder = new_builder(env, opts)
         .map_err(|e| format!("cannot create a session builder: {e}"))?;
     register(&mut builder, provider, opts).map_err(|e| {
         let mut reason = format!("registration failed: {e}");
@@ -231,15 +235,14 @@ fn try_provider(
 
 fn new_builder(
     env: &ort::environment::Environment,
-    intra_threads: usize,
-    spinning: bool,
+    opts: &ProviderOptions,
 ) -> ort::Result<SessionBuilder> {
-    let mut builder = Session::builder(env)?;
-    if !spinning {
+    let mut builder = Session::builder(env)?.with_memory_pattern(opts.memory_pattern)?;
+    if !opts.spinning {
         builder = builder.with_intra_op_spinning(false)?;
     }
-    if intra_threads > 0 {
-        Ok(builder.with_intra_threads(intra_threads)?)
+    if opts.intra_threads > 0 {
+        Ok(builder.with_intra_threads(opts.intra_threads)?)
     } else {
         Ok(builder)
     }

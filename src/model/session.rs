@@ -182,6 +182,7 @@ impl LoadedModel {
         };
         check_run_inputs(&self.spec, &inputs).map_err(&fail)?;
         let batch = inputs.first().map_or(0, |(_, a)| a.shape()[0]);
+        let shape: Vec<usize> = inputs.first().map_or_else(Vec::new, |(_, a)| a.shape().to_vec());
         let mut feed: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
         for (name, array) in inputs {
             let tensor = Tensor::from_array(array)
@@ -198,6 +199,7 @@ impl LoadedModel {
             seconds: started.elapsed().as_secs_f64(),
             ok: outputs.is_ok(),
         });
+        tracing::debug!(model = %label, ?shape, seconds = started.elapsed().as_secs_f64(), "batch run");
         let outputs = outputs.map_err(|e| fail(e.to_string()))?;
         let mut out = Vec::with_capacity(self.spec.outputs.len());
         for name in self.spec.outputs.names() {
