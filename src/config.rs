@@ -149,7 +149,7 @@ pub struct RuntimeConfig {
     /// ONNX Runtime's memory-pattern optimisation: it plans one block per input shape on
     /// the first run of that shape. Off by default: super-resolution tiles come in several
     /// shapes per granule and a first run with the pattern on is slower (BENCHMARKS.md,
-    /// "Memory pattern").
+    /// "Memory pattern and the tile").
     #[serde(default)]
     pub memory_pattern: bool,
     /// Inference worker threads; each owns its sessions.
@@ -286,7 +286,7 @@ pub struct LogConfig {
 }
 
 fn default_memory_budget() -> ByteSize {
-    ByteSize(512 << 20)
+    ByteSize(1 << 30)
 }
 
 /// A size in bytes, written as a number of bytes or a string with a binary or decimal
