@@ -702,10 +702,11 @@ fn sighup_reloads_and_sigterm_drains() {
         .as_str()
         .unwrap()
         .contains("max_cloud_fraction"));
-    // A good one with on_publish is taken.
+    // A good one with on_publish is taken; its changed [runtime] key rebuilds the sessions.
     let marker = tmp.path().join("published.txt");
     let cfg = merge_toml(&format!(
-        "{good}\n[service]\non_publish = [\"/bin/cp\", \"{{product}}/item.json\", \"{}\"]\n",
+        "{good}\n[service]\non_publish = [\"/bin/cp\", \"{{product}}/item.json\", \"{}\"]\n\
+         [runtime]\nmemory_pattern = true\n",
         marker.display()
     ));
     std::fs::write(&d.config, cfg).unwrap();
@@ -720,6 +721,11 @@ fn sighup_reloads_and_sigterm_drains() {
     assert!(std::fs::read_to_string(&marker)
         .unwrap()
         .contains("S2B_HUP"));
+    assert!(
+        d.log_text()
+            .contains("[runtime] session keys changed: loading the models again"),
+        "a [runtime] change must rebuild the sessions"
+    );
 
     // SIGTERM with a granule in flight: it finishes, then the daemon exits 0.
     deliver(&ingest, "S2B_DRAIN");

@@ -14,7 +14,8 @@
 //! reconciles the ledger's unfinished rows with `work/` and `quarantine/`.
 //!
 //! SIGHUP: the new options and the models they need change together. When the model
-//! selection changed, the new set is loaded and tested first and handed to the worker
+//! selection, the models directory or a `[runtime]` key the sessions are built with
+//! (providers, threads, memory pattern) changed, the new set is loaded and tested first and handed to the worker
 //! with the options in one message; while it cannot load (a model not yet installed)
 //! the running configuration stays, `/healthz` says why, and the reload is retried.
 
@@ -513,7 +514,17 @@ impl Dispatcher {
     async fn apply(&mut self, new: Settings) {
         let old = self.ctx.settings();
         let selection = |s: &Settings| s.model_selection().ok().map(|m| format!("{m:?}"));
-        let models = if selection(&new) != selection(&old) || new.paths.models != old.paths.models {
+        // Sessions are built with the [runtime] keys (providers, threads, memory pattern):
+        // a change of those rebuilds them as a model change does.
+        let sessions_changed =
+            new.runtime.provider_options() != old.runtime.provider_options();
+        if sessions_changed {
+            tracing::info!("[runtime] session keys changed: loading the models again with them");
+        }
+        let models = if selection(&new) != selection(&old)
+            || new.paths.models != old.paths.models
+            || sessions_changed
+        {
             let s = new.clone();
             match blocking(move || load_validated(&s)).await {
                 Ok(Ok(set)) => Some(Box::new(set)),
