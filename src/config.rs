@@ -150,7 +150,6 @@ pub struct RuntimeConfig {
     /// the first run of that shape. Off by default: super-resolution tiles come in several
     /// shapes per granule and a first run with the pattern on is slower (BENCHMARKS.md,
     /// "Memory pattern and the tile").
-    #[serde(default)]
     pub memory_pattern: bool,
     /// Inference worker threads; each owns its sessions.
     pub inference_workers: usize,
@@ -620,7 +619,10 @@ mod tests {
         assert_eq!(s.runtime.threads().intra, 2);
         assert!(!s.runtime.threads().spinning);
         assert!(!s.runtime.provider_options().spinning);
-        assert!(!s.runtime.provider_options().memory_pattern, "off by default");
+        assert!(
+            !s.runtime.provider_options().memory_pattern,
+            "off by default"
+        );
         let env = HashMap::from([(
             "S2EDGE__RUNTIME__MEMORY_PATTERN".to_string(),
             "true".to_string(),

@@ -15,9 +15,10 @@
 //!
 //! SIGHUP: the new options and the models they need change together. When the model
 //! selection, the models directory or a `[runtime]` key the sessions are built with
-//! (providers, threads, memory pattern) changed, the new set is loaded and tested first and handed to the worker
-//! with the options in one message; while it cannot load (a model not yet installed)
-//! the running configuration stays, `/healthz` says why, and the reload is retried.
+//! (providers, threads, memory pattern) changed, the new set is loaded and tested first
+//! and handed to the worker with the options in one message; while it cannot load (a
+//! model not yet installed) the running configuration stays, `/healthz` says why, and
+//! the reload is retried.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -516,8 +517,7 @@ impl Dispatcher {
         let selection = |s: &Settings| s.model_selection().ok().map(|m| format!("{m:?}"));
         // Sessions are built with the [runtime] keys (providers, threads, memory pattern):
         // a change of those rebuilds them as a model change does.
-        let sessions_changed =
-            new.runtime.provider_options() != old.runtime.provider_options();
+        let sessions_changed = new.runtime.provider_options() != old.runtime.provider_options();
         if sessions_changed {
             tracing::info!("[runtime] session keys changed: loading the models again with them");
         }

@@ -215,8 +215,8 @@ fn try_provider(
     provider: ExecutionProvider,
     opts: &ProviderOptions,
 ) -> Result<Session, String> {
-    let mut builder = new_builder(env, opts)
-        .map_err(|e| format!("cannot create a session builder: {e}"))?;
+    let mut builder =
+        new_builder(env, opts).map_err(|e| format!("cannot create a session builder: {e}"))?;
     register(&mut builder, provider, opts).map_err(|e| {
         let mut reason = format!("registration failed: {e}");
         if !compiled_in(provider) {

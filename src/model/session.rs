@@ -181,8 +181,8 @@ impl LoadedModel {
             reason,
         };
         check_run_inputs(&self.spec, &inputs).map_err(&fail)?;
-        let batch = inputs.first().map_or(0, |(_, a)| a.shape()[0]);
-        let shape: Vec<usize> = inputs.first().map_or_else(Vec::new, |(_, a)| a.shape().to_vec());
+        // [N, C, H, W] of the first input, for the debug line (Copy: nothing allocated).
+        let shape = inputs.first().map(|(_, a)| a.dim());
         let mut feed: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(inputs.len());
         for (name, array) in inputs {
             let tensor = Tensor::from_array(array)
@@ -191,15 +191,16 @@ impl LoadedModel {
         }
         let started = std::time::Instant::now();
         let outputs = self.session.run(feed);
+        let seconds = started.elapsed().as_secs_f64();
         super::observe::notify(&super::observe::BatchEvent {
             model: &self.spec.name,
             version: self.spec.version,
             provider: self.provider,
-            size: batch,
-            seconds: started.elapsed().as_secs_f64(),
+            size: shape.map_or(0, |s| s.0),
+            seconds,
             ok: outputs.is_ok(),
         });
-        tracing::debug!(model = %label, ?shape, seconds = started.elapsed().as_secs_f64(), "batch run");
+        tracing::debug!(model = %label, ?shape, seconds, "batch run");
         let outputs = outputs.map_err(|e| fail(e.to_string()))?;
         let mut out = Vec::with_capacity(self.spec.outputs.len());
         for name in self.spec.outputs.names() {
