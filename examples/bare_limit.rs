@@ -55,7 +55,7 @@ fn main() -> Result<()> {
     let models = models.unwrap_or_else(|| settings.paths.models.clone());
     init_runtime(
         settings.runtime.onnxruntime.as_deref(),
-        settings.runtime.threads(),
+        settings.runtime.env_options(),
     )
     .context("loading ONNX Runtime")?;
     let mut set = ModelSet::load(

@@ -184,7 +184,7 @@ fn main() -> Result<()> {
     }
     init_runtime(
         settings.runtime.onnxruntime.as_deref(),
-        settings.runtime.threads(),
+        settings.runtime.env_options(),
     )
     .context("loading ONNX Runtime")?;
     let selection = settings.model_selection()?;

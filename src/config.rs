@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::provider::{ExecutionProvider, ProviderOptions};
 use crate::model::registry::ModelRef;
 use crate::model::set::ModelSelection;
-use crate::model::{ThreadPool, Threads};
+use crate::model::{Arena, EnvOptions, ThreadPool};
 use crate::raster::resample::Kernel;
 
 /// The embedded defaults, annotated: the same file ships as the packaged config.
@@ -143,6 +143,10 @@ pub struct RuntimeConfig {
     pub intra_threads: usize,
     /// `"shared"` (one pool for every session) or `"per_session"`; fixed at start-up.
     pub thread_pool: ThreadPool,
+    /// `"shared"` (one CPU arena for every session, so models that run in turn reuse the
+    /// same memory) or `"per_session"` (ONNX Runtime's default: one each); fixed at
+    /// start-up.
+    pub arena: Arena,
     /// Let ONNX Runtime's intra-op threads busy-wait between operators (its default);
     /// `false` makes them block, yielding the cores to the pipeline's reader and writer.
     pub spinning: bool,
@@ -370,12 +374,13 @@ impl PipelineConfig {
 }
 
 impl RuntimeConfig {
-    /// The runtime's threading these keys describe (for [`crate::model::init_runtime`]).
-    pub fn threads(&self) -> Threads {
-        Threads {
+    /// What these keys fix when the runtime loads (for [`crate::model::init_runtime`]).
+    pub fn env_options(&self) -> EnvOptions {
+        EnvOptions {
             pool: self.thread_pool,
             intra: self.intra_threads,
             spinning: self.spinning,
+            arena: self.arena,
         }
     }
 
@@ -593,14 +598,15 @@ mod tests {
     }
 
     #[test]
-    fn thread_pool_defaults_to_per_session_and_parses_its_two_kinds() {
+    fn thread_pool_and_arena_default_and_parse_their_two_kinds() {
         let s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
         assert_eq!(
-            s.runtime.threads(),
-            Threads {
+            s.runtime.env_options(),
+            EnvOptions {
                 pool: ThreadPool::PerSession,
                 intra: 0,
                 spinning: true,
+                arena: Arena::Shared,
             }
         );
         let env = HashMap::from([
@@ -613,11 +619,16 @@ mod tests {
                 "2".to_string(),
             ),
             ("S2EDGE__RUNTIME__SPINNING".to_string(), "false".to_string()),
+            (
+                "S2EDGE__RUNTIME__ARENA".to_string(),
+                "per_session".to_string(),
+            ),
         ]);
         let s = Settings::load_with_env(None, Some(env)).unwrap();
         assert_eq!(s.runtime.thread_pool, ThreadPool::Shared);
-        assert_eq!(s.runtime.threads().intra, 2);
-        assert!(!s.runtime.threads().spinning);
+        assert_eq!(s.runtime.env_options().arena, Arena::PerSession);
+        assert_eq!(s.runtime.env_options().intra, 2);
+        assert!(!s.runtime.env_options().spinning);
         assert!(!s.runtime.provider_options().spinning);
         assert!(
             !s.runtime.provider_options().memory_pattern,
@@ -634,6 +645,9 @@ mod tests {
         std::fs::write(&f, "[runtime]\nthread_pool = \"global\"\n").unwrap();
         let err = Settings::load_with_env(Some(&f), Some(HashMap::new())).unwrap_err();
         assert!(err.to_string().contains("global"), "{err}");
+        std::fs::write(&f, "[runtime]\narena = \"pooled\"\n").unwrap();
+        let err = Settings::load_with_env(Some(&f), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("pooled"), "{err}");
     }
 
     #[test]

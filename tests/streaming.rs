@@ -450,20 +450,23 @@ fn streamed_classification_and_quicklook_equal_the_whole_scene() {
     }
 }
 
-/// `[runtime] thread_pool` and `spinning`: one shared pool of blocking threads and a pool
-/// of spinning threads per session (each with two threads) are two ways to schedule the
-/// same kernels, so the product is the same file byte for byte; and the runtime says
-/// which one it loaded with.
+/// `[runtime] thread_pool`, `spinning` and `arena`: one shared pool of blocking threads
+/// and a pool of spinning threads per session (each with two threads), with one CPU arena
+/// per session or one for all, are ways to schedule and place the same kernels, so the
+/// product is the same file byte for byte; and the runtime says which it loaded with.
 #[test]
-fn shared_and_per_session_thread_pools_write_the_same_product() {
-    const TEST: &str = "shared_and_per_session_thread_pools_write_the_same_product";
+fn thread_pools_and_arenas_write_the_same_product() {
+    const TEST: &str = "thread_pools_and_arenas_write_the_same_product";
     if !util::runtime(TEST) {
         return;
     }
     let tmp = util::tempdir();
     let folder = write_folder(tmp.path(), "S2_POOL", &test_scene(240, 240));
     let mut files = Vec::new();
-    for (pool, spinning) in [("shared", false), ("per_session", true)] {
+    for (pool, spinning, arena) in [
+        ("shared", false, "per_session"),
+        ("per_session", true, "shared"),
+    ] {
         let dir = tmp.path().join(pool);
         std::fs::create_dir(&dir).unwrap();
         let cfg = dir.join("s2edge.toml");
@@ -472,6 +475,7 @@ fn shared_and_per_session_thread_pools_write_the_same_product() {
             format!(
                 "[models]\nsuperres_2x = \"tiny-dsen2-2x\"\nsuperres_6x = \"tiny-dsen2-6x\"\n\
                  [runtime]\nintra_threads = 2\nthread_pool = \"{pool}\"\nspinning = {spinning}\n\
+                 arena = \"{arena}\"\n\
                  [pipeline]\nclassify = false\nsr_tile = 120\n"
             ),
         )
@@ -479,20 +483,27 @@ fn shared_and_per_session_thread_pools_write_the_same_product() {
         let out = dir.join("out");
         let run = run_cli(&folder, &out, &cfg, &["--only", "superres"]);
         assert_eq!(run.code, Some(0), "{pool}: {}", run.context());
-        let logged = if pool == "shared" {
-            "Shared"
-        } else {
-            "PerSession"
+        let kind = |k: &str| {
+            if k == "shared" {
+                "Shared"
+            } else {
+                "PerSession"
+            }
         };
+        let (logged_pool, logged_arena) = (kind(pool), kind(arena));
         assert!(
-            run.stderr
-                .contains(&format!("pool: {logged}, intra: 2, spinning: {spinning}")),
-            "{pool}: the runtime does not say which pool it loaded: {}",
+            run.stderr.contains(&format!(
+                "pool: {logged_pool}, intra: 2, spinning: {spinning}, arena: {logged_arena}"
+            )),
+            "{pool}: the runtime does not say which pool and arena it loaded: {}",
             run.context()
         );
         files.push(std::fs::read(out.join("S2_POOL").join("superres.tif")).unwrap());
     }
-    assert!(files[0] == files[1], "the thread pool changed the product");
+    assert!(
+        files[0] == files[1],
+        "the thread pool or the arena changed the product"
+    );
     // A pool kind that does not exist is a configuration error (exit 2) naming the key.
     let run = refused(
         &folder,
@@ -501,4 +512,11 @@ fn shared_and_per_session_thread_pools_write_the_same_product() {
         &["--only", "superres"],
     );
     assert!(run.stderr.contains("thread_pool"), "{}", run.context());
+    let run = refused(
+        &folder,
+        tmp.path(),
+        "arena = \"pooled\"\n",
+        &["--only", "superres"],
+    );
+    assert!(run.stderr.contains("arena"), "{}", run.context());
 }

@@ -416,7 +416,7 @@ fn load_models(
     tracing::debug!(models = %dir.display(), ?selection, "loading models");
     let rt = init_runtime(
         settings.runtime.onnxruntime.as_deref(),
-        settings.runtime.threads(),
+        settings.runtime.env_options(),
     )
     .context("loading ONNX Runtime")?;
     tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");
@@ -506,7 +506,7 @@ fn start_models(settings: &Settings, dir: &Path) -> Result<PooledSet, Failure> {
     tracing::debug!(models = %dir.display(), ?selection, "loading models");
     let rt = init_runtime(
         settings.runtime.onnxruntime.as_deref(),
-        settings.runtime.threads(),
+        settings.runtime.env_options(),
     )
     .context("loading ONNX Runtime")?;
     tracing::info!(path = %rt.path.display(), version = %rt.version, "ONNX Runtime loaded");

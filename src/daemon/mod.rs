@@ -132,7 +132,7 @@ pub fn serve(settings: Settings, config_file: Option<PathBuf>) -> Result<(), Dae
     systemd::extend_timeout(MODEL_LOAD_EXTENSION);
     let rt_info = init_runtime(
         settings.runtime.onnxruntime.as_deref(),
-        settings.runtime.threads(),
+        settings.runtime.env_options(),
     )
     .map_err(DaemonError::Models)?;
     tracing::info!(path = %rt_info.path.display(), version = %rt_info.version, "ONNX Runtime loaded");

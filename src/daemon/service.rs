@@ -594,15 +594,18 @@ impl Dispatcher {
                 // A shared pool belongs to the loaded runtime: new sessions keep using it,
                 // so the running configuration keeps the keys that describe it.
                 if new.runtime.thread_pool != old.runtime.thread_pool
+                    || new.runtime.arena != old.runtime.arena
                     || (old.runtime.thread_pool == ThreadPool::Shared
                         && (new.runtime.intra_threads != old.runtime.intra_threads
                             || new.runtime.spinning != old.runtime.spinning))
                 {
                     tracing::warn!(
-                        "runtime.thread_pool changes, and intra_threads or spinning changes of \
-                         a shared pool, need a restart; the loaded pool stays"
+                        "runtime.thread_pool and runtime.arena changes, and intra_threads or \
+                         spinning changes of a shared pool, need a restart; the loaded pool \
+                         and arena stay"
                     );
                     new.runtime.thread_pool = old.runtime.thread_pool;
+                    new.runtime.arena = old.runtime.arena;
                     if old.runtime.thread_pool == ThreadPool::Shared {
                         new.runtime.intra_threads = old.runtime.intra_threads;
                         new.runtime.spinning = old.runtime.spinning;

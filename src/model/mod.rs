@@ -35,7 +35,8 @@ pub use manifest::{ManifestError, ModelSpec, Task, TrainingStatus};
 pub use provider::{ExecutionProvider, ProviderOptions, ProviderReport};
 pub use registry::{ModelListing, ModelRef, Registry, Resolved};
 pub use runtime::{
-    init_runtime, resolve_library, runtime_info, LibrarySearch, RuntimeInfo, ThreadPool, Threads,
+    init_runtime, resolve_library, runtime_info, Arena, EnvOptions, LibrarySearch, RuntimeInfo,
+    ThreadPool,
 };
 pub use session::{load, LoadedModel, TensorInfo};
 pub use set::{ModelSelection, ModelSet};

@@ -238,6 +238,9 @@ fn new_builder(
     opts: &ProviderOptions,
 ) -> ort::Result<SessionBuilder> {
     let mut builder = Session::builder(env)?.with_memory_pattern(opts.memory_pattern)?;
+    if super::runtime::loaded_arena() == Some(super::runtime::Arena::Shared) {
+        builder = builder.with_env_allocators()?;
+    }
     if !opts.spinning {
         builder = builder.with_intra_op_spinning(false)?;
     }

@@ -53,9 +53,25 @@ pub enum ThreadPool {
     PerSession,
 }
 
-/// The runtime's threading: [`ThreadPool`], its size, and whether its threads spin.
+/// Where ONNX Runtime's CPU sessions take their working memory (activations, inputs and
+/// outputs of a run): `[runtime] arena`. Fixed when the runtime loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arena {
+    /// One arena for the whole process, registered with the environment and used by every
+    /// CPU session. Sessions that run one after the other (the 2× and 6× models alternate
+    /// strip by strip) reuse the same memory, so the peak is about the largest model's
+    /// working set, not the sum of every model's.
+    #[default]
+    Shared,
+    /// Each session owns an arena (ONNX Runtime's own default).
+    PerSession,
+}
+
+/// What is fixed when the runtime loads: the threading ([`ThreadPool`], its size,
+/// whether its threads spin) and the CPU memory [`Arena`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Threads {
+pub struct EnvOptions {
     /// Shared or per session.
     pub pool: ThreadPool,
     /// Intra-op threads of the pool (0 = ONNX Runtime's default, one per core).
@@ -64,14 +80,17 @@ pub struct Threads {
     /// default) or block. Applied to the shared pool here, to per-session pools by
     /// [`super::ProviderOptions::spinning`].
     pub spinning: bool,
+    /// One CPU arena for every session, or one per session.
+    pub arena: Arena,
 }
 
-impl Default for Threads {
+impl Default for EnvOptions {
     fn default() -> Self {
-        Threads {
+        EnvOptions {
             pool: ThreadPool::PerSession,
             intra: 0,
             spinning: true,
+            arena: Arena::default(),
         }
     }
 }
@@ -88,8 +107,8 @@ pub struct RuntimeInfo {
     /// Accelerators this build was compiled with (not necessarily usable on this host:
     /// registering them can still fail on missing CUDA or TensorRT libraries).
     pub compiled_accelerators: Vec<ExecutionProvider>,
-    /// The threading the environment was created with.
-    pub threads: Threads,
+    /// The threading and CPU arena the environment was created with.
+    pub env: EnvOptions,
 }
 
 /// The inputs of [`resolve_library`]: everything it would otherwise read from the process.
@@ -260,8 +279,8 @@ static INIT: Mutex<()> = Mutex::new(());
 ///
 /// Loading happens once. A later call returns the same [`RuntimeInfo`] when `configured`
 /// is `None` or names the loaded library; asking for a *different* library is an error,
-/// because a process cannot unload ONNX Runtime (restart to switch). `threads` applies
-/// when the runtime loads; a later call asking for other threads keeps the loaded ones
+/// because a process cannot unload ONNX Runtime (restart to switch). `options` apply
+/// when the runtime loads; a later call asking for other options keeps the loaded ones
 /// and logs a warning.
 ///
 /// # Errors
@@ -270,7 +289,7 @@ static INIT: Mutex<()> = Mutex::new(());
 /// environment cannot be created, or when a different library is already loaded.
 pub fn init_runtime(
     configured: Option<&Path>,
-    threads: Threads,
+    options: EnvOptions,
 ) -> Result<RuntimeInfo, ModelError> {
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(rt) = RUNTIME.get() {
@@ -284,11 +303,11 @@ pub fn init_runtime(
                 ),
             }),
             _ => {
-                if threads != rt.info.threads {
+                if options != rt.info.env {
                     tracing::warn!(
-                        loaded = ?rt.info.threads,
-                        asked = ?threads,
-                        "ONNX Runtime's threads are fixed when it loads; restart to change them"
+                        loaded = ?rt.info.env,
+                        asked = ?options,
+                        "ONNX Runtime's threads and arena are fixed when it loads; restart to change them"
                     );
                 }
                 Ok(rt.info.clone())
@@ -303,15 +322,19 @@ pub fn init_runtime(
     };
     let builder = ort::init_from(&path).map_err(|e| init_err(e.to_string()))?;
     let mut builder = builder.with_name("s2edge").with_telemetry(false);
-    if threads.pool == ThreadPool::Shared {
+    if options.pool == ThreadPool::Shared {
         let pool = GlobalThreadPoolOptions::default()
-            .with_intra_threads(threads.intra)
+            .with_intra_threads(options.intra)
             .and_then(|p| p.with_inter_threads(1))
-            .and_then(|p| p.with_spin_control(threads.spinning))
+            .and_then(|p| p.with_spin_control(options.spinning))
             .map_err(|e| init_err(format!("cannot configure the shared thread pool: {e}")))?;
         builder = builder.with_global_thread_pool(pool);
     }
     let env = builder.build().map_err(|e| init_err(e.to_string()))?;
+    if options.arena == Arena::Shared {
+        register_shared_arena(&env)
+            .map_err(|e| init_err(format!("cannot register the shared CPU arena: {e}")))?;
+    }
     let build_info = ort::info().to_string();
     let version = library_version(&path).unwrap_or_else(|why| {
         tracing::warn!(path = %path.display(), %why, "cannot read the ONNX Runtime version string");
@@ -322,13 +345,13 @@ pub fn init_runtime(
         build_info,
         compiled_accelerators: compiled_accelerators(),
         path,
-        threads,
+        env: options,
     };
     tracing::info!(
         path = %info.path.display(),
         version = %info.version,
         accelerators = ?info.compiled_accelerators,
-        threads = ?info.threads,
+        env = ?info.env,
         "ONNX Runtime loaded"
     );
     let out = info.clone();
@@ -342,6 +365,53 @@ pub fn runtime_info() -> Option<RuntimeInfo> {
     RUNTIME.get().map(|rt| rt.info.clone())
 }
 
+/// The CPU arena of the loaded runtime (`None` before [`init_runtime`]): sessions built on
+/// a shared one must ask for the environment's allocators.
+pub(crate) fn loaded_arena() -> Option<Arena> {
+    RUNTIME.get().map(|rt| rt.info.env.arena)
+}
+
+/// Registers one CPU arena with `env` for every session that asks for the environment's
+/// allocators ([`Arena::Shared`]), with ONNX Runtime's default arena configuration (it
+/// grows in powers of two; growing by exactly what is asked for fragmented it, BENCHMARKS.md
+/// "One CPU arena").
+fn register_shared_arena(env: &Environment) -> Result<(), String> {
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    use ort::AsPointer;
+    let mem = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Arena,
+        MemoryType::Default,
+    )
+    .map_err(|e| e.to_string())?;
+    // SAFETY: `env` and `mem` are live objects of this runtime; a null arena configuration
+    // asks for the defaults.
+    check_status(unsafe {
+        (ort::api().CreateAndRegisterAllocator)(env.ptr().cast_mut(), mem.ptr(), std::ptr::null())
+    })
+}
+
+/// The message of a failed ONNX Runtime C call (the status is released).
+fn check_status(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status from an API call; its message is copied before release.
+    let msg = unsafe {
+        let m = (api.GetErrorMessage)(status.0);
+        let text = if m.is_null() {
+            "unknown error".to_string()
+        } else {
+            std::ffi::CStr::from_ptr(m).to_string_lossy().into_owned()
+        };
+        (api.ReleaseStatus)(status.0);
+        text
+    };
+    Err(msg)
+}
+
 /// The process's ONNX Runtime environment, initialising the runtime with the default
 /// search (no configured path) if nothing did yet.
 ///
@@ -349,7 +419,7 @@ pub fn runtime_info() -> Option<RuntimeInfo> {
 /// As [`init_runtime`].
 pub(crate) fn environment() -> Result<&'static Environment, ModelError> {
     if RUNTIME.get().is_none() {
-        init_runtime(None, Threads::default())?;
+        init_runtime(None, EnvOptions::default())?;
     }
     RUNTIME
         .get()

@@ -26,7 +26,7 @@ use crate::raster::Raster;
 
 use super::classify::{Classification, Classifier, ClassifyOptions, PatchStatus};
 use super::scene::Scene;
-use super::stream::{superres_strips, ModelStats, StripOptions};
+use super::stream::{superres_strips, ModelStats, Strip, StripOptions};
 use super::window::{Bands, Window, BLOCK_ROWS};
 use super::{Infer, PipelineError};
 
@@ -641,17 +641,25 @@ fn superres_streamed(
                 progress.update(done);
             },
             &mut |strip, scene| {
+                let Strip {
+                    row,
+                    height,
+                    bands: outs,
+                } = strip;
+                // The strip's own bands move on to the encoder; only the 10 m bands, which
+                // the window keeps, are copied.
+                let mut outs: BTreeMap<Band, Raster<u16>> = outs.into_iter().collect();
                 let mut planes = Vec::with_capacity(bands.len());
                 for b in &bands {
                     if b.resolution() == Resolution::R10 {
                         let src = scene.band(*b, "superres.tif", id)?;
-                        let r = strip.row - scene.row0;
-                        planes.push(src.data[r * w..(r + strip.height) * w].to_vec());
-                    } else if let Some((_, r)) = strip.bands.iter().find(|(sb, _)| sb == b) {
+                        let r = row - scene.row0;
+                        planes.push(src.data[r * w..(r + height) * w].to_vec());
+                    } else if let Some(r) = outs.remove(b) {
                         if let Some(full) = kept.get_mut(b) {
-                            full.paste(r, 0, strip.row);
+                            full.paste(&r, 0, row);
                         }
-                        planes.push(r.data.clone());
+                        planes.push(r.data);
                     }
                 }
                 // A closed channel means the encoder failed: its error is reported below.
@@ -659,7 +667,7 @@ fn superres_streamed(
                     PipelineError::Options("the superres.tif encoder stopped".into())
                 })?;
                 let keep_ref = keep.then_some(&kept);
-                consume(scene, strip.row + strip.height, keep_ref)
+                consume(scene, row + height, keep_ref)
             },
         );
         drop(tx);
