@@ -213,6 +213,7 @@ fn needs_config(command: &Command) -> bool {
 }
 
 fn main() -> ExitCode {
+    s2edge::pipeline::return_large_buffers();
     let cli = Cli::parse();
     let loaded = Settings::load(cli.config.as_deref()).and_then(|s| s.validate().map(|_| s));
     let settings = match (loaded, needs_config(&cli.command)) {
