@@ -702,11 +702,12 @@ fn sighup_reloads_and_sigterm_drains() {
         .as_str()
         .unwrap()
         .contains("max_cloud_fraction"));
-    // A good one with on_publish is taken; its changed [runtime] key rebuilds the sessions.
+    // A good one with on_publish is taken; its changed [runtime] key rebuilds the sessions,
+    // and its other arena, fixed when the runtime loaded, is refused with a warning.
     let marker = tmp.path().join("published.txt");
     let cfg = merge_toml(&format!(
         "{good}\n[service]\non_publish = [\"/bin/cp\", \"{{product}}/item.json\", \"{}\"]\n\
-         [runtime]\nmemory_pattern = true\n",
+         [runtime]\nmemory_pattern = true\narena = \"per_session\"\n",
         marker.display()
     ));
     std::fs::write(&d.config, cfg).unwrap();
@@ -725,6 +726,11 @@ fn sighup_reloads_and_sigterm_drains() {
         d.log_text()
             .contains("[runtime] session keys changed: loading the models again"),
         "a [runtime] change must rebuild the sessions"
+    );
+    assert!(
+        d.log_text()
+            .contains("need a restart; the loaded pool and arena stay"),
+        "an arena change must say that it needs a restart"
     );
 
     // SIGTERM with a granule in flight: it finishes, then the daemon exits 0.
