@@ -143,9 +143,9 @@ pub struct RuntimeConfig {
     pub intra_threads: usize,
     /// `"shared"` (one pool for every session) or `"per_session"`; fixed at start-up.
     pub thread_pool: ThreadPool,
-    /// `"shared"` (one CPU arena for every session, so models that run in turn reuse the
-    /// same memory) or `"per_session"` (ONNX Runtime's default: one each); fixed at
-    /// start-up.
+    /// `"shared"` (one arena for every CPU session, so models that run in turn reuse the
+    /// same memory; sessions on an accelerator keep their own) or `"per_session"` (ONNX
+    /// Runtime's default: one each); fixed at start-up.
     pub arena: Arena,
     /// Let ONNX Runtime's intra-op threads busy-wait between operators (its default);
     /// `false` makes them block, yielding the cores to the pipeline's reader and writer.

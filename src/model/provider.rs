@@ -215,8 +215,8 @@ fn try_provider(
     provider: ExecutionProvider,
     opts: &ProviderOptions,
 ) -> Result<Session, String> {
-    let mut builder =
-        new_builder(env, opts).map_err(|e| format!("cannot create a session builder: {e}"))?;
+    let mut builder = new_builder(env, opts, provider)
+        .map_err(|e| format!("cannot create a session builder: {e}"))?;
     register(&mut builder, provider, opts).map_err(|e| {
         let mut reason = format!("registration failed: {e}");
         if !compiled_in(provider) {
@@ -233,12 +233,19 @@ fn try_provider(
         .map_err(|e| format!("session creation failed: {e}"))
 }
 
+/// A session builder with the per-session keys of `opts`. A CPU session on a runtime
+/// loaded with [`super::runtime::Arena::Shared`] takes the environment's arena; sessions
+/// on an accelerator keep their own allocators (ONNX Runtime's pinned-memory allocators
+/// have had bugs with shared environment allocators, and no GPU host has checked it).
 fn new_builder(
     env: &ort::environment::Environment,
     opts: &ProviderOptions,
+    provider: ExecutionProvider,
 ) -> ort::Result<SessionBuilder> {
     let mut builder = Session::builder(env)?.with_memory_pattern(opts.memory_pattern)?;
-    if super::runtime::loaded_arena() == Some(super::runtime::Arena::Shared) {
+    if provider == ExecutionProvider::Cpu
+        && super::runtime::loaded_arena() == Some(super::runtime::Arena::Shared)
+    {
         builder = builder.with_env_allocators()?;
     }
     if !opts.spinning {
