@@ -15,7 +15,7 @@ pid=$!
 while kill -0 "$pid" 2>/dev/null; do
     r=$(awk '/VmRSS/ {a=int($2/1024)} /RssAnon/ {b=int($2/1024)} /RssFile/ {c=int($2/1024)} END {print a, b, c}' \
         "/proc/$pid/status" 2>/dev/null || true)
-    [[ -n "$r" ]] && echo "$(python3 -c "print(round($(date +%s.%N) - $start, 2))") $r" >>"$out.rss"
+    [[ -n "$r" ]] && echo "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}') $r" >>"$out.rss"
     sleep 0.5
 done
 rc=0

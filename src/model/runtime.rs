@@ -386,30 +386,15 @@ fn register_shared_arena(env: &Environment) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     // SAFETY: `env` and `mem` are live objects of this runtime; a null arena configuration
-    // asks for the defaults.
-    check_status(unsafe {
-        (ort::api().CreateAndRegisterAllocator)(env.ptr().cast_mut(), mem.ptr(), std::ptr::null())
-    })
-}
-
-/// The message of a failed ONNX Runtime C call (the status is released).
-fn check_status(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
-    if status.0.is_null() {
-        return Ok(());
+    // asks for the defaults; `result_from_status` takes the returned status and releases it.
+    unsafe {
+        ort::Error::<()>::result_from_status((ort::api().CreateAndRegisterAllocator)(
+            env.ptr().cast_mut(),
+            mem.ptr(),
+            std::ptr::null(),
+        ))
     }
-    let api = ort::api();
-    // SAFETY: a non-null status from an API call; its message is copied before release.
-    let msg = unsafe {
-        let m = (api.GetErrorMessage)(status.0);
-        let text = if m.is_null() {
-            "unknown error".to_string()
-        } else {
-            std::ffi::CStr::from_ptr(m).to_string_lossy().into_owned()
-        };
-        (api.ReleaseStatus)(status.0);
-        text
-    };
-    Err(msg)
+    .map_err(|e| e.to_string())
 }
 
 /// The process's ONNX Runtime environment, initialising the runtime with the default

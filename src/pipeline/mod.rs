@@ -23,6 +23,11 @@ use serde::Serialize;
 
 pub use error::PipelineError;
 
+use crate::model::manifest::{ModelSpec, TrainingStatus};
+use crate::model::session::LoadedModel;
+use crate::model::worker::{Outputs, Reply};
+use crate::model::ModelError;
+
 /// Buffers at least this large are mapped from, and returned to, the operating system
 /// one by one ([`return_large_buffers`]).
 pub const MMAP_THRESHOLD: usize = 4 << 20;
@@ -45,11 +50,6 @@ pub fn return_large_buffers() {
         }
     }
 }
-
-use crate::model::manifest::{ModelSpec, TrainingStatus};
-use crate::model::session::LoadedModel;
-use crate::model::worker::{Outputs, Reply};
-use crate::model::ModelError;
 
 /// A batch submitted to a model: answered already, or on its way from a worker.
 pub enum Pending {
