@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::provider::{ExecutionProvider, ProviderOptions};
 use crate::model::registry::ModelRef;
 use crate::model::set::ModelSelection;
-use crate::model::{Arena, EnvOptions, ThreadPool};
+use crate::model::{Arena, EnvOptions, Precision, ThreadPool};
 use crate::raster::resample::Kernel;
 
 /// The embedded defaults, annotated: the same file ships as the packaged config.
@@ -176,6 +176,16 @@ pub struct RuntimeConfig {
     /// CUDA memory arena limit in bytes.
     #[serde(default)]
     pub cuda_mem_limit: Option<usize>,
+    /// `"float32"` (the trained graphs) or `"int8"`: run a model's int8 graph where its
+    /// manifest ships one whose measured cost is within `precision_tolerance_db`, on the
+    /// CPU provider (`model::precision`); every other model runs float32, and the log and
+    /// the product's warnings say why.
+    #[serde(default)]
+    pub precision: Precision,
+    /// The most SRE, in dB against the float graph on the held-out scene, that an int8
+    /// graph may cost to be used.
+    #[serde(default = "default_precision_tolerance")]
+    pub precision_tolerance_db: f64,
 }
 
 /// `[models]`: models by name, optionally pinned as `name@version`.
@@ -292,6 +302,10 @@ fn default_memory_budget() -> ByteSize {
     ByteSize(1 << 30)
 }
 
+fn default_precision_tolerance() -> f64 {
+    crate::model::precision::DEFAULT_TOLERANCE_DB
+}
+
 /// A size in bytes, written as a number of bytes or a string with a binary or decimal
 /// suffix: `"512MiB"`, `"1.5GiB"`, `"2GB"`, `"1048576"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,6 +410,8 @@ impl RuntimeConfig {
             tensorrt_fp16: self.tensorrt_fp16,
             cuda_device: self.cuda_device,
             cuda_mem_limit: self.cuda_mem_limit,
+            precision: self.precision,
+            precision_tolerance_db: self.precision_tolerance_db,
         }
     }
 }
@@ -498,6 +514,14 @@ impl Settings {
         }
         if self.runtime.batch_size == 0 {
             return Err(invalid("runtime.batch_size", "must be at least 1"));
+        }
+        if !(self.runtime.precision_tolerance_db.is_finite()
+            && self.runtime.precision_tolerance_db >= 0.0)
+        {
+            return Err(invalid(
+                "runtime.precision_tolerance_db",
+                "must be a finite number of dB, 0 or more",
+            ));
         }
         if self.runtime.inference_workers == 0 {
             return Err(invalid("runtime.inference_workers", "must be at least 1"));
@@ -648,6 +672,42 @@ mod tests {
         std::fs::write(&f, "[runtime]\narena = \"pooled\"\n").unwrap();
         let err = Settings::load_with_env(Some(&f), Some(HashMap::new())).unwrap_err();
         assert!(err.to_string().contains("pooled"), "{err}");
+    }
+
+    #[test]
+    fn precision_defaults_to_float32_and_parses_int8_with_its_tolerance() {
+        let s = Settings::load_with_env(None, Some(HashMap::new())).unwrap();
+        let o = s.runtime.provider_options();
+        assert_eq!(
+            (o.precision, o.precision_tolerance_db),
+            (Precision::Float32, 0.25)
+        );
+        let env = HashMap::from([
+            ("S2EDGE__RUNTIME__PRECISION".to_string(), "int8".to_string()),
+            (
+                "S2EDGE__RUNTIME__PRECISION_TOLERANCE_DB".to_string(),
+                "0.5".to_string(),
+            ),
+        ]);
+        let o = Settings::load_with_env(None, Some(env))
+            .unwrap()
+            .runtime
+            .provider_options();
+        assert_eq!(
+            (o.precision, o.precision_tolerance_db),
+            (Precision::Int8, 0.5)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[runtime]\nprecision = \"fp16\"\n").unwrap();
+        let err = Settings::load_with_env(Some(&f), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("fp16"), "{err}");
+        std::fs::write(&f, "[runtime]\nprecision_tolerance_db = -1.0\n").unwrap();
+        let err = Settings::load_with_env(Some(&f), Some(HashMap::new()))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("precision_tolerance_db"), "{err}");
     }
 
     #[test]

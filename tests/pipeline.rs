@@ -143,7 +143,7 @@ fn envi_band(path: &Path, band: usize, test: &str) -> Option<Vec<u8>> {
     Some(std::fs::read(out).unwrap())
 }
 
-fn envi_u16(path: &Path, band: usize, test: &str) -> Option<Vec<u16>> {
+pub(crate) fn envi_u16(path: &Path, band: usize, test: &str) -> Option<Vec<u16>> {
     let b = envi_band(path, band, test)?;
     Some(
         b.chunks_exact(2)

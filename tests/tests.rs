@@ -11,6 +11,7 @@ mod metrics_http;
 mod model;
 mod packaging;
 mod pipeline;
+mod precision;
 mod product;
 mod raster;
 mod readers_safe;

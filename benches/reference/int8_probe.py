@@ -8,7 +8,7 @@ back-projection layer stays float), then measures, against the float model:
     band degraded by the model's factor with block means; the low-resolution bands
     bilinearly upsampled as the pipeline does), RMSE and PSNR against the real bands,
     16 px border left out. The same protocol for both, so the difference is the cost.
-Nothing here is used by s2edge; `[runtime] precision` does not exist yet.
+The quantisation itself is scripts/quantise_int8.py's, which writes the shipped int8 graphs.
 
 Usage: int8_probe.py MODEL_DIR OUT_DIR SIDE [inner]
   inner: keep the first and last body convolutions float as well
@@ -18,25 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-import rasterio
-import scipy.ndimage as nd
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
-DATA = Path(__file__).resolve().parents[2] / '..' / 'shared' / 'data' / 's2-crops'
-TRAIN, HELD_OUT = DATA / 'S2A_33UUB_20170527_0_L1C', DATA / 'S2A_33NZA_20220706_N0400_L2A'
-GROUPS = {'x10': (['B02', 'B03', 'B04', 'B08'], 1),
-          'x20': (['B05', 'B06', 'B07', 'B8A', 'B11', 'B12'], 2),
-          'x60': (['B01', 'B09'], 6)}
-STD = 2000.0
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'scripts'))
+from quantise_int8 import DATA, GROUPS, STD, quantise as quantise_graph, read, up  # noqa: E402
 
-
-def read(crop, b, offset=0.0):
-    a = rasterio.open(crop / f'{b}.tif').read(1).astype(np.float32)
-    return np.clip(a - offset, 0, None)
+HELD_OUT = DATA / 'S2A_33NZA_20220706_N0400_L2A'
 
 
 def down(a, f):
@@ -44,39 +31,9 @@ def down(a, f):
     return a[:h, :w].reshape(h // f, f, w // f, f).mean((1, 3))
 
 
-def up(a, f, side):
-    return nd.zoom(a, f, order=1)[:side, :side] if f > 1 else a[:side, :side]
-
-
 def quantise(src, dst, inner):
-    m = onnx.load(src / 'model.onnx')
-    names = [i.name for i in m.graph.input]
-    init = {i.name: i for i in m.graph.initializer}
-    body = [n.name for n in m.graph.node
-            if n.op_type == 'Conv' and 32 in list(init[n.input[1]].dims)]
-    if inner:
-        body = body[1:-1]
-    side = read(TRAIN, 'B02').shape[0]
-    arrays = {n: np.stack([up(read(TRAIN, b), GROUPS[n][1], side) for b in GROUPS[n][0]]) / STD
-              for n in names}
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = [{n: arrays[n][None, :, r:r + 192, c:c + 192].astype(np.float32).copy()
-                           for n in names} for r in range(0, 400, 100) for c in range(0, 400, 100)]
-
-        def get_next(self):
-            return self.items.pop() if self.items else None
-
     dst.mkdir(parents=True, exist_ok=True)
-    pre = dst / 'pre.onnx'
-    quant_pre_process(str(src / 'model.onnx'), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(dst / 'model.onnx'), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_quantize=body,
-                    calibrate_method=CalibrationMethod.MinMax)
-    pre.unlink()
-    return len(body)
+    return quantise_graph(src / 'model.onnx', dst / 'model.onnx', inner)
 
 
 def session(path):

@@ -6,6 +6,8 @@
 //! s2edge-train export --config train.toml [--eval-data GRANULE]
 //! s2edge-train eval --model models/dsen2-2x/2 --data GRANULE [--holdout none]
 //!     [--fit-data OTHER_GRANULE,…] [--blur-factor 1.4]
+//! s2edge-train variant --model models/dsen2-2x/5 --graph model.int8.onnx --method "…"
+//!     --data GRANULE [--holdout none]
 //! s2edge-train study --config config/train/ben19-bandstats.toml [--seeds 3] [--superres-model DIR]...
 //! ```
 
@@ -34,6 +36,15 @@ struct Cli {
 enum HoldoutArg {
     None,
     BottomThird,
+}
+
+impl From<HoldoutArg> for Holdout {
+    fn from(h: HoldoutArg) -> Holdout {
+        match h {
+            HoldoutArg::None => Holdout::None,
+            HoldoutArg::BottomThird => Holdout::BottomThird,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -112,6 +123,28 @@ enum Cmd {
         /// and the baseline fit assume the standard σ (e.g. 0.7 or 1.4).
         #[arg(long, default_value_t = 1.0)]
         blur_factor: f32,
+    },
+    /// Scores an int8 graph of a super-resolution model beside its float graph (the
+    /// `eval` scores, one run) and records it as `[precision.int8]` in the manifest.
+    Variant {
+        /// The model version directory (`models/<name>/<version>`).
+        #[arg(long)]
+        model: PathBuf,
+        /// The int8 graph's file name in that directory (`scripts/quantise_int8.py`).
+        #[arg(long, default_value = "model.int8.onnx")]
+        graph: String,
+        /// How the graph was made, for the manifest.
+        #[arg(long)]
+        method: String,
+        /// The granule to score on (a scene the model never saw).
+        #[arg(long)]
+        data: PathBuf,
+        /// Which region to score.
+        #[arg(long, value_enum, default_value = "bottom-third")]
+        holdout: HoldoutArg,
+        /// Pipeline tile size.
+        #[arg(long, default_value_t = 512)]
+        tile: usize,
     },
 }
 
@@ -263,10 +296,7 @@ fn main() -> ExitCode {
             fit_data,
             blur_factor,
         } => {
-            let h = match holdout {
-                HoldoutArg::None => Holdout::None,
-                HoldoutArg::BottomThird => Holdout::BottomThird,
-            };
+            let h = holdout.into();
             if !(blur_factor.is_finite() && blur_factor > 0.0) {
                 eprintln!("s2edge-train: error: --blur-factor must be positive, got {blur_factor}");
                 return ExitCode::from(2);
@@ -279,6 +309,25 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             })
         }
+        Cmd::Variant {
+            model,
+            graph,
+            method,
+            data,
+            holdout,
+            tile,
+        } => s2edge::train::variant::record_int8(
+            &model,
+            &graph,
+            &method,
+            &data,
+            holdout.into(),
+            tile,
+            &s2edge::train::eval::EvalOptions::default(),
+        )
+        .map(|r| {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,11 +48,14 @@ pub enum ModelError {
         #[source]
         reason: ManifestError,
     },
-    /// `model.onnx` is not the file the manifest describes.
-    #[error("model {model}: model.onnx sha256 is {actual} but the manifest says {expected}")]
+    /// A graph file (`model.onnx`, or an int8 graph) is not the file the manifest
+    /// describes.
+    #[error("model {model}: {file} sha256 is {actual} but the manifest says {expected}")]
     ShaMismatch {
         /// `name@version`.
         model: String,
+        /// The graph's file name.
+        file: String,
         /// The manifest's `onnx_sha256`.
         expected: String,
         /// The digest of the file on disk.
@@ -180,6 +183,7 @@ mod tests {
         assert!(!other.is_transient());
         let sha = ModelError::ShaMismatch {
             model: "m@1".into(),
+            file: "model.onnx".into(),
             expected: "aa".into(),
             actual: "bb".into(),
         };

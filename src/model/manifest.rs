@@ -22,6 +22,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::ModelError;
+use super::precision::Variants;
 use crate::granule::{Band, Resolution};
 
 /// The manifest schema this build reads.
@@ -329,6 +330,9 @@ pub struct ModelSpec {
     pub classify: Option<ClassifySpec>,
     /// Training provenance.
     pub training: TrainingInfo,
+    /// Reduced-precision graphs of the same version (`[precision.int8]`).
+    #[serde(default, skip_serializing_if = "Variants::is_empty")]
+    pub precision: Variants,
 }
 
 impl ModelSpec {
@@ -426,6 +430,9 @@ impl ModelSpec {
         }
         self.validate_inputs()?;
         self.validate_normalisation()?;
+        if let Some(v) = &self.precision.int8 {
+            v.validate().map_err(|r| invalid("precision.int8", r))?;
+        }
         match self.task {
             Task::Superres => self.validate_superres(),
             Task::Classify => self.validate_classify(),
@@ -643,11 +650,9 @@ pub(crate) fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A valid super-resolution manifest, for tests across the crate.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SR: &str = r#"
+pub(crate) const EXAMPLE_SUPERRES: &str = r#"
 schema = 1
 name = "dsen2-2x"
 version = 1
@@ -673,6 +678,12 @@ ranks = 2
 metrics = { val = { rmse = 60.5, sre = 31.0 }, steps_per_s = 3.0 }
 "#;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::EXAMPLE_SUPERRES as SR;
+
     #[test]
     fn parses_and_keeps_input_order() {
         let s = ModelSpec::parse(SR).unwrap();
@@ -694,6 +705,37 @@ metrics = { val = { rmse = 60.5, sre = 31.0 }, steps_per_s = 3.0 }
         let s = ModelSpec::parse(SR).unwrap();
         let text = toml::to_string(&s).unwrap();
         assert_eq!(ModelSpec::parse(&text).unwrap(), s);
+        assert!(!text.contains("[precision"), "no variant, no table");
+    }
+
+    #[test]
+    fn an_int8_graph_section_parses_round_trips_and_is_validated() {
+        let section = r#"
+[precision.int8]
+onnx = "model.int8.onnx"
+onnx_sha256 = "1111111111111111111111111111111111111111111111111111111111111111"
+cost_db = 0.12
+method = "QDQ"
+metrics = { sre_db = 30.9, eval_region = "33NZA" }
+"#;
+        let s = ModelSpec::parse(&format!("{SR}{section}")).unwrap();
+        let v = s.precision.int8.as_ref().unwrap();
+        assert_eq!((v.onnx.as_str(), v.cost_db), ("model.int8.onnx", 0.12));
+        assert_eq!(v.metrics["sre_db"].as_float(), Some(30.9));
+        assert_eq!(ModelSpec::parse(&toml::to_string(&s).unwrap()).unwrap(), s);
+        let bad = section.replace("model.int8.onnx", "../elsewhere.onnx");
+        match ModelSpec::parse(&format!("{SR}{bad}")) {
+            Err(ManifestError::Invalid { field, reason }) => {
+                assert_eq!(field, "precision.int8");
+                assert!(reason.contains("plain"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let typo = section.replace("[precision.int8]", "[precision.int4]");
+        assert!(matches!(
+            ModelSpec::parse(&format!("{SR}{typo}")),
+            Err(ManifestError::Parse(_))
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | [`provider`] | `ExecutionProvider` (tensorrt, cuda, cpu), `[runtime]` options, the fallback policy and its `ProviderReport` |
 //! | [`observe`] | the process-wide observer of inference batches (metrics) |
 //! | [`manifest`] | `ModelSpec`, the typed and validated `model.toml` (schema 1) |
+//! | [`precision`] | `[runtime] precision`: which graph (float32, or the manifest's int8 one) a session loads |
 //! | [`registry`] | `models/<name>/<version>/`: complete versions, `name@version` pins, highest valid version, listings |
 //! | [`session`] | `LoadedModel`: sha256 and graph-vs-manifest checks, `run`, `smoke_test` |
 //! | [`stac`] | a manifest as a STAC Item with the Machine Learning Model extension (MLM) |
@@ -22,6 +23,7 @@
 pub mod error;
 pub mod manifest;
 pub mod observe;
+pub mod precision;
 pub mod provider;
 pub mod registry;
 pub mod runtime;
@@ -32,6 +34,7 @@ pub mod worker;
 
 pub use error::ModelError;
 pub use manifest::{ManifestError, ModelSpec, Task, TrainingStatus};
+pub use precision::Precision;
 pub use provider::{ExecutionProvider, ProviderOptions, ProviderReport};
 pub use registry::{ModelListing, ModelRef, Registry, Resolved};
 pub use runtime::{

@@ -19,6 +19,7 @@ use ort::session::Session;
 use serde::{Deserialize, Serialize};
 
 use super::error::ModelError;
+use super::precision::{Precision, DEFAULT_TOLERANCE_DB};
 
 /// An ONNX Runtime execution provider s2edge knows how to configure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,6 +98,10 @@ pub struct ProviderOptions {
     pub cuda_device: i32,
     /// CUDA arena limit in bytes; `None` lets the arena grow.
     pub cuda_mem_limit: Option<usize>,
+    /// The graph precision asked for ([`super::precision::choose`]).
+    pub precision: Precision,
+    /// The most SRE (dB) a reduced-precision graph may cost to be used.
+    pub precision_tolerance_db: f64,
 }
 
 impl Default for ProviderOptions {
@@ -111,6 +116,8 @@ impl Default for ProviderOptions {
             tensorrt_fp16: false,
             cuda_device: 0,
             cuda_mem_limit: None,
+            precision: Precision::Float32,
+            precision_tolerance_db: DEFAULT_TOLERANCE_DB,
         }
     }
 }

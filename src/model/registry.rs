@@ -371,6 +371,7 @@ pub(crate) fn verify_sha(spec: &ModelSpec, dir: &Path) -> Result<String, ModelEr
     if actual != spec.onnx_sha256 {
         return Err(ModelError::ShaMismatch {
             model: spec.label(),
+            file: ONNX_FILE.into(),
             expected: spec.onnx_sha256.clone(),
             actual,
         });
@@ -378,27 +379,34 @@ pub(crate) fn verify_sha(spec: &ModelSpec, dir: &Path) -> Result<String, ModelEr
     Ok(actual)
 }
 
-/// Reads `dir/model.onnx` once, checks the manifest's digest on those bytes, and returns
-/// them with the digest: ONNX Runtime then builds its session from exactly the bytes
-/// that were verified, not from a second read of a file that may have changed since.
+/// Reads `dir/file` once (`model.onnx`, or a variant's graph) and checks `expected`, the
+/// manifest's digest, on those bytes: ONNX Runtime then builds its session from exactly
+/// the bytes that were verified, not from a second read of a file that may have changed
+/// since.
 ///
 /// # Errors
 /// [`ModelError::ShaMismatch`] or [`ModelError::Io`].
-pub(crate) fn read_verified(spec: &ModelSpec, dir: &Path) -> Result<(Vec<u8>, String), ModelError> {
-    let path = dir.join(ONNX_FILE);
+pub(crate) fn read_verified(
+    label: &str,
+    dir: &Path,
+    file: &str,
+    expected: &str,
+) -> Result<Vec<u8>, ModelError> {
+    let path = dir.join(file);
     let bytes = fs::read(&path).map_err(|source| ModelError::Io {
         path: path.clone(),
         source,
     })?;
     let actual = hex::encode(Sha256::digest(&bytes));
-    if actual != spec.onnx_sha256 {
+    if actual != expected {
         return Err(ModelError::ShaMismatch {
-            model: spec.label(),
-            expected: spec.onnx_sha256.clone(),
+            model: label.to_string(),
+            file: file.to_string(),
+            expected: expected.to_string(),
             actual,
         });
     }
-    Ok((bytes, actual))
+    Ok(bytes)
 }
 
 /// Lower-case hex SHA-256 of a file, streamed.

@@ -1,7 +1,8 @@
 //! `LoadedModel`: a verified model with its ONNX Runtime session.
 //!
 //! Loading refuses anything that disagrees with its manifest (DESIGN.md "Models"): the
-//! sha256 of `model.onnx` first (before ONNX Runtime parses a byte of it), then the
+//! sha256 of the graph it loads first (`model.onnx`, or the int8 graph that `[runtime]
+//! precision` chose, [`super::precision`]; before ONNX Runtime parses a byte of it), then the
 //! graph's inputs and outputs: names, element type f32, rank 4 `[N, C, H, W]` inputs whose
 //! channel count is the number of bands listed, classifier outputs `[N, classes]`,
 //! super-resolution outputs `[N, bands, H, W]`. Dynamic dimensions (`-1`) match anything.
@@ -19,6 +20,7 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::error::ModelError;
 use super::manifest::{ModelSpec, Task};
+use super::precision::{choose, GraphChoice};
 use super::provider::{build_session, ExecutionProvider, ProviderOptions, ProviderReport};
 use super::registry::{read_verified, MANIFEST_FILE};
 use super::runtime::environment;
@@ -62,8 +64,12 @@ pub struct LoadedModel {
     pub spec: ModelSpec,
     /// The version directory.
     pub dir: PathBuf,
-    /// The verified sha256 of `model.onnx` (provenance).
+    /// The sha256 of `model.onnx` (provenance: the version's identity, whichever graph
+    /// runs).
     pub sha256: String,
+    /// The graph the session runs (`model.onnx`, or the manifest's int8 graph), verified
+    /// against its digest, and why it is not the precision asked for, if it is not.
+    pub graph: GraphChoice,
     /// The execution provider the session runs on (provenance, `/healthz`).
     pub provider: ExecutionProvider,
     /// Why providers before `provider` were not used.
@@ -85,9 +91,25 @@ pub struct LoadedModel {
 /// runtime errors, [`ModelError::AcceleratorRequired`], [`ModelError::Session`], or
 /// [`ModelError::IoMismatch`] naming the input or output that differs.
 pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelError> {
-    let spec = ModelSpec::load(&dir.join(MANIFEST_FILE))?;
-    let (bytes, sha256) = read_verified(&spec, dir)?;
+    load_spec(ModelSpec::load(&dir.join(MANIFEST_FILE))?, dir, opts)
+}
+
+/// [`load`] with the manifest given rather than read from `dir` (the trainer scores a new
+/// int8 graph before its manifest section exists).
+///
+/// # Errors
+/// As [`load`], but for the manifest's.
+pub fn load_spec(
+    spec: ModelSpec,
+    dir: &Path,
+    opts: &ProviderOptions,
+) -> Result<LoadedModel, ModelError> {
     let label = spec.label();
+    let graph = choose(&spec, opts);
+    if let Some(note) = &graph.note {
+        tracing::warn!(model = %label, "{note}");
+    }
+    let bytes = read_verified(&label, dir, &graph.file, &graph.sha256)?;
     if spec.is_untrained() {
         tracing::warn!(
             model = %label,
@@ -119,13 +141,15 @@ pub fn load(dir: &Path, opts: &ProviderOptions) -> Result<LoadedModel, ModelErro
         model: label.clone(),
         reason,
     })?;
-    tracing::info!(model = %label, provider = %report.used, sha256 = %sha256, "model loaded");
+    tracing::info!(model = %label, provider = %report.used, graph = %graph.file,
+        precision = %graph.precision, sha256 = %graph.sha256, "model loaded");
     Ok(LoadedModel {
         feature_width,
         options: opts.clone(),
+        sha256: spec.onnx_sha256.clone(),
+        graph,
         spec,
         dir: dir.to_path_buf(),
-        sha256,
         provider: report.used,
         provider_report: report,
         session,

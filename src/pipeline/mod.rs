@@ -24,6 +24,7 @@ use serde::Serialize;
 pub use error::PipelineError;
 
 use crate::model::manifest::{ModelSpec, TrainingStatus};
+use crate::model::precision::{GraphChoice, Precision};
 use crate::model::session::LoadedModel;
 use crate::model::worker::{Outputs, Reply};
 use crate::model::ModelError;
@@ -89,12 +90,35 @@ pub struct ModelInfo {
     pub name: String,
     /// Version.
     pub version: u32,
-    /// SHA-256 of `model.onnx`.
+    /// SHA-256 of `model.onnx` (the version's identity).
     pub sha256: String,
     /// Trained or untrained.
     pub status: TrainingStatus,
     /// The execution provider in use.
     pub provider: String,
+    /// The precision of the graph that ran (`float32`, or `int8`).
+    pub precision: Precision,
+    /// SHA-256 of the graph that ran (`sha256` for float32).
+    pub graph_sha256: String,
+    /// Why the precision asked for did not run, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision_note: Option<String>,
+}
+
+impl ModelInfo {
+    /// The provenance of `spec` run with `graph` on `provider`.
+    pub fn new(spec: &ModelSpec, graph: &GraphChoice, provider: String) -> ModelInfo {
+        ModelInfo {
+            name: spec.name.clone(),
+            version: spec.version,
+            sha256: spec.onnx_sha256.clone(),
+            status: spec.training.status,
+            provider,
+            precision: graph.precision,
+            graph_sha256: graph.sha256.clone(),
+            precision_note: graph.note.clone(),
+        }
+    }
 }
 
 /// Something that runs a model: its manifest plus batched inference.
@@ -133,13 +157,7 @@ impl Infer for LoadedModel {
         &self.spec
     }
     fn info(&self) -> ModelInfo {
-        ModelInfo {
-            name: self.spec.name.clone(),
-            version: self.spec.version,
-            sha256: self.sha256.clone(),
-            status: self.spec.training.status,
-            provider: self.provider.to_string(),
-        }
+        ModelInfo::new(&self.spec, &self.graph, self.provider.to_string())
     }
     fn infer(
         &mut self,

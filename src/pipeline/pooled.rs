@@ -44,13 +44,9 @@ impl PooledModel {
         for (p, why) in &report.failures {
             tracing::warn!(model = %pool.label(), provider = %p, "execution provider unavailable: {why}");
         }
-        let info = ModelInfo {
-            name: resolved.spec.name.clone(),
-            version: resolved.spec.version,
-            sha256: resolved.sha256.clone(),
-            status: resolved.spec.training.status,
-            provider: report.used.to_string(),
-        };
+        // The workers chose their graph the same way.
+        let graph = crate::model::precision::choose(&resolved.spec, providers);
+        let info = ModelInfo::new(&resolved.spec, &graph, report.used.to_string());
         Ok((
             PooledModel {
                 spec: resolved.spec,

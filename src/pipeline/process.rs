@@ -261,6 +261,9 @@ pub fn process_opened(
         .flatten()
     {
         let info = m.info();
+        if let Some(note) = &info.precision_note {
+            warnings.push(note.clone());
+        }
         if info.status == TrainingStatus::Untrained {
             let w = format!(
                 "model {}@{} is UNTRAINED: its outputs carry no learned information",

@@ -1138,6 +1138,7 @@ pub fn manifest(
             output_kind: OutputKind::Probabilities,
         }),
         training,
+        precision: Default::default(),
     }
 }
 

@@ -432,6 +432,7 @@ pub fn sr_manifest(
         }),
         classify: None,
         training,
+        precision: Default::default(),
     }
 }
 
@@ -465,6 +466,27 @@ pub fn training_info(st: &CheckpointState, notes: Option<String>) -> TrainingInf
         metrics: toml::Table::new(),
         notes,
     }
+}
+
+/// Validates `spec` and writes it as `dir/model.toml`: under a temporary name first, then
+/// renamed, so a reader never sees half a manifest (and a new version appears last).
+///
+/// # Errors
+/// [`TrainError::Export`] for an invalid manifest, [`TrainError::Io`].
+pub fn write_manifest_in(dir: &Path, spec: &ModelSpec) -> Result<(), TrainError> {
+    spec.validate().map_err(|e| TrainError::Export {
+        model: spec.name.clone(),
+        reason: format!("manifest: {e}"),
+    })?;
+    let text = toml::to_string(spec).map_err(|e| TrainError::Export {
+        model: spec.name.clone(),
+        reason: format!("manifest: {e}"),
+    })?;
+    let header = "# Written by s2edge-train export -- do not edit; re-export instead.\n";
+    let tmp = dir.join("model.toml.tmp");
+    std::fs::write(&tmp, format!("{header}{text}")).map_err(|e| TrainError::io(&tmp, e))?;
+    let p = dir.join("model.toml");
+    std::fs::rename(&tmp, &p).map_err(|e| TrainError::io(&p, e))
 }
 
 /// A version directory being built: `models/<name>/.<version>.staging`.
@@ -508,19 +530,7 @@ impl Staging {
     /// # Errors
     /// [`TrainError::Export`] for an invalid manifest, [`TrainError::Io`].
     pub fn write_manifest(&self, spec: &ModelSpec) -> Result<(), TrainError> {
-        spec.validate().map_err(|e| TrainError::Export {
-            model: spec.name.clone(),
-            reason: format!("manifest: {e}"),
-        })?;
-        let text = toml::to_string(spec).map_err(|e| TrainError::Export {
-            model: spec.name.clone(),
-            reason: format!("manifest: {e}"),
-        })?;
-        let header = "# Written by s2edge-train export -- do not edit; re-export instead.\n";
-        let tmp = self.dir.join("model.toml.tmp");
-        std::fs::write(&tmp, format!("{header}{text}")).map_err(|e| TrainError::io(&tmp, e))?;
-        let p = self.dir.join("model.toml");
-        std::fs::rename(&tmp, &p).map_err(|e| TrainError::io(&p, e))
+        write_manifest_in(&self.dir, spec)
     }
 
     /// Renames the staging directory into place, replacing an existing version.

@@ -19,6 +19,7 @@
 //! | [`multilabel`] | multi-label metrics, threshold tuning, the two classical baselines |
 //! | [`study`] | the band-set study: RGB, 10 m, 12 bands, 12 with super-resolved bands |
 //! | [`eval`] | scores through the inference pipeline next to two baselines |
+//! | [`variant`] | an int8 graph scored beside its float graph and recorded in the manifest |
 //!
 //! Invariants shared by all: only rank 0 writes files (checkpoints, exports); every rank
 //! takes part in every collective, including error agreement, so no rank hangs.
@@ -41,6 +42,7 @@ pub mod reben;
 pub mod resnet;
 pub mod sr;
 pub mod study;
+pub mod variant;
 
 pub use config::TrainConfig;
 pub use error::TrainError;
