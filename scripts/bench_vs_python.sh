@@ -15,7 +15,8 @@
 # its "super-resolution done" log lines: halo recomputation counted as overhead).
 #
 # Usage: scripts/bench_vs_python.sh [BLOCKS...]   (default: 1 4 16 121)
-#        REPS=2 (rounds per granule)  SKIP_BARE=1 (no bare sweep)  WORK=/tmp/s2edge-vs-python  S2EDGE=… BARE=… (prebuilt)
+#        REPS=2 (rounds per granule)  SKIP_BARE=1 (no bare sweep)
+#        INT8=1 (a third tool in the rotation: s2edge with [runtime] precision = "int8")  WORK=/tmp/s2edge-vs-python  S2EDGE=… BARE=… (prebuilt)
 # Prints markdown tables on stdout; raw lines in $WORK/raw.txt.
 set -euo pipefail
 
@@ -53,6 +54,10 @@ intra_threads = 0
 [pipeline]
 classify = false
 TOML
+CONFIG_INT8="$WORK/s2edge-int8.toml"
+sed 's/^\[runtime\]$/[runtime]\nprecision = "int8"/' "$CONFIG" >"$CONFIG_INT8"
+TOOLS=(s2edge python)
+[[ -n "${INT8:-}" ]] && TOOLS+=(s2edge-int8)
 
 rss_kb() { grep "Maximum resident set size" "$1" | tr -dc 0-9; }
 wall_s() { awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$1"; }
@@ -67,14 +72,17 @@ for blocks in "${BLOCKS[@]}"; do
         "$PY" "$ROOT/benches/reference/make_granule.py" "$CROP" "$G" "$side"
     fi
     for ((rep = 0; rep < REPS; rep++)); do
-        if (((rep + blocks) % 2 == 0)); then order=(s2edge python); else order=(python s2edge); fi
+        # Rotate the tools each round, so none always runs first.
+        k=$(((rep + blocks) % ${#TOOLS[@]}))
+        order=("${TOOLS[@]:k}" "${TOOLS[@]:0:k}")
         for tool in "${order[@]}"; do
             out="$WORK/out/$tool-$blocks"
             rm -rf "$out" && mkdir -p "$out"
             log="$WORK/$tool-$blocks-$rep.log"
             echo "# $tool $blocks blocks, round $rep (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-            if [[ $tool == s2edge ]]; then
-                RUST_LOG=s2edge=info /usr/bin/time -v "$S2EDGE" --config "$CONFIG" process "$G" \
+            if [[ $tool == s2edge* ]]; then
+                cfg="$CONFIG"; [[ $tool == s2edge-int8 ]] && cfg="$CONFIG_INT8"
+                RUST_LOG=s2edge=info /usr/bin/time -v "$S2EDGE" --config "$cfg" process "$G" \
                     --out "$out" --models "$ROOT/models" --only superres >"$log.out" 2>"$log"
             else
                 /usr/bin/time -v "$PY" "$ROOT/benches/reference/dsen2_reference.py" "$G" \
@@ -122,6 +130,15 @@ for b in blocks:
     side = 10980 if b == 121 else round(b ** 0.5) * 1098
     loads = ", ".join(r[3] for r in s + p)
     print(f"| {side}² ({b} blocks) | {sw:.1f} | {pw:.1f} | **{pw / sw:.2f}** | {srss / 1024:.0f} | {prss / 1024:.0f} | **{srss / prss:.2f}** | {loads} |")
+if any(t == "s2edge-int8" for (t, _) in runs):
+    print()
+    print("| granule (10 m px) | s2edge int8 wall, best (s) | s2edge float32 / int8 | Python / s2edge int8 | s2edge int8 peak RSS (MiB) |")
+    print("| --- | --- | --- | --- | --- |")
+    for b in blocks:
+        i, s, p = runs[("s2edge-int8", b)], runs[("s2edge", b)], runs[("python", b)]
+        iw, sw, pw = (min(r[0] for r in x) for x in (i, s, p))
+        side = 10980 if b == 121 else round(b ** 0.5) * 1098
+        print(f"| {side}² ({b} blocks) | {iw:.1f} | **{sw / iw:.2f}** | **{pw / iw:.2f}** | {max(r[1] for r in i) / 1024:.0f} |")
 print()
 print("Bare limit (best bare `LoadedModel::run` throughput over tiles x batches, padded input Mpx/s): "
       + ", ".join(f"{m} {v:.3f}" for m, v in limit.items()))

@@ -489,6 +489,7 @@ fn mixed_inputs_are_published_or_quarantined_and_observable() {
     assert_eq!(metric(&m, "s2edge_ready_to_start_seconds_count"), 4.0);
     assert!(m.iter().any(|(s, v)| s.starts_with("s2edge_model_info{")
         && s.contains("tiny-ben19")
+        && s.contains("precision=\"float32\"")
         && *v == 1.0));
     assert!(m
         .iter()

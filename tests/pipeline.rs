@@ -521,6 +521,10 @@ fn real_crop_end_to_end_products() {
         let name = m["name"].as_str().unwrap();
         let onnx = util::fixtures().join(name).join("1/model.onnx");
         assert_eq!(m["sha256"].as_str().unwrap(), sha256_hex(&onnx), "{name}");
+        // The default precision: the float graph ran, and no note.
+        assert_eq!(m["precision"], "float32", "{name}");
+        assert_eq!(m["graph_sha256"], m["sha256"], "{name}");
+        assert!(m.get("precision_note").is_none(), "{name}");
         assert_eq!(m["status"], "untrained", "{name}");
         assert_eq!(m["provider"], "cpu", "{name}");
         assert_eq!(m["version"], 1, "{name}");

@@ -339,3 +339,86 @@ fn eval_scores_an_unseen_scene_with_the_baseline_fitted_elsewhere_and_a_blur_mis
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `s2edge-train variant` scores the shipped int8 graph of dsen2-6x@4 beside its float
+/// graph on the unseen 33NZA scene and writes the section that the shipped manifest
+/// carries: the same digest, cost and scores (the evaluation is deterministic), and a
+/// cost that is the float graph's SRE minus the int8 graph's in the same run.
+#[test]
+fn variant_records_the_shipped_int8_graph_with_its_measured_cost() {
+    const TEST: &str = "variant_records_the_shipped_int8_graph_with_its_measured_cost";
+    if !util::runtime(TEST) {
+        return;
+    }
+    let Some(data) = util::shared_data(TEST) else {
+        return;
+    };
+    let nza = data.join("s2-crops/S2A_33NZA_20220706_N0400_L2A");
+    let shipped_dir = util::root().join("models/dsen2-6x/4");
+    let shipped = s2edge::model::ModelSpec::load(&shipped_dir.join("model.toml")).unwrap();
+    let Some(section) = shipped.precision.int8.clone() else {
+        panic!("{TEST}: dsen2-6x@4 ships no [precision.int8]");
+    };
+    let tmp = util::tempdir();
+    let vdir = tmp.path().join("dsen2-6x/4");
+    std::fs::create_dir_all(&vdir).unwrap();
+    for f in ["model.onnx", section.onnx.as_str()] {
+        std::fs::copy(shipped_dir.join(f), vdir.join(f)).unwrap();
+    }
+    let mut bare = shipped.clone();
+    bare.precision.int8 = None;
+    std::fs::write(vdir.join("model.toml"), toml::to_string(&bare).unwrap()).unwrap();
+    let variant = |graph: &str| {
+        Command::new(env!("CARGO_BIN_EXE_s2edge-train"))
+            .args(["variant", "--model"])
+            .arg(&vdir)
+            .args(["--graph", graph, "--method", &section.method, "--data"])
+            .arg(&nza)
+            .args(["--holdout", "none"])
+            .output()
+            .unwrap()
+    };
+    let out = variant(&section.onnx);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sre = |k: &str| report[k]["model_scores"]["sre_db"].as_f64().unwrap();
+    let cost = report["cost_db"].as_f64().unwrap();
+    assert!(
+        (cost - (sre("float32") - sre("int8"))).abs() < 1e-9,
+        "{report}"
+    );
+    let written = s2edge::model::ModelSpec::load(&vdir.join("model.toml")).unwrap();
+    let v = written.precision.int8.as_ref().unwrap();
+    assert_eq!(
+        v.onnx_sha256,
+        s2edge::model::registry::sha256_file(&vdir.join(&section.onnx)).unwrap()
+    );
+    assert_eq!(
+        v, &section,
+        "the shipped section is not what the evaluator measures"
+    );
+    // The float graph's scores are the manifest's own held-out scores.
+    assert_eq!(
+        written.training.metrics["rmse"].as_float(),
+        Some(
+            (report["float32"]["model_scores"]["rmse"].as_f64().unwrap() * 1000.0).round() / 1000.0
+        )
+    );
+    // The float graph is not a variant of itself: a usage error, manifest untouched.
+    let out = variant("model.onnx");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other than model.onnx"));
+    assert_eq!(
+        s2edge::model::ModelSpec::load(&vdir.join("model.toml")).unwrap(),
+        written
+    );
+}

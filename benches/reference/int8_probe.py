@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What int8 would buy (issue 9, item 7): quantises the body convolutions of a shipped DSen2
 model with ONNX Runtime's static QDQ quantisation (int8 per-channel weights, uint8
-activations, MinMax calibration on 16 patches of the 33UUB training crop; the in-graph
+activations, percentile calibration on 16 patches of the 33UUB training crop; the in-graph
 back-projection layer stays float), then measures, against the float model:
   - speed: one 2-thread session each, the same random input, runs alternating (3 each);
   - quality: Wald protocol on the unseen 33NZA L2A crop (harmonised DN = DN - 1000; every

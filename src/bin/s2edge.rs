@@ -766,10 +766,12 @@ fn models_verify(settings: Settings, models: Option<PathBuf>) -> Result<(), Fail
             .map(|(p, why)| format!("{p} unavailable: {why}"))
             .collect();
         emit(format!(
-            "{:<24} ok  provider {:<9} sha256 {}…  status {}  test inference {:.0} ms{}",
+            "{:<24} ok  provider {:<9} {:<7} {} sha256 {}…  status {}  test inference {:.0} ms{}",
             m.label(),
             m.provider.to_string(),
-            &m.sha256[..12.min(m.sha256.len())],
+            m.graph.precision.to_string(),
+            m.graph.file,
+            &m.graph.sha256[..12.min(m.graph.sha256.len())],
             m.spec.training.status,
             t.as_secs_f64() * 1e3,
             if failures.is_empty() {

@@ -32,8 +32,10 @@ pub struct ModelInUse {
     pub model: String,
     /// The execution provider.
     pub provider: String,
-    /// The verified sha256.
+    /// The sha256 of the version's `model.onnx`.
     pub sha256: String,
+    /// The precision of the graph its sessions run (`[runtime] precision`).
+    pub precision: String,
 }
 
 /// The `/healthz` document.
@@ -168,6 +170,7 @@ mod tests {
             model: "m@1".into(),
             provider: "cpu".into(),
             sha256: "x".into(),
+            precision: "float32".into(),
         }]);
         assert_eq!(h.readiness(), (true, vec![]));
         h.raise("on_publish", Status::Degraded, "failing hook");

@@ -132,6 +132,7 @@ pub fn models_in_use(set: &ModelSet) -> Vec<ModelInUse> {
                 model: m.label(),
                 provider: m.provider.to_string(),
                 sha256: m.sha256.clone(),
+                precision: m.graph.precision.to_string(),
             })
         })
         .collect()
@@ -156,6 +157,7 @@ fn publish_models(set: &ModelSet, health: &Health, metrics: &Metrics) {
                 ("model", name),
                 ("version", version),
                 ("provider", &m.provider),
+                ("precision", &m.precision),
             ],
             1.0,
         );
