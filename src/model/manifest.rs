@@ -295,6 +295,13 @@ pub struct TrainingInfo {
     pub notes: Option<String>,
 }
 
+/// Whether `s` is a SHA-256 digest as manifests write it: 64 lower-case hex digits.
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
 fn one() -> u32 {
     1
 }
@@ -417,12 +424,7 @@ impl ModelSpec {
         if self.version == 0 {
             return Err(invalid("version", "versions start at 1".into()));
         }
-        let sha_ok = self.onnx_sha256.len() == 64
-            && self
-                .onnx_sha256
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-        if !sha_ok {
+        if !is_sha256_hex(&self.onnx_sha256) {
             return Err(invalid(
                 "onnx_sha256",
                 "must be 64 lower-case hex digits".into(),

@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::ModelSpec;
+use super::manifest::{is_sha256_hex, ModelSpec};
 use super::provider::{ExecutionProvider, ProviderOptions};
 use super::registry::ONNX_FILE;
 
@@ -94,12 +94,7 @@ impl GraphVariant {
                 self.onnx
             ));
         }
-        let sha_ok = self.onnx_sha256.len() == 64
-            && self
-                .onnx_sha256
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-        if !sha_ok {
+        if !is_sha256_hex(&self.onnx_sha256) {
             return Err("onnx_sha256 must be 64 lower-case hex digits".into());
         }
         if !self.cost_db.is_finite() {
