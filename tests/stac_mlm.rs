@@ -88,6 +88,7 @@ fn shipped_models_export_valid_mlm_items_that_match_their_manifests() {
         ("dsen2-6x", "2"),
         ("srgan-2x", "2"),
         ("dsen2-2x", "1"),
+        ("dsen2-2x", "5"),
     ] {
         let label = format!("{name}@{version}");
         let path = tmp.path().join(format!("{name}-{version}.json"));
@@ -158,6 +159,22 @@ fn shipped_models_export_valid_mlm_items_that_match_their_manifests() {
             .unwrap()
             .contains(&"mlm:model".into()));
         assert!(Path::new(asset["href"].as_str().unwrap()).is_file());
+        // The int8 graph, where the manifest ships one, with its digest and cost.
+        let int8 = &item["assets"]["model_int8"];
+        match &spec.precision.int8 {
+            Some(v) => {
+                assert_eq!(int8["s2edge:sha256"].as_str(), Some(v.onnx_sha256.as_str()));
+                assert_eq!(int8["s2edge:cost_db"].as_f64(), Some(v.cost_db));
+                assert_eq!(
+                    int8["roles"],
+                    serde_json::json!(["data"]),
+                    "one mlm:model asset"
+                );
+                let href = int8["href"].as_str().unwrap();
+                assert!(href.ends_with(&v.onnx) && Path::new(href).is_file());
+            }
+            None => assert!(int8.is_null(), "{label}: an int8 asset without a graph"),
+        }
         files.push(path);
     }
     let Some((ok, out)) = validate(

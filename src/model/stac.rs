@@ -96,6 +96,8 @@ pub struct ModelFacts<'a> {
     pub onnx_href: String,
     /// Size of `model.onnx` in bytes, when known.
     pub size: Option<u64>,
+    /// Where the manifest's int8 graph is (`[precision.int8]`), when it ships one.
+    pub int8_href: Option<String>,
     /// The configured execution providers, in order.
     pub providers: &'a [ExecutionProvider],
     /// The Item's `datetime`.
@@ -117,9 +119,17 @@ impl<'a> ModelFacts<'a> {
             .and_then(|m| m.modified())
             .map(DateTime::<Utc>::from)
             .unwrap_or_else(|_| Utc::now());
+        let int8_href = spec.precision.int8.as_ref().map(|v| {
+            let p = dir.join(&v.onnx);
+            std::path::absolute(&p)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned()
+        });
         ModelFacts {
             spec,
             sha256,
+            int8_href,
             size: std::fs::metadata(&onnx).ok().map(|m| m.len()),
             onnx_href: onnx.to_string_lossy().into_owned(),
             providers,
@@ -314,6 +324,26 @@ pub fn model_item(f: &ModelFacts<'_>) -> Value {
     if let (Some(size), Some(obj)) = (f.size, asset.as_object_mut()) {
         obj.insert("s2edge:size_bytes".into(), json!(size));
     }
+    let mut assets = serde_json::Map::new();
+    assets.insert("model".into(), asset);
+    if let (Some(v), Some(href)) = (&spec.precision.int8, &f.int8_href) {
+        // Not a second `mlm:model`: the same model, another graph of it, used only with
+        // `[runtime] precision = "int8"` and within the tolerance.
+        assets.insert(
+            "model_int8".into(),
+            json!({
+                "href": href,
+                "type": "application/octet-stream; application=onnx",
+                "title": format!("{} int8 graph ([runtime] precision = \"int8\")", spec.label()),
+                "roles": ["data"],
+                "s2edge:sha256": v.onnx_sha256,
+                "s2edge:precision": "int8",
+                "s2edge:cost_db": v.cost_db,
+                "s2edge:method": v.method,
+                "s2edge:metrics": toml_to_json(&v.metrics),
+            }),
+        );
+    }
     json!({
         "type": "Feature",
         "stac_version": crate::product::stac::STAC_VERSION,
@@ -322,7 +352,7 @@ pub fn model_item(f: &ModelFacts<'_>) -> Value {
         "geometry": Value::Null,
         "properties": properties,
         "links": [],
-        "assets": { "model": asset },
+        "assets": assets,
     })
 }
 
