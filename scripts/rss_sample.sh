@@ -2,6 +2,9 @@
 # Runs a command and samples its VmRSS / RssAnon / RssFile (MiB) every 0.5 s from /proc, so
 # a peak can be placed in time against the command's log (BENCHMARKS.md "One CPU arena").
 #
+# The sample is of the largest process in the command's tree, so a wrapper (`/usr/bin/time
+# -v s2edge …`) is seen through to the process it runs.
+#
 # Usage: scripts/rss_sample.sh OUT_PREFIX COMMAND [ARGS...]
 #   writes OUT_PREFIX.log (the command's stdout and stderr) and OUT_PREFIX.rss (seconds since
 #   start, VmRSS, RssAnon, RssFile); prints the exit status and the peak sample.
@@ -12,9 +15,12 @@ start=$(date +%s.%N)
 "$@" >"$out.log" 2>&1 &
 pid=$!
 : >"$out.rss"
+tree() { echo "$1"; for c in $(pgrep -P "$1" 2>/dev/null); do tree "$c"; done; }
 while kill -0 "$pid" 2>/dev/null; do
-    r=$(awk '/VmRSS/ {a=int($2/1024)} /RssAnon/ {b=int($2/1024)} /RssFile/ {c=int($2/1024)} END {print a, b, c}' \
-        "/proc/$pid/status" 2>/dev/null || true)
+    r=$(for p in $(tree "$pid"); do
+        awk '/VmRSS/ {a=int($2/1024)} /RssAnon/ {b=int($2/1024)} /RssFile/ {c=int($2/1024)} END {print a, b, c}' \
+            "/proc/$p/status" 2>/dev/null || true
+    done | sort -n -k1 | tail -1)
     [[ -n "$r" ]] && echo "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}') $r" >>"$out.rss"
     sleep 0.5
 done
