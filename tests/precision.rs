@@ -173,8 +173,8 @@ fn int8_graphs_run_within_the_tolerance_and_float32_otherwise() {
 }
 
 #[test]
-fn a_changed_int8_graph_is_refused_by_its_digest() {
-    const TEST: &str = "a_changed_int8_graph_is_refused_by_its_digest";
+fn a_changed_int8_graph_fails_its_digest_and_the_float_graph_runs() {
+    const TEST: &str = "a_changed_int8_graph_fails_its_digest_and_the_float_graph_runs";
     let tmp = util::tempdir();
     let src = Registry::new(util::root().join("models"))
         .resolve(&"dsen2-2x".parse::<ModelRef>().unwrap())
@@ -198,11 +198,22 @@ fn a_changed_int8_graph_is_refused_by_its_digest() {
         precision_tolerance_db: 10.0,
         ..ProviderOptions::default()
     };
-    let err = s2edge::model::load(&dir, &opts).unwrap_err().to_string();
-    assert!(err.contains(&v.onnx) && err.contains("sha256"), "{err}");
-    // The float graph is untouched and still loads where the runtime is present.
-    if util::runtime(TEST) {
-        let m = s2edge::model::load(&dir, &ProviderOptions::default()).unwrap();
-        assert_eq!(m.graph.precision, Precision::Float32);
+    // The version stays: its float graph runs, and the note says why.
+    if !util::runtime(TEST) {
+        return;
     }
+    let m = s2edge::model::load(&dir, &opts).unwrap();
+    assert_eq!(m.graph.precision, Precision::Float32);
+    assert_eq!(m.graph.sha256, src.spec.onnx_sha256);
+    let note = m.graph.note.clone().unwrap_or_default();
+    assert!(note.contains(&v.onnx) && note.contains("sha256"), "{note}");
+    // A `model.onnx` that fails its check is still refused.
+    let mut bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    bytes.push(0);
+    std::fs::write(dir.join("model.onnx"), bytes).unwrap();
+    let err = s2edge::model::load(&dir, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("model.onnx") && err.contains("sha256"),
+        "{err}"
+    );
 }

@@ -11,7 +11,10 @@
 //! has one, its measured cost is at most `precision_tolerance_db`, and every listed
 //! execution provider is the CPU one; otherwise the float graph, with a note saying why
 //! (logged, and recorded in the product's warnings). A refused variant never fails a
-//! load: the float graph is always there and always correct.
+//! load: the float graph is always there and always correct. Nor does an int8 graph that
+//! fails its digest check: the session loads the float graph of the same version and says
+//! why ([`super::session::load`]); only a `model.onnx` that fails its check passes the
+//! version over.
 
 use std::fmt;
 use std::str::FromStr;

@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use ndarray::{Array4, ArrayD};
 
 use super::error::ModelError;
+use super::precision::GraphChoice;
 use super::provider::ProviderReport;
 use super::session::LoadedModel;
 
@@ -45,7 +46,11 @@ pub struct InferencePool {
     workers: Vec<JoinHandle<()>>,
     label: String,
     provider: ProviderReport,
+    graph: Option<GraphChoice>,
 }
+
+/// What a worker reports once its model loaded: label, provider, graph.
+type Ready = Result<(String, ProviderReport, GraphChoice), ModelError>;
 
 impl InferencePool {
     /// Starts `n_workers` threads (at least one), each loading its own model with
@@ -67,8 +72,7 @@ impl InferencePool {
         let loader = Arc::new(loader);
         let (queue, requests) = sync_channel::<Request>(queue_depth);
         let requests = Arc::new(Mutex::new(requests));
-        let (ready_tx, ready_rx) =
-            sync_channel::<Result<(String, ProviderReport), ModelError>>(n_workers);
+        let (ready_tx, ready_rx) = sync_channel::<Ready>(n_workers);
         let mut pool = InferencePool {
             queue: Some(queue),
             workers: Vec::with_capacity(n_workers),
@@ -77,6 +81,7 @@ impl InferencePool {
                 used: super::provider::ExecutionProvider::Cpu,
                 failures: Vec::new(),
             },
+            graph: None,
         };
         for i in 0..n_workers {
             let loader = Arc::clone(&loader);
@@ -94,9 +99,10 @@ impl InferencePool {
         drop(ready_tx);
         for _ in 0..n_workers {
             match ready_rx.recv() {
-                Ok(Ok((label, report))) => {
+                Ok(Ok((label, report, graph))) => {
                     pool.label = label;
                     pool.provider = report;
+                    pool.graph = Some(graph);
                 }
                 // Dropping `pool` closes the queue and joins the workers that did start.
                 Ok(Err(e)) => return Err(e),
@@ -120,6 +126,12 @@ impl InferencePool {
     /// The execution provider the workers run on (as reported by the last worker to load).
     pub fn provider(&self) -> &ProviderReport {
         &self.provider
+    }
+
+    /// The graph the workers loaded (as reported by the last worker to load); `None` only
+    /// for a pool without workers, which `spawn` never returns.
+    pub fn graph(&self) -> Option<&GraphChoice> {
+        self.graph.as_ref()
     }
 
     /// Number of worker threads.
@@ -200,11 +212,11 @@ fn worker_main(
     i: usize,
     loader: &(dyn Fn() -> Result<LoadedModel, ModelError> + Send + Sync),
     requests: &Mutex<Receiver<Request>>,
-    ready: SyncSender<Result<(String, ProviderReport), ModelError>>,
+    ready: SyncSender<Ready>,
 ) {
     let mut model = match load_guarded(i, loader) {
         Ok(m) => {
-            let _ = ready.send(Ok((m.label(), m.provider_report.clone())));
+            let _ = ready.send(Ok((m.label(), m.provider_report.clone(), m.graph.clone())));
             m
         }
         Err(e) => {

@@ -44,8 +44,12 @@ impl PooledModel {
         for (p, why) in &report.failures {
             tracing::warn!(model = %pool.label(), provider = %p, "execution provider unavailable: {why}");
         }
-        // The workers chose their graph the same way.
-        let graph = crate::model::precision::choose(&resolved.spec, providers);
+        // The graph the workers loaded (the choice, or float32 where the int8 graph
+        // failed its check).
+        let graph = pool
+            .graph()
+            .cloned()
+            .unwrap_or_else(|| crate::model::precision::choose(&resolved.spec, providers));
         let info = ModelInfo::new(&resolved.spec, &graph, report.used.to_string());
         Ok((
             PooledModel {
