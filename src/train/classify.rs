@@ -795,7 +795,7 @@ pub fn train_on(
     // The loader alone, once over the shard: readable samples, class counts, throughput.
     let rank = dist.rank;
     let report = scan(&shard, &bands, &sr, workers, depth, &mut |l| {
-        eprintln!("s2edge-train[rank {rank}]: {l}");
+        super::dist::log_line(&format!("s2edge-train[rank {rank}]: {l}"));
     });
     let report = dist.agree(report)?;
     let mut counts = report.counts.clone();
@@ -823,12 +823,12 @@ pub fn train_on(
         report.corrupt
     ));
     if dist.is_root() {
-        eprintln!(
+        super::dist::log_line(&format!(
             "s2edge-train: {} patches ({} readable on rank 0, {skipped} skipped there), bands {:?}",
             all.len(),
             report.readable.len(),
             bands.iter().map(|b| b.to_string()).collect::<Vec<_>>()
-        );
+        ));
     }
     let readable = shard.select(&report.readable);
     let (arch, hidden) = (cfg.classify.arch, cfg.classify.hidden);
@@ -968,10 +968,10 @@ pub fn train_on(
     }
     drop(pool);
     if corrupt > 0 {
-        eprintln!(
+        super::dist::log_line(&format!(
             "s2edge-train[rank {}]: {corrupt} corrupt patches skipped during training",
             dist.rank
-        );
+        ));
     }
     if cfg.dump_weights {
         dump_weights(&cfg.checkpoint_dir, dist.rank, &flatten(&model)?)?;

@@ -311,17 +311,20 @@ pub fn read_scenes(
             match lmdb.s2_patch(&row.patch_id, bands) {
                 Ok(patch) => out.push(NativeBands::from_patch(path, &row.patch_id, &patch, bands)?),
                 Err(e) if e.is_per_patch() => {
-                    eprintln!("s2edge-train: reBEN patch {} skipped: {e}", row.patch_id);
+                    super::dist::log_line(&format!(
+                        "s2edge-train: reBEN patch {} skipped: {e}",
+                        row.patch_id
+                    ));
                     skipped += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        eprintln!(
+        super::dist::log_line(&format!(
             "s2edge-train: {} reBEN {split} patches from {}",
             out.len() - before,
             path.display()
-        );
+        ));
     }
     Ok((out, skipped))
 }

@@ -191,10 +191,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         });
     }
     if dist.is_root() && data.skipped > 0 {
-        eprintln!(
+        super::dist::log_line(&format!(
             "s2edge-train: skipped {} patches that touch nodata",
             data.skipped
-        );
+        ));
     }
     let channels = data.bands.channels();
     let gan = cfg.task == TaskKind::Gan;
@@ -242,7 +242,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         let w = dist.agree(loaded)?;
         model = unflatten(model, &w)?;
         if dist.is_root() {
-            eprintln!("s2edge-train: network initialised from {}", from.display());
+            super::dist::log_line(&format!(
+                "s2edge-train: network initialised from {}",
+                from.display()
+            ));
         }
     }
     let mut optim = make_optim(cfg);
@@ -287,10 +290,10 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         }
         start = step;
         if dist.is_root() {
-            eprintln!(
+            super::dist::log_line(&format!(
                 "s2edge-train: resumed from {} at step {step}",
                 ckdir.display()
-            );
+            ));
         }
     }
 
@@ -405,7 +408,9 @@ pub fn train(cfg: &TrainConfig, dist: &Dist, resume: bool) -> Result<TrainOutcom
         if stop {
             interrupted = true;
             if dist.is_root() {
-                eprintln!("s2edge-train: stop requested, checkpointed at step {step}");
+                super::dist::log_line(&format!(
+                    "s2edge-train: stop requested, checkpointed at step {step}"
+                ));
             }
             break;
         }
