@@ -217,3 +217,52 @@ fn a_changed_int8_graph_fails_its_digest_and_the_float_graph_runs() {
         "{err}"
     );
 }
+
+/// `s2edge models list` shows each shipped int8 graph with its cost, and one that fails its
+/// digest as unusable, naming the file.
+#[test]
+fn models_list_shows_the_int8_graphs_and_a_broken_one() {
+    let tmp = util::tempdir();
+    let root = util::root().join("models");
+    let list = |models: &Path| -> Value {
+        let r = s2edge(
+            &[
+                OsStr::new("models"),
+                OsStr::new("list"),
+                OsStr::new("--json"),
+                OsStr::new("--models"),
+                models.as_os_str(),
+            ],
+            &[],
+        );
+        assert_eq!(r.code, Some(0), "{}", r.context());
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let find = |v: &Value, name: &str, version: u64| -> Value {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name && e["version"] == version)
+            .unwrap_or_else(|| panic!("{name}@{version} not listed"))
+            .clone()
+    };
+    let shipped = list(&root);
+    let src = Registry::new(&root)
+        .resolve(&"dsen2-2x@5".parse::<ModelRef>().unwrap())
+        .unwrap();
+    let v = src.spec.precision.int8.clone().unwrap();
+    let e = find(&shipped, "dsen2-2x", 5);
+    assert_eq!(e["int8"]["cost_db"].as_f64(), Some(v.cost_db));
+    assert_eq!(e["int8"]["usable"], true);
+    assert!(find(&shipped, "dsen2-2x", 4).get("int8").is_none());
+    let dir = tmp.path().join("dsen2-2x/5");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["model.onnx", "model.toml", v.onnx.as_str()] {
+        std::fs::copy(src.dir.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join(&v.onnx), b"not a graph").unwrap();
+    let e = find(&list(tmp.path()), "dsen2-2x", 5);
+    assert_eq!(e["usable"], true, "the float graph is intact");
+    assert_eq!(e["int8"]["usable"], false);
+    assert!(e["int8"]["problem"].as_str().unwrap().contains(&v.onnx));
+}

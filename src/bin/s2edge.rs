@@ -668,6 +668,16 @@ struct ModelEntry {
     dir: PathBuf,
     usable: bool,
     problem: Option<String>,
+    /// The int8 graph (`[runtime] precision = "int8"`), when the version ships one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    int8: Option<Int8Entry>,
+}
+
+#[derive(serde::Serialize)]
+struct Int8Entry {
+    cost_db: f64,
+    usable: bool,
+    problem: Option<String>,
 }
 
 fn models_list(settings: &Settings, models: Option<PathBuf>, json: bool) -> Result<(), Failure> {
@@ -681,6 +691,11 @@ fn models_list(settings: &Settings, models: Option<PathBuf>, json: bool) -> Resu
     let entries: Vec<ModelEntry> = listing
         .into_iter()
         .map(|m| ModelEntry {
+            int8: m.int8.map(|i| Int8Entry {
+                cost_db: i.cost_db,
+                usable: i.problem.is_none(),
+                problem: i.problem,
+            }),
             task: m.task.map(|t| format!("{t:?}").to_lowercase()),
             training: m.status.map(|s| s.to_string()),
             size_bytes: m.size,
@@ -707,13 +722,20 @@ fn models_list(settings: &Settings, models: Option<PathBuf>, json: bool) -> Resu
             .map(|s| format!("{:.1} MB", s as f64 / 1e6))
             .unwrap_or_else(|| "-".into());
         emit(format!(
-            "{:<20} {:>7} {:<9} {:<10} {:>10}  {}",
+            "{:<20} {:>7} {:<9} {:<10} {:>10}  {}{}",
             m.name,
             m.version,
             m.task.as_deref().unwrap_or("?"),
             m.training.as_deref().unwrap_or("?"),
             size,
-            m.problem.as_deref().unwrap_or("ok")
+            m.problem.as_deref().unwrap_or("ok"),
+            match &m.int8 {
+                None => String::new(),
+                Some(i) => match &i.problem {
+                    None => format!("; int8 graph, cost {:.2} dB", i.cost_db),
+                    Some(p) => format!("; int8 graph unusable: {p}"),
+                },
+            }
         ))?;
     }
     Ok(())

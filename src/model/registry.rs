@@ -113,6 +113,17 @@ pub struct ModelListing {
     pub size: Option<u64>,
     /// Why the version is unusable, if it is.
     pub problem: Option<String>,
+    /// The manifest's int8 graph, when it ships one.
+    pub int8: Option<Int8Listing>,
+}
+
+/// The int8 graph of a listed version (`[precision.int8]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Listing {
+    /// Its measured cost, dB of SRE against the float graph.
+    pub cost_db: f64,
+    /// Why it would not load (unreadable, or not its digest); `None` when it would.
+    pub problem: Option<String>,
 }
 
 /// A models root directory.
@@ -346,7 +357,22 @@ impl Registry {
                     Ok(_) => (true, None),
                     Err(e) => (false, Some(e.to_string())),
                 };
+                let int8 = parsed
+                    .as_ref()
+                    .and_then(|s| s.precision.int8.as_ref())
+                    .map(|v| Int8Listing {
+                        cost_db: v.cost_db,
+                        problem: match sha256_file(&dir.join(&v.onnx)) {
+                            Ok(sha) if sha == v.onnx_sha256 => None,
+                            Ok(sha) => Some(format!(
+                                "{} sha256 is {sha} but the manifest says {}",
+                                v.onnx, v.onnx_sha256
+                            )),
+                            Err(e) => Some(e.to_string()),
+                        },
+                    });
                 out.push(ModelListing {
+                    int8,
                     task: parsed.as_ref().map(|s| s.task),
                     status: parsed.as_ref().map(|s| s.training.status),
                     name: name.clone(),
