@@ -80,7 +80,7 @@ fn tiny_dsen2_metadata_then_numbers_match_the_numpy_reference() {
     assert_eq!(m.spec.superres.as_ref().unwrap().receptive_radius, Some(4));
     assert_eq!(m.spec.training.status, TrainingStatus::Untrained);
     assert_eq!(m.provider, ExecutionProvider::Cpu);
-    assert_eq!(m.sha256, m.spec.onnx_sha256);
+    assert_eq!(m.graph.sha256, m.spec.onnx_sha256);
 
     // The numpy reference pair.
     let refdir = dir.join("reference");

@@ -57,7 +57,7 @@ fn publish_items(settings: &Settings, set: &ModelSet) -> Result<(), DaemonError>
         let path = stac::publish_model_item(
             &settings.paths.output,
             &m.spec,
-            &m.sha256,
+            &m.spec.onnx_sha256,
             &m.dir,
             &providers,
         )

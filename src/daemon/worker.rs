@@ -131,7 +131,7 @@ pub fn models_in_use(set: &ModelSet) -> Vec<ModelInUse> {
                 role: role.to_string(),
                 model: m.label(),
                 provider: m.provider.to_string(),
-                sha256: m.sha256.clone(),
+                sha256: m.spec.onnx_sha256.clone(),
                 precision: m.graph.precision.to_string(),
             })
         })

@@ -136,14 +136,21 @@ pub struct GraphChoice {
     pub note: Option<String>,
 }
 
+impl GraphChoice {
+    /// `model.onnx` of `spec`, with `note` saying why when another graph was asked for.
+    pub fn float32(spec: &ModelSpec, note: Option<String>) -> GraphChoice {
+        GraphChoice {
+            file: ONNX_FILE.to_string(),
+            sha256: spec.onnx_sha256.clone(),
+            precision: Precision::Float32,
+            note,
+        }
+    }
+}
+
 /// Which graph of `spec` a session with `opts` loads (module docs).
 pub fn choose(spec: &ModelSpec, opts: &ProviderOptions) -> GraphChoice {
-    let float = |note: Option<String>| GraphChoice {
-        file: ONNX_FILE.to_string(),
-        sha256: spec.onnx_sha256.clone(),
-        precision: Precision::Float32,
-        note,
-    };
+    let float = |note| GraphChoice::float32(spec, note);
     if opts.precision == Precision::Float32 {
         return float(None);
     }

@@ -362,14 +362,14 @@ impl Registry {
                     .and_then(|s| s.precision.int8.as_ref())
                     .map(|v| Int8Listing {
                         cost_db: v.cost_db,
-                        problem: match sha256_file(&dir.join(&v.onnx)) {
-                            Ok(sha) if sha == v.onnx_sha256 => None,
-                            Ok(sha) => Some(format!(
-                                "{} sha256 is {sha} but the manifest says {}",
-                                v.onnx, v.onnx_sha256
-                            )),
-                            Err(e) => Some(e.to_string()),
-                        },
+                        problem: verify_file(
+                            &format!("{name}@{version}"),
+                            &dir,
+                            &v.onnx,
+                            &v.onnx_sha256,
+                        )
+                        .err()
+                        .map(|e| e.to_string()),
                     });
                 out.push(ModelListing {
                     int8,
@@ -393,16 +393,36 @@ impl Registry {
 /// # Errors
 /// [`ModelError::ShaMismatch`] or [`ModelError::Io`].
 pub(crate) fn verify_sha(spec: &ModelSpec, dir: &Path) -> Result<String, ModelError> {
-    let actual = sha256_file(&dir.join(ONNX_FILE))?;
-    if actual != spec.onnx_sha256 {
-        return Err(ModelError::ShaMismatch {
-            model: spec.label(),
-            file: ONNX_FILE.into(),
-            expected: spec.onnx_sha256.clone(),
-            actual,
-        });
-    }
+    verify_file(&spec.label(), dir, ONNX_FILE, &spec.onnx_sha256)
+}
+
+/// Checks that `dir/file` (`model.onnx`, or a variant's graph) has the digest `expected`,
+/// streaming it; returns the digest.
+///
+/// # Errors
+/// [`ModelError::ShaMismatch`] or [`ModelError::Io`].
+pub(crate) fn verify_file(
+    label: &str,
+    dir: &Path,
+    file: &str,
+    expected: &str,
+) -> Result<String, ModelError> {
+    let actual = sha256_file(&dir.join(file))?;
+    check_digest(label, file, expected, &actual)?;
     Ok(actual)
+}
+
+/// [`ModelError::ShaMismatch`] unless `actual` is `expected`.
+fn check_digest(label: &str, file: &str, expected: &str, actual: &str) -> Result<(), ModelError> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(ModelError::ShaMismatch {
+        model: label.to_string(),
+        file: file.to_string(),
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    })
 }
 
 /// Reads `dir/file` once (`model.onnx`, or a variant's graph) and checks `expected`, the
@@ -423,15 +443,7 @@ pub(crate) fn read_verified(
         path: path.clone(),
         source,
     })?;
-    let actual = hex::encode(Sha256::digest(&bytes));
-    if actual != expected {
-        return Err(ModelError::ShaMismatch {
-            model: label.to_string(),
-            file: file.to_string(),
-            expected: expected.to_string(),
-            actual,
-        });
-    }
+    check_digest(label, file, expected, &hex::encode(Sha256::digest(&bytes)))?;
     Ok(bytes)
 }
 

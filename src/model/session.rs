@@ -64,9 +64,6 @@ pub struct LoadedModel {
     pub spec: ModelSpec,
     /// The version directory.
     pub dir: PathBuf,
-    /// The sha256 of `model.onnx` (provenance: the version's identity, whichever graph
-    /// runs).
-    pub sha256: String,
     /// The graph the session runs (`model.onnx`, or the manifest's int8 graph), verified
     /// against its digest, and why it is not the precision asked for, if it is not.
     pub graph: GraphChoice,
@@ -112,16 +109,12 @@ pub fn load_spec(
         // version over (a `model.onnx` that fails its check still does).
         Err(e) if graph.precision != Precision::Float32 => {
             tracing::error!(model = %label, graph = %graph.file, "{e}");
-            graph = choose(
+            graph = GraphChoice::float32(
                 &spec,
-                &ProviderOptions {
-                    precision: Precision::Float32,
-                    ..opts.clone()
-                },
+                Some(format!(
+                    "{label}: its int8 graph failed its check ({e}); running float32"
+                )),
             );
-            graph.note = Some(format!(
-                "{label}: its int8 graph failed its check ({e}); running float32"
-            ));
             read_verified(&label, dir, &graph.file, &graph.sha256)?
         }
         Err(e) => return Err(e),
@@ -165,7 +158,6 @@ pub fn load_spec(
     Ok(LoadedModel {
         feature_width,
         options: opts.clone(),
-        sha256: spec.onnx_sha256.clone(),
         graph,
         spec,
         dir: dir.to_path_buf(),

@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::model::precision::{GraphVariant, Precision};
 use crate::model::provider::ProviderOptions;
 use crate::model::registry::{sha256_file, MANIFEST_FILE};
-use crate::model::session::{load_spec, LoadedModel};
+use crate::model::session::load_spec;
 use crate::model::ModelSpec;
 
 use super::config::Holdout;
@@ -71,7 +71,8 @@ pub fn record_int8(
         .validate()
         .map_err(|r| TrainError::Config(format!("--graph {graph}: {r}")))?;
 
-    let mut float = LoadedModel::load(dir, &ProviderOptions::default())?;
+    // Both graphs load from the manifest read above.
+    let mut float = load_spec(spec.clone(), dir, &ProviderOptions::default())?;
     let float_report = evaluate_loaded_with(&mut float, &bands, data, holdout, tile, opts)?;
     drop(float);
 
