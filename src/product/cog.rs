@@ -45,10 +45,13 @@
 //!
 //! The writer writes `path` in place; atomicity comes from [`super::publish`].
 
+mod blocks;
 mod ifd;
-mod stream;
 
-pub use stream::CogStreamWriter;
+pub use blocks::CogBlockWriter;
+/// The row-streaming use of [`CogBlockWriter`] ([`CogBlockWriter::push_rows`]), under
+/// the name its first callers know.
+pub use blocks::CogBlockWriter as CogStreamWriter;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
