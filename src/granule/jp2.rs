@@ -337,7 +337,9 @@ const HEADER_PREFIX: u64 = 1 << 20;
 
 /// A single-component JPEG 2000 band decoded in horizontal windows, top to bottom, with
 /// OpenJPEG's decode area: one window per row of codestream tiles (at most
-/// [`WINDOW_ROWS`] rows for an untiled file), so a window decodes each tile once.
+/// [`WINDOW_ROWS`] rows for an untiled file), so a window decodes each tile once. The
+/// decode area spans only [`Jp2Rows::columns`], so OpenJPEG skips the tiles (and, inside
+/// a tile, the code blocks) that lie outside them.
 #[derive(Debug)]
 pub struct Jp2Rows {
     input: Jp2Input,
@@ -345,6 +347,10 @@ pub struct Jp2Rows {
     header: Header,
     /// Rows per window.
     step: u64,
+    /// The columns each window is decoded for, in image coordinates (`0..width` unless
+    /// restricted by [`Jp2Rows::set_columns`]); the image offset is added when the
+    /// decode area is built.
+    columns: std::ops::Range<usize>,
     /// The next row (image coordinates).
     next: u64,
 }
@@ -383,10 +389,39 @@ impl Jp2Rows {
         Ok(Jp2Rows {
             input,
             path: path.to_path_buf(),
+            columns: 0..header.width as usize,
             header,
             step,
             next: 0,
         })
+    }
+
+    /// Restricts every later window to the columns `columns` of the image: OpenJPEG's
+    /// decode area then spans only them.
+    ///
+    /// # Errors
+    /// [`GranuleError::Jp2`] naming the file when the range is empty or reaches beyond
+    /// the width, or when a window was already decoded.
+    pub fn set_columns(&mut self, columns: std::ops::Range<usize>) -> Result<(), GranuleError> {
+        if self.next > 0 {
+            return Err(err(
+                &self.path,
+                format!(
+                    "column range {}..{} set after rows 0..{} were decoded",
+                    columns.start, columns.end, self.next
+                ),
+            ));
+        }
+        if let Some(reason) = super::rows::bad_columns(&columns, self.size().0) {
+            return Err(err(&self.path, reason));
+        }
+        self.columns = columns;
+        Ok(())
+    }
+
+    /// The columns each window holds.
+    pub fn columns(&self) -> std::ops::Range<usize> {
+        self.columns.clone()
     }
 
     /// Columns and rows.
@@ -395,13 +430,14 @@ impl Jp2Rows {
         (self.header.width as usize, self.header.height as usize)
     }
 
-    /// Decodes the next window of rows (all columns); `None` after the last.
+    /// Decodes the next window of rows, columns [`Jp2Rows::columns`]; `None` after the
+    /// last.
     ///
     /// # Errors
     /// [`GranuleError::Jp2`] naming the file when OpenJPEG fails or returns a window of
     /// another size.
     pub fn next_rows(&mut self) -> Result<Option<Raster<u16>>, GranuleError> {
-        let (w, h) = (self.header.width, self.header.height);
+        let h = self.header.height;
         if self.next >= h {
             return Ok(None);
         }
@@ -413,10 +449,12 @@ impl Jp2Rows {
         let codec = |e: jpeg2k::error::Error| err(path, format!("OpenJPEG: {e}"));
         let (ox, oy) = self.header.origin;
         let to_u32 = |v: u64| u32::try_from(v).map_err(|_| err(path, "window beyond 2^32"));
+        // The range lies within the width (`set_columns`), which is at most MAX_SIDE.
+        let (x0, x1) = (self.columns.start as u64, self.columns.end as u64);
         let area = jpeg2k::DecodeArea::new(
-            to_u32(ox)?,
+            to_u32(ox + x0)?,
             to_u32(oy + y0)?,
-            to_u32(ox + w)?,
+            to_u32(ox + x1)?,
             to_u32(oy + y1)?,
         );
         let params = DecodeParameters::new().strict(true).decode_area(Some(area));
@@ -434,14 +472,69 @@ impl Jp2Rows {
         };
         let r = component_u16(
             c,
-            w as usize,
+            self.columns.len(),
             (y1 - y0) as usize,
             path,
-            &format!("window rows {y0}..{y1}"),
+            &format!("window rows {y0}..{y1}, columns {x0}..{x1}"),
         )?;
         self.next = y1;
         Ok(Some(r))
     }
+}
+
+/// Encodes `data` (`w`×`h` uint16, row-major) losslessly to a JP2 file in `dir` with
+/// `opj_compress` (Debian's `libopenjp2-tools`, installed by `scripts/setup.sh`), passing
+/// `args` (tiling `-t`, image offset `-d`, resolutions `-n` ...), for tests of the
+/// JPEG 2000 readers. `None`, with a printed skip message, when the tool is absent;
+/// under `CI` its absence fails the test instead, as `tests/util.rs` does.
+#[cfg(test)]
+pub(crate) fn opj_encode_for_tests(
+    w: usize,
+    h: usize,
+    data: &[u16],
+    dir: &Path,
+    args: &[&str],
+    test: &str,
+) -> Option<std::path::PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/opj_compress");
+    let tool = std::iter::once(venv)
+        .chain(
+            std::env::var("PATH")
+                .unwrap_or_default()
+                .split(':')
+                .map(|d| Path::new(d).join("opj_compress"))
+                .collect::<Vec<_>>(),
+        )
+        .find(|p| p.is_file());
+    let Some(tool) = tool else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: opj_compress is required in CI (run scripts/setup.sh)"
+        );
+        eprintln!("SKIP {test}: opj_compress is absent (apt install libopenjp2-tools)");
+        return None;
+    };
+    // A 16-bit PGM: big-endian samples, maxval 65535.
+    let mut pgm = format!("P5\n{w} {h}\n65535\n").into_bytes();
+    for v in data {
+        pgm.extend_from_slice(&v.to_be_bytes());
+    }
+    let (src, dst) = (dir.join("src.pgm"), dir.join(format!("{test}.jp2")));
+    std::fs::write(&src, pgm).ok()?;
+    let out = std::process::Command::new(tool)
+        .arg("-i")
+        .arg(&src)
+        .arg("-o")
+        .arg(&dst)
+        .args(args)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "opj_compress {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(dst)
 }
 
 #[cfg(test)]
@@ -510,5 +603,143 @@ mod tests {
         b.extend_from_slice(&siz(10, 10, &[15]));
         let e = read_header(&b, Path::new("t.jp2")).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    /// Reads columns `columns` of a JPEG 2000 band through [`Jp2Rows`], window by window,
+    /// checking every window's width.
+    fn read_columns(
+        input: Jp2Input,
+        columns: std::ops::Range<usize>,
+    ) -> Result<Raster<u16>, GranuleError> {
+        let mut rows = Jp2Rows::open(input, Path::new("c.jp2"))?;
+        rows.set_columns(columns.clone())?;
+        assert_eq!(rows.columns(), columns);
+        let (mut data, mut height) = (Vec::new(), 0);
+        while let Some(r) = rows.next_rows()? {
+            assert_eq!(r.width, columns.len());
+            data.extend_from_slice(&r.data);
+            height += r.height;
+        }
+        Ok(Raster::from_vec(columns.len(), height, data).unwrap())
+    }
+
+    #[test]
+    fn column_ranges_match_the_whole_band() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (37, 53);
+        let data: Vec<u16> = (0..w * h).map(|i| (i * 7919 % 65536) as u16).collect();
+        // 16-px tiles; then the same with an image offset, so tiles and windows start
+        // off the image's origin, as the decode area must allow for.
+        for (k, args) in [
+            &["-t", "16,16", "-n", "3"][..],
+            &["-t", "16,16", "-n", "3", "-d", "3,5"][..],
+            &[][..],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let test = format!("jp2_column_ranges_{k}");
+            let Some(path) = opj_encode_for_tests(w, h, &data, dir.path(), args, &test) else {
+                return;
+            };
+            let bytes = std::fs::read(&path).unwrap();
+            let whole = decode_u16(&bytes, &path).unwrap();
+            assert_eq!(whole.data, data, "{args:?}: lossless");
+            for (a, b) in [(0, 1), (36, 37), (16, 32), (15, 17), (10, 35), (0, 37)] {
+                let want = crate::granule::tiff::crop_columns_for_tests(&whole.data, w, a..b);
+                for input in [Jp2Input::File(path.clone()), Jp2Input::Bytes(bytes.clone())] {
+                    let r = read_columns(input, a..b).unwrap();
+                    assert_eq!(r.height, h);
+                    assert_eq!(r.data, want, "{args:?}, columns {a}..{b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_column_ranges_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (37, 53);
+        let args = ["-t", "16,16", "-n", "3"];
+        let test = "jp2_bad_column_ranges";
+        let Some(path) = opj_encode_for_tests(w, h, &vec![9; w * h], dir.path(), &args, test)
+        else {
+            return;
+        };
+        let mut rows = Jp2Rows::open(Jp2Input::File(path), Path::new("b.jp2")).unwrap();
+        assert_eq!(rows.columns(), 0..w, "all columns by default");
+        for ((a, b), why) in [
+            ((5, 5), "empty"),
+            ((6, 5), "empty"),
+            ((0, 38), "beyond"),
+            ((37, 38), "beyond"),
+        ] {
+            match rows.set_columns(a..b) {
+                Err(GranuleError::Jp2 { path, reason }) => {
+                    assert_eq!(path, Path::new("b.jp2"));
+                    assert!(reason.contains(why), "{a}..{b}: {reason}");
+                }
+                other => panic!("columns {a}..{b}: {other:?}"),
+            }
+        }
+        rows.set_columns(20..37).unwrap();
+        assert_eq!(rows.next_rows().unwrap().unwrap().width, 17);
+        let e = rows.set_columns(0..w).unwrap_err();
+        assert!(e.to_string().contains("after"), "{e}");
+    }
+
+    /// Overwrites the body (after SOD) of codestream tile `tile` with 0xFF bytes, which
+    /// OpenJPEG refuses in strict mode; other tiles keep their bytes and places.
+    fn corrupt_tile(bytes: &mut [u8], tile: u16) {
+        let sot = [0xff, 0x90, 0x00, 0x0a];
+        // The first SOT ends the main header; from there each SOT's Psot finds the next.
+        let mut at = bytes.windows(4).position(|w| w == sot).unwrap();
+        loop {
+            assert_eq!(bytes[at..at + 4], sot, "a tile part starts at {at}");
+            let isot = u16::from_be_bytes([bytes[at + 4], bytes[at + 5]]);
+            let psot = u32::from_be_bytes(bytes[at + 6..at + 10].try_into().unwrap()) as usize;
+            if isot == tile {
+                let sod = at
+                    + bytes[at..]
+                        .windows(2)
+                        .position(|w| w == [0xff, 0x93])
+                        .unwrap();
+                bytes[sod + 2..at + psot].fill(0xff);
+                return;
+            }
+            at += psot;
+        }
+    }
+
+    #[test]
+    fn tiles_outside_the_column_range_are_not_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (37, 53);
+        let data: Vec<u16> = (0..w * h).map(|i| (i * 7919 % 65536) as u16).collect();
+        // The image starts at (3, 5) of the reference grid, so 16-px tile column 2 (grid
+        // x 32..48) holds image columns 29..37; tile 5 is tile row 1, tile column 2.
+        let args = ["-t", "16,16", "-n", "3", "-d", "3,5"];
+        let test = "jp2_tiles_outside_the_column_range";
+        let Some(path) = opj_encode_for_tests(w, h, &data, dir.path(), &args, test) else {
+            return;
+        };
+        let mut bytes = std::fs::read(&path).unwrap();
+        corrupt_tile(&mut bytes, 5);
+        let e = decode_u16(&bytes, &path).unwrap_err();
+        assert!(matches!(e, GranuleError::Jp2 { .. }), "{e}");
+        for (a, b) in [(0, 29), (13, 29), (28, 29)] {
+            let r = read_columns(Jp2Input::Bytes(bytes.clone()), a..b).unwrap();
+            let want = crate::granule::tiff::crop_columns_for_tests(&data, w, a..b);
+            assert_eq!(r.data, want, "columns {a}..{b}");
+        }
+        for (a, b) in [(29, 37), (28, 30), (0, 37)] {
+            match read_columns(Jp2Input::Bytes(bytes.clone()), a..b) {
+                Err(GranuleError::Jp2 { path, reason }) => {
+                    assert_eq!(path, Path::new("c.jp2"));
+                    assert!(reason.contains("OpenJPEG"), "{reason}");
+                }
+                other => panic!("columns {a}..{b}: {other:?}"),
+            }
+        }
     }
 }

@@ -280,6 +280,9 @@ pub struct TiffRows<R: Read + Seek> {
     chunk: (usize, usize),
     /// Chunks across.
     across: usize,
+    /// The columns each chunk row is returned with (`0..width` unless restricted by
+    /// [`TiffRows::set_columns`]): only the tiles that intersect them are decoded.
+    columns: std::ops::Range<usize>,
     /// The next chunk row.
     next: usize,
 }
@@ -291,6 +294,7 @@ impl<R: Read + Seek> std::fmt::Debug for TiffRows<R> {
             .field("width", &self.width)
             .field("height", &self.height)
             .field("chunk", &self.chunk)
+            .field("columns", &self.columns)
             .finish()
     }
 }
@@ -329,14 +333,45 @@ impl<R: Read + Seek> TiffRows<R> {
                 height,
                 chunk: (cw, ch),
                 across,
+                columns: 0..width,
                 next: 0,
             },
             georef,
         ))
     }
 
-    /// Decodes the next chunk row: all columns, one chunk's rows (fewer at the
-    /// bottom); `None` after the last.
+    /// Restricts every later chunk row to the columns `columns` of the image. A tiled
+    /// file then decodes only the tiles that intersect them; a stripped one still decodes
+    /// whole strips (a strip spans the width) and crops them.
+    ///
+    /// # Errors
+    /// [`GranuleError::Tiff`] naming the file when the range is empty or reaches beyond
+    /// the width, or when a chunk row was already decoded.
+    pub fn set_columns(&mut self, columns: std::ops::Range<usize>) -> Result<(), GranuleError> {
+        if self.next > 0 {
+            return Err(tiff_error(
+                &self.path,
+                format!(
+                    "column range {}..{} set after {} chunk rows were decoded",
+                    columns.start, columns.end, self.next
+                ),
+            ));
+        }
+        if let Some(reason) = super::rows::bad_columns(&columns, self.width) {
+            return Err(tiff_error(&self.path, reason));
+        }
+        self.columns = columns;
+        Ok(())
+    }
+
+    /// The columns each chunk row holds.
+    pub fn columns(&self) -> std::ops::Range<usize> {
+        self.columns.clone()
+    }
+
+    /// Decodes the next chunk row: the columns [`TiffRows::columns`], one chunk's rows
+    /// (fewer at the bottom); `None` after the last. Only the chunks that intersect the
+    /// columns are read and decoded.
     ///
     /// # Errors
     /// [`GranuleError::Tiff`] naming the file when a chunk is truncated or corrupt.
@@ -353,9 +388,11 @@ impl<R: Read + Seek> TiffRows<R> {
             SampleKind::U8 => 1,
             SampleKind::U16 => 2,
         };
-        let width = self.width;
+        let (start, end) = (self.columns.start, self.columns.end);
+        let width = end - start;
         let mut out = vec![0u16; width * rows];
-        for i in 0..self.across {
+        // `set_columns` keeps start < end <= self.width, so these are chunks of this row.
+        for i in start / cw..=(end - 1) / cw {
             let index = self.next * self.across + i;
             // The chunk count came from a u32 and was checked to equal across × rows.
             let chunk = index as u32;
@@ -367,23 +404,20 @@ impl<R: Read + Seek> TiffRows<R> {
             let (dw, dh) = self.decoder.chunk_data_dimensions(chunk);
             let (dw, dh) = (dw as usize, dh as usize);
             let x0 = i * cw;
-            if dh > rows {
-                return Err(tiff_error(
-                    path,
-                    format!("chunk {index} does not fit the image"),
-                ));
+            let misfit = || tiff_error(path, format!("chunk {index} does not fit the image"));
+            // Every chunk must hold exactly its part of the image, or some of `out`
+            // would silently stay 0.
+            if dh != rows || x0 + dw != self.width.min(x0 + cw) {
+                return Err(misfit());
             }
+            // The part of this chunk inside the range, in image columns.
+            let (lo, hi) = (start.max(x0), end.min(x0 + dw));
             for r in 0..dh {
-                let src = tile.get(r * cw..r * cw + dw);
-                let start = r * width + x0;
-                match (src, out.get_mut(start..start + dw)) {
-                    (Some(src), Some(dst)) if x0 + dw <= width => dst.copy_from_slice(src),
-                    _ => {
-                        return Err(tiff_error(
-                            path,
-                            format!("chunk {index} does not fit the image"),
-                        ))
-                    }
+                let src = tile.get(r * cw + lo - x0..r * cw + hi - x0);
+                let at = r * width + lo - start;
+                match (src, out.get_mut(at..at + hi - lo)) {
+                    (Some(src), Some(dst)) => dst.copy_from_slice(src),
+                    _ => return Err(misfit()),
                 }
             }
         }
@@ -777,6 +811,101 @@ fn georef_from_tags(tags: &GeoTags, width: usize, height: usize) -> Result<Optio
     }))
 }
 
+/// A single-band uint16 TIFF in `tile`×`tile` ZSTD tiles, written by hand (the `tiff`
+/// crate's encoder writes strips only), for tests of the tiled path. Edge tiles are
+/// padded with zeros to the full tile, as TIFF 6.0 requires. The tiles whose indices
+/// (row-major over the tile grid) are in `corrupt` hold bytes that are no ZSTD frame, so
+/// decoding exactly those tiles fails. There is no georeference.
+#[cfg(test)]
+pub(crate) fn tiled_zstd_for_tests(
+    w: usize,
+    h: usize,
+    tile: usize,
+    data: &[u16],
+    corrupt: &[usize],
+) -> Vec<u8> {
+    let (across, down) = (w.div_ceil(tile), h.div_ceil(tile));
+    let tiles: Vec<Vec<u8>> = (0..across * down)
+        .map(|t| {
+            if corrupt.contains(&t) {
+                return b"this is not a zstd frame".to_vec();
+            }
+            let (x0, y0) = ((t % across) * tile, (t / across) * tile);
+            let mut raw = Vec::with_capacity(tile * tile * 2);
+            for y in y0..y0 + tile {
+                for x in x0..x0 + tile {
+                    let v = if x < w && y < h { data[y * w + x] } else { 0 };
+                    raw.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            zstd::encode_all(&raw[..], 0).unwrap_or_default()
+        })
+        .collect();
+    let n = tiles.len() as u32;
+    // Tag, type (3 SHORT, 4 LONG), count, value (or offset of the values).
+    let entries = 12u32;
+    let arrays = 8 + 2 + 12 * entries + 4;
+    let data_at = arrays + 8 * n;
+    let mut offsets = Vec::new();
+    let mut at = data_at;
+    for t in &tiles {
+        offsets.push(at);
+        at += t.len() as u32;
+    }
+    let counts: Vec<u32> = tiles.iter().map(|t| t.len() as u32).collect();
+    let (offs_value, counts_value) = if n == 1 {
+        (offsets[0], counts[0])
+    } else {
+        (arrays, arrays + 4 * n)
+    };
+    let ifd: [(u16, u16, u32, u32); 12] = [
+        (256, 4, 1, w as u32),
+        (257, 4, 1, h as u32),
+        (258, 3, 1, 16),
+        (259, 3, 1, 50000),
+        (262, 3, 1, 1),
+        (277, 3, 1, 1),
+        (284, 3, 1, 1),
+        (322, 4, 1, tile as u32),
+        (323, 4, 1, tile as u32),
+        (324, 4, n, offs_value),
+        (325, 4, n, counts_value),
+        (339, 3, 1, 1),
+    ];
+    let mut b = b"II".to_vec();
+    b.extend_from_slice(&42u16.to_le_bytes());
+    b.extend_from_slice(&8u32.to_le_bytes());
+    b.extend_from_slice(&(entries as u16).to_le_bytes());
+    for (tag, ty, count, value) in ifd {
+        b.extend_from_slice(&tag.to_le_bytes());
+        b.extend_from_slice(&ty.to_le_bytes());
+        b.extend_from_slice(&count.to_le_bytes());
+        b.extend_from_slice(&value.to_le_bytes());
+    }
+    b.extend_from_slice(&0u32.to_le_bytes());
+    if n > 1 {
+        for v in offsets.iter().chain(&counts) {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for t in &tiles {
+        b.extend_from_slice(t);
+    }
+    b
+}
+
+/// The columns `columns` of a row-major image `w` wide, for tests of column windows.
+#[cfg(test)]
+pub(crate) fn crop_columns_for_tests(
+    data: &[u16],
+    w: usize,
+    columns: std::ops::Range<usize>,
+) -> Vec<u16> {
+    data.chunks_exact(w)
+        .flat_map(|row| row[columns.clone()].iter().copied())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1036,6 +1165,127 @@ mod tests {
                 let _ = decode_u16(&b, Path::new("rand.tif"));
                 let _ = peek_dimensions(&mut Cursor::new(&b));
             }
+        }
+    }
+
+    /// Reads columns `columns` of an in-memory TIFF through [`TiffRows`], chunk row by
+    /// chunk row, checking every chunk row's width.
+    fn read_columns(
+        bytes: &[u8],
+        columns: std::ops::Range<usize>,
+    ) -> Result<Raster<u16>, GranuleError> {
+        let (mut rows, _) = rows_from_bytes(bytes.to_vec(), Path::new("c.tif"))?;
+        rows.set_columns(columns.clone())?;
+        assert_eq!(rows.columns(), columns);
+        let (mut data, mut height) = (Vec::new(), 0);
+        while let Some(r) = rows.next_rows()? {
+            assert_eq!(r.width, columns.len());
+            data.extend_from_slice(&r.data);
+            height += r.height;
+        }
+        Ok(Raster::from_vec(columns.len(), height, data).unwrap())
+    }
+
+    /// First column, last column, one whole tile, ranges across tile borders, all.
+    const RANGES_37: [(usize, usize); 7] = [
+        (0, 1),
+        (36, 37),
+        (16, 32),
+        (15, 17),
+        (10, 35),
+        (33, 37),
+        (0, 37),
+    ];
+
+    #[test]
+    fn tiled_column_ranges_match_the_whole_band() {
+        let (w, h) = (37, 53);
+        let data: Vec<u16> = (0..w * h).map(|i| (i * 7919 % 65536) as u16).collect();
+        for tile in [16, 32] {
+            let bytes = tiled_zstd_for_tests(w, h, tile, &data, &[]);
+            let (whole, g) = decode_u16(&bytes, Path::new("t.tif")).unwrap();
+            assert_eq!((whole.width, whole.height, g), (w, h, None));
+            assert_eq!(whole.data, data, "the fixture decodes to its pixels");
+            for (a, b) in RANGES_37 {
+                let r = read_columns(&bytes, a..b).unwrap();
+                assert_eq!(r.height, h);
+                assert_eq!(
+                    r.data,
+                    crop_columns_for_tests(&whole.data, w, a..b),
+                    "{tile}-px tiles, columns {a}..{b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn striped_column_ranges_are_cropped_strips() {
+        let (w, h) = (37, 53);
+        let data: Vec<u16> = (0..w * h).map(|i| (i * 31 % 65536) as u16).collect();
+        let (deflate, _) = sample_tiff(w, h);
+        let lzw = encode_with(tiff::encoder::Compression::Lzw, 37, 53, &data);
+        for bytes in [deflate, lzw] {
+            let (whole, _) = decode_u16(&bytes, Path::new("s.tif")).unwrap();
+            for (a, b) in RANGES_37 {
+                let r = read_columns(&bytes, a..b).unwrap();
+                assert_eq!(r.height, h);
+                assert_eq!(r.data, crop_columns_for_tests(&whole.data, w, a..b));
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_outside_the_column_range_are_not_decoded() {
+        let (w, h) = (37, 53);
+        let data: Vec<u16> = (0..w * h).map(|i| (i % 65536) as u16).collect();
+        // Tile 5 is tile row 1, tile column 2: columns 32..37, rows 16..32.
+        let bytes = tiled_zstd_for_tests(w, h, 16, &data, &[5]);
+        let e = decode_u16(&bytes, Path::new("c.tif")).unwrap_err();
+        assert!(matches!(e, GranuleError::Tiff { .. }), "{e}");
+        for (a, b) in [(0, 32), (16, 32), (31, 32)] {
+            let r = read_columns(&bytes, a..b).unwrap();
+            assert_eq!(r.data, crop_columns_for_tests(&data, w, a..b), "{a}..{b}");
+        }
+        for (a, b) in [(32, 37), (31, 33), (0, 37), (36, 37)] {
+            match read_columns(&bytes, a..b) {
+                Err(GranuleError::Tiff { path, reason }) => {
+                    assert_eq!(path, Path::new("c.tif"));
+                    assert!(reason.contains("decoding pixels"), "{reason}");
+                }
+                other => panic!("columns {a}..{b}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_column_ranges_are_refused() {
+        let (w, h) = (37, 53);
+        let data = vec![7u16; w * h];
+        let tiled = tiled_zstd_for_tests(w, h, 16, &data, &[]);
+        let (striped, _) = sample_tiff(w, h);
+        for bytes in [tiled, striped] {
+            let (mut rows, _) = rows_from_bytes(bytes, Path::new("b.tif")).unwrap();
+            assert_eq!(rows.columns(), 0..w, "all columns by default");
+            for ((a, b), why) in [
+                ((5, 5), "empty"),
+                ((6, 5), "empty"),
+                ((0, 38), "beyond"),
+                ((37, 38), "beyond"),
+                ((40, 50), "beyond"),
+            ] {
+                match rows.set_columns(a..b) {
+                    Err(GranuleError::Tiff { path, reason }) => {
+                        assert_eq!(path, Path::new("b.tif"));
+                        assert!(reason.contains(why), "{a}..{b}: {reason}");
+                    }
+                    other => panic!("columns {a}..{b}: {other:?}"),
+                }
+            }
+            assert_eq!(rows.columns(), 0..w, "a refused range changes nothing");
+            rows.set_columns(3..9).unwrap();
+            assert_eq!(rows.next_rows().unwrap().unwrap().width, 6);
+            let e = rows.set_columns(0..w).unwrap_err();
+            assert!(e.to_string().contains("after"), "{e}");
         }
     }
 }
