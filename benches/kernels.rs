@@ -13,7 +13,7 @@ use ndarray::Array4;
 use s2edge::granule::{Band, GeoRef, GeoTransform};
 use s2edge::pipeline::scene::Scene;
 use s2edge::pipeline::tensor::{fill_channel, Channel};
-use s2edge::product::cog::{write_cog_with, CogBand, CogOptions, CogStreamWriter};
+use s2edge::product::cog::{write_cog_with, CogBand, CogBlockWriter, CogOptions};
 use s2edge::raster::radiometry::harmonise;
 use s2edge::raster::resample::Kernel;
 use s2edge::raster::tiling::{plan, Mosaic, Rect};
@@ -139,7 +139,7 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("streamed_strips_504/zstd{level}"), |b| {
             b.iter(|| {
-                let mut wr = CogStreamWriter::<u16>::new(&path, &gr, &names, Some(0.0), &o)
+                let mut wr = CogBlockWriter::<u16>::new(&path, &gr, &names, Some(0.0), &o)
                     .unwrap_or_else(|e| panic!("{e}"));
                 let mut row = 0;
                 while row < h {

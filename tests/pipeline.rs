@@ -261,6 +261,7 @@ pub(crate) fn scene_with(w: usize, h: usize, value: impl Fn(Band, usize, usize) 
     }
     Scene {
         row0: 0,
+        col0: 0,
         grid10: grid(w, h),
         bands,
         cloud: None,

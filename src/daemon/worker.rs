@@ -6,8 +6,8 @@
 //! prepares the next batch while a worker runs the current one, as in `s2edge process`.
 //!
 //! When the next job arrives while one runs (the pipeline's progress callbacks look), its
-//! granule is opened and its reader thread started at once ([`open_bands`]), so decoding
-//! its first strip overlaps this granule's inference.
+//! granule is opened and the reader thread of its first window started at once
+//! ([`open_reads`]), so decoding its first strip overlaps this granule's inference.
 //!
 //! Model swaps arrive on the same channel as jobs, so a swap happens between granules,
 //! never during one (a job opened ahead is opened with the models that run it). A panic inside the pipeline is caught and reported as a permanent
@@ -23,13 +23,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::granule::Band;
 use crate::granule::{GranuleId, GranuleSource};
 use crate::model::session::LoadedModel;
 use crate::model::set::ModelSet;
 use crate::pipeline::pooled::PooledSet;
 use crate::pipeline::process::{
-    bands_needed, open_bands, process_opened, Input, ProcessOptions, ProcessReport, Progress,
+    open_reads, plan_reads, process_opened, Input, ProcessOptions, ProcessReport, Progress, Reads,
 };
 use crate::pipeline::PipelineError;
 
@@ -187,14 +186,14 @@ impl WatchdogProgress<'_> {
 }
 
 /// The request after the current job, taken off the channel as soon as it arrives, and,
-/// when it is a job, its granule opened ahead with the bands the current models read (a
+/// when it is a job, its granule opened ahead with what the current models read (a
 /// swap cannot come between: it would be that next request). Its reader then decodes the
 /// first strip while the current granule is inferred.
 struct LookAhead<'a> {
     rx: &'a Receiver<Request>,
     next: &'a mut Option<Request>,
     ahead: &'a mut Option<(PathBuf, Result<Opened, PipelineError>)>,
-    bands: &'a [Band],
+    reads: &'a Reads,
     options: &'a ProcessOptions,
 }
 
@@ -210,7 +209,7 @@ impl LookAhead<'_> {
             tracing::info!(next = %j.id, "next granule opened ahead: its first strip is decoded during this one's inference");
             // A panic while opening it belongs to that job, not to the current one.
             let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                open_job(&j.input, self.bands, self.options)
+                open_job(&j.input, self.reads, self.options)
             }))
             .unwrap_or_else(|panic| {
                 Err(PipelineError::Options(format!(
@@ -272,14 +271,14 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// A granule opened for processing, ahead of its turn or at it.
 type Opened = (GranuleSource, Input);
 
-/// Opens the granule at `input` and starts reading `bands` of it.
+/// Opens the granule at `input` and starts reading what `reads` says.
 fn open_job(
     input: &std::path::Path,
-    bands: &[Band],
+    reads: &Reads,
     options: &ProcessOptions,
 ) -> Result<Opened, PipelineError> {
     let source = GranuleSource::open(input)?;
-    let opened = open_bands(&source, bands, options)?;
+    let opened = open_reads(&source, reads, options)?;
     Ok((source, opened))
 }
 
@@ -355,10 +354,10 @@ fn run(
                             reason: e.clone(),
                         })
                     })?;
-                    let bands = bands_needed(&set.models(), &options);
+                    let reads = plan_reads(&set.models(), &options)?;
                     let (source, input) = match opened {
                         Some(o) => o?,
-                        None => open_job(&job.input, &bands, &options)?,
+                        None => open_job(&job.input, &reads, &options)?,
                     };
                     let mut progress = WatchdogProgress {
                         period,
@@ -367,7 +366,7 @@ fn run(
                             rx: &rx,
                             next: &mut next,
                             ahead: &mut ahead,
-                            bands: &bands,
+                            reads: &reads,
                             options: &options,
                         },
                     };

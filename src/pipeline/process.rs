@@ -17,7 +17,7 @@ use crate::config::{ClassifyInput, EdgePatches, Settings};
 use crate::granule::{Band, GranuleSource, ProductLevel, Resolution, NODATA_DN};
 use crate::model::manifest::{ProductLevel as ModelLevel, TrainingStatus};
 use crate::product::classmap;
-use crate::product::cog::{write_cog, CogBand, CogOptions, CogStreamWriter};
+use crate::product::cog::{write_cog, CogBand, CogBlockWriter, CogOptions};
 use crate::product::geojson::{map_polygon_with, write_feature_collection, UtmToLonLat};
 use crate::product::publish::Staging;
 use crate::product::quicklook::Quicklook;
@@ -26,8 +26,10 @@ use crate::raster::Raster;
 
 use super::classify::{Classification, Classifier, ClassifyOptions, PatchStatus};
 use super::scene::Scene;
-use super::stream::{superres_strips, ModelStats, Strip, StripOptions};
-use super::window::{Bands, Window, BLOCK_ROWS};
+use super::stream::{
+    panels, plan_models, superres_strips, ModelStats, Panel, Plans, Strip, StripOptions,
+};
+use super::window::{Bands, Window, WindowRead, BLOCK_ROWS};
 use super::{Infer, PipelineError};
 
 /// What to run and how, taken from `[pipeline]` and `[runtime]`.
@@ -56,6 +58,15 @@ pub struct ProcessOptions {
 }
 
 impl ProcessOptions {
+    /// How the super-resolution strips are tiled and batched.
+    pub fn strip_options(&self) -> StripOptions {
+        StripOptions {
+            tile: self.sr_tile,
+            max_batch: self.batch,
+            memory_budget: self.memory_budget,
+        }
+    }
+
     /// The options configured in `settings`.
     pub fn from_settings(settings: &Settings) -> Self {
         ProcessOptions {
@@ -145,70 +156,143 @@ pub fn process_granule(
     process_opened(source, None, models, options, out_dir, progress)
 }
 
-/// A granule opened for processing: its bands' headers read and checked against each
-/// other, and the reader thread already decoding its first strip into a bounded
-/// channel. Opened ahead of its turn (the daemon's next job), its first decoding
-/// overlaps the current granule's inference.
-pub struct Input {
-    window: Window,
+/// What a run reads, decided once from the models and options ([`plan_reads`]): the
+/// bands of the super-resolution panels, the bands of the full-width pass (the
+/// quicklook's and the classifier's), and the super-resolution tile plans that cut a
+/// granule into panels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reads {
+    /// Read panel by panel; empty without super-resolution.
+    superres_bands: Vec<Band>,
+    /// Read in one full-width pass of patch rows.
+    row_bands: Vec<Band>,
+    /// `None` without super-resolution.
+    plans: Option<Plans>,
 }
 
-/// Opens the bands that `models` and `options` need from `source` and starts reading.
+/// A granule opened for processing: its bands' headers read and checked against each
+/// other, and the reader thread of its first window (the first super-resolution panel,
+/// or the full-width pass) already decoding into a bounded channel. Opened ahead of its
+/// turn (the daemon's next job), its first decoding overlaps the current granule's
+/// inference.
+pub struct Input {
+    first: Window,
+    reads: Reads,
+    /// The super-resolution panels, left to right (the first is `first`'s).
+    panels: Vec<Panel>,
+    cloud: Option<crate::granule::CloudMask>,
+}
+
+/// Opens what `models` and `options` read from `source` and starts reading.
 ///
 /// # Errors
-/// A band's open error, a grid mismatch, or an unreadable cloud mask.
+/// A band's open error, a grid mismatch, an unreadable cloud mask, or a
+/// super-resolution model without `[superres]`.
 pub fn open_input(
     source: &GranuleSource,
     models: &Models<'_>,
     options: &ProcessOptions,
 ) -> Result<Input, PipelineError> {
-    open_bands(source, &bands_needed(models, options), options)
+    open_reads(source, &plan_reads(models, options)?, options)
 }
 
-/// [`open_input`] for a band list from [`bands_needed`].
+/// [`open_input`] for the reads of [`plan_reads`].
 ///
 /// # Errors
 /// As [`open_input`].
-pub fn open_bands(
+pub fn open_reads(
     source: &GranuleSource,
-    bands: &[Band],
+    reads: &Reads,
     options: &ProcessOptions,
 ) -> Result<Input, PipelineError> {
-    let opened = Bands::open(source, bands)?;
     let cloud = source.read_cloud_mask()?;
+    let (first, panels) = match &reads.plans {
+        Some(plans) => {
+            let bands = Bands::open(source, &reads.superres_bands)?;
+            let grid = bands.grid10();
+            let panels = panels(plans, grid.width, grid.height);
+            let Some(p) = panels.first() else {
+                return Err(PipelineError::Options(format!(
+                    "internal: no super-resolution panel on a {}x{} granule",
+                    grid.width, grid.height
+                )));
+            };
+            let bands = bands.panel(p.input.start, p.input.end)?;
+            (Window::start(bands, None, options.sr_tile)?, panels)
+        }
+        None => (row_window(source, reads, cloud.clone())?, Vec::new()),
+    };
     Ok(Input {
-        window: Window::start(opened, cloud, options.sr_tile)?,
+        first,
+        reads: reads.clone(),
+        panels,
+        cloud,
     })
 }
 
-/// The bands a run reads: the 10 m bands and the super-resolution models' inputs, the
-/// classifier's, and always the visible ones for the quicklook.
-pub fn bands_needed(models: &Models<'_>, options: &ProcessOptions) -> Vec<Band> {
-    let mut bands: Vec<Band> = vec![Band::B02, Band::B03, Band::B04];
-    if options.superres {
-        bands.extend(
-            Band::PRODUCT
-                .iter()
-                .filter(|b| b.resolution() == Resolution::R10),
-        );
+/// Rows the full-width pass's reader decodes ahead: four patch rows.
+const ROW_PASS_AHEAD: usize = 4 * BLOCK_ROWS;
+
+/// The window of the full-width pass.
+fn row_window(
+    source: &GranuleSource,
+    reads: &Reads,
+    cloud: Option<crate::granule::CloudMask>,
+) -> Result<Window, PipelineError> {
+    Window::start(
+        Bands::open(source, &reads.row_bands)?,
+        cloud,
+        ROW_PASS_AHEAD,
+    )
+}
+
+/// What a run reads: the super-resolution panels read the 10 m bands and the models'
+/// inputs; the full-width pass reads the visible bands for the quicklook and the
+/// classifier's inputs.
+///
+/// # Errors
+/// A super-resolution model without `[superres]`.
+pub fn plan_reads(models: &Models<'_>, options: &ProcessOptions) -> Result<Reads, PipelineError> {
+    let inputs = |m: &dyn Infer| -> Vec<Band> {
+        m.spec()
+            .inputs
+            .iter()
+            .flat_map(|(_, i)| i.bands.iter().copied())
+            .collect()
+    };
+    let sorted = |mut b: Vec<Band>| {
+        b.sort();
+        b.dedup();
+        b
+    };
+    let mut row_bands: Vec<Band> = vec![Band::B02, Band::B03, Band::B04];
+    if let (true, Some(c)) = (options.classify, models.classifier.as_deref()) {
+        row_bands.extend(inputs(c));
     }
-    for m in [models.superres_2x.as_deref(), models.superres_6x.as_deref()]
+    let sr: Vec<&dyn Infer> = [models.superres_2x.as_deref(), models.superres_6x.as_deref()]
         .into_iter()
         .flatten()
         .filter(|_| options.superres)
-        .chain(models.classifier.as_deref())
-    {
-        bands.extend(
-            m.spec()
-                .inputs
-                .iter()
-                .flat_map(|(_, i)| i.bands.iter().copied()),
-        );
-    }
-    bands.sort();
-    bands.dedup();
-
-    bands
+        .map(|m| m as &dyn Infer)
+        .collect();
+    let (superres_bands, plans) = if sr.is_empty() {
+        (Vec::new(), None)
+    } else {
+        let mut bands: Vec<Band> = Band::PRODUCT
+            .iter()
+            .copied()
+            .filter(|b| b.resolution() == Resolution::R10)
+            .collect();
+        for m in &sr {
+            bands.extend(inputs(*m));
+        }
+        (bands, Some(plan_models(&sr, options.strip_options())?))
+    };
+    Ok(Reads {
+        superres_bands: sorted(superres_bands),
+        row_bands: sorted(row_bands),
+        plans,
+    })
 }
 
 /// [`process_granule`] on an input opened by [`open_input`] (`None`: open it now).
@@ -290,25 +374,30 @@ pub fn process_opened(
     }
 
     let t = Instant::now();
-    let mut window = match input {
-        Some(i) => i.window,
-        None => open_input(source, models, options)?.window,
+    let input = match input {
+        Some(i) => i,
+        None => open_input(source, models, options)?,
     };
     timings.insert("open".to_string(), t.elapsed().as_secs_f64());
-    let grid10 = window.scene().grid10;
-    let offsets = window.offsets().clone();
+    let grid10 = input.first.scene().grid10;
+    let offsets: BTreeMap<Band, f64> = input
+        .reads
+        .superres_bands
+        .iter()
+        .chain(&input.reads.row_bands)
+        .map(|b| (*b, source.metadata.offset(*b)))
+        .collect();
 
     let staging = Staging::new(out_dir, &source.id)?;
     let streamed = run_stages(
-        &mut window,
+        input,
+        source,
         models,
-        &id,
         options,
         staging.path(),
         progress,
         &mut timings,
     )?;
-    drop(window);
 
     let report_models: Vec<String> = model_entries
         .iter()
@@ -384,21 +473,29 @@ struct Streamed {
     tiles_skipped: usize,
 }
 
-/// Runs every stage over the moving window, top to bottom, in one pass: the
-/// super-resolution strips (streamed into `superres.tif`), the classifier's patch rows
-/// and the quicklook's rows all read the same rows while they are held, so each band is
-/// decoded once and the granule is never held whole. Then the classification products.
+/// Runs every stage: the super-resolution panels (streamed into `superres.tif`), then
+/// one full-width pass of patch rows for the classifier and the quicklook, then the
+/// classification products. Each pass holds a few strips of its own width, never the
+/// granule; a band that held no valid pixel anywhere is refused at the end.
 #[allow(clippy::too_many_arguments)]
 fn run_stages(
-    window: &mut Window,
+    input: Input,
+    source: &GranuleSource,
     models: &mut Models<'_>,
-    id: &str,
     options: &ProcessOptions,
     dir: &Path,
     progress: &mut dyn Progress,
     timings: &mut BTreeMap<String, f64>,
 ) -> Result<Streamed, PipelineError> {
-    let grid = window.scene().grid10;
+    let id = source.id.to_string();
+    let id = id.as_str();
+    let Input {
+        first,
+        reads,
+        panels,
+        cloud,
+    } = input;
+    let grid = first.scene().grid10;
     let (w, h) = (grid.width, grid.height);
     let Models {
         classifier,
@@ -406,7 +503,54 @@ fn run_stages(
         superres_6x,
     } = models;
     let by_superres = options.classify_input == ClassifyInput::Superres;
-    let mut classifier = match (options.classify, classifier.as_deref_mut()) {
+    let want_classifier = options.classify && classifier.is_some();
+    let keep_superres = want_classifier && by_superres;
+
+    let mut read = WindowRead::default();
+    let mut superres_pixels = 0u64;
+    let mut tiles_skipped = 0;
+    let mut product_bands: Vec<Band> = Vec::new();
+    let mut kept: BTreeMap<Band, Raster<u16>> = BTreeMap::new();
+    let mut first = Some(first);
+    if let Some(plans) = &reads.plans {
+        let t = Instant::now();
+        let mut runs: Vec<&mut dyn Infer> = Vec::new();
+        let mut scales = Vec::new();
+        for m in [superres_2x.as_deref_mut(), superres_6x.as_deref_mut()]
+            .into_iter()
+            .flatten()
+        {
+            scales.push(m.spec().superres.as_ref().map_or(0, |s| s.scale));
+            runs.push(m);
+        }
+        let out = superres_streamed(
+            &mut || first.take(),
+            source,
+            &reads,
+            plans,
+            &panels,
+            &mut runs,
+            &dir.join("superres.tif"),
+            keep_superres,
+            progress,
+        )?;
+        superres_pixels = out.pixels;
+        product_bands = out.bands;
+        kept = out.kept;
+        read.merge(out.read);
+        tiles_skipped = out.stats.iter().map(|s| s.skipped).sum();
+        for (scale, st) in scales.iter().zip(&out.stats) {
+            timings.insert(format!("superres {scale}x"), st.busy.as_secs_f64());
+        }
+        timings.insert("superres + write".to_string(), t.elapsed().as_secs_f64());
+    }
+
+    // The full-width pass: the quicklook's and the classifier's rows.
+    let mut window = match first.take() {
+        Some(w) => w,
+        None => row_window(source, &reads, cloud)?,
+    };
+    let mut classifier = match (want_classifier, classifier.as_deref_mut()) {
         (true, Some(model)) => Some(Classifier::new(
             model,
             window.scene(),
@@ -429,15 +573,11 @@ fn run_stages(
     } else {
         None
     };
-    let keep_superres = classifier.is_some() && by_superres;
+    let kept_ref = keep_superres.then_some(&kept);
     let mut classify_time = Duration::ZERO;
-    // What the classifier and the quicklook take from the rows held now; `limit` is how
-    // far the super-resolved bands reach (for `classify_input = "superres"`). Returns the
+    // What the classifier and the quicklook take from the rows held now; returns the
     // first row they still need.
-    let mut consume = |scene: &Scene,
-                       limit: usize,
-                       kept: Option<&BTreeMap<Band, Raster<u16>>>|
-     -> Result<usize, PipelineError> {
+    let mut consume = |scene: &Scene| -> Result<usize, PipelineError> {
         let held_to = scene.row0 + scene.bands.get(&Band::B02).map_or(0, |r| r.height);
         let mut need = h;
         if let Some(q) = quicklook.as_mut() {
@@ -452,58 +592,23 @@ fn run_stages(
         }
         if let Some(c) = classifier.as_mut() {
             let t = Instant::now();
-            let limit = if by_superres { limit } else { h };
-            // The strip loop owns `progress`; the classifier's share is in its timing.
-            c.feed(scene, kept, limit, &mut |_, _| {})?;
+            c.feed(scene, kept_ref, h, &mut |_, _| {})?;
             classify_time += t.elapsed();
             need = need.min(c.needs_from());
         }
         Ok(need)
     };
-
-    let mut superres_pixels = 0u64;
-    let mut tiles_skipped = 0;
-    let mut product_bands: Vec<Band> = Vec::new();
-    if options.superres {
-        let t = Instant::now();
-        let mut runs: Vec<&mut dyn Infer> = Vec::new();
-        let mut scales = Vec::new();
-        for m in [superres_2x.as_deref_mut(), superres_6x.as_deref_mut()]
-            .into_iter()
-            .flatten()
-        {
-            scales.push(m.spec().superres.as_ref().map_or(0, |s| s.scale));
-            runs.push(m);
-        }
-        let out = superres_streamed(
-            window,
-            &mut runs,
-            id,
-            options,
-            &dir.join("superres.tif"),
-            keep_superres,
-            progress,
-            &mut consume,
-        )?;
-        superres_pixels = out.pixels;
-        product_bands = out.bands;
-        tiles_skipped = out.stats.iter().map(|s| s.skipped).sum();
-        for (scale, st) in scales.iter().zip(&out.stats) {
-            timings.insert(format!("superres {scale}x"), st.busy.as_secs_f64());
-        }
-        timings.insert("superres + write".to_string(), t.elapsed().as_secs_f64());
-    } else {
-        // No strips to follow: move down in blocks of patch rows.
-        while window.end() < h {
-            let lo = consume(window.scene(), h, None)?;
-            let hi = window.end() + 4 * BLOCK_ROWS;
-            window.advance(lo, hi)?;
-        }
-        consume(window.scene(), h, None)?;
+    while window.end() < h {
+        let lo = consume(window.scene())?;
+        let hi = window.end() + BLOCK_ROWS;
+        window.advance(lo, hi)?;
     }
-    let (decode, peak_rows) = window.finish(id)?;
-    timings.insert("read".to_string(), decode.as_secs_f64());
-    tracing::debug!(peak_rows, "streaming window");
+    consume(window.scene())?;
+    read.merge(window.read_to_bottom()?);
+    drop(window);
+    read.check(id)?;
+    timings.insert("read".to_string(), read.decode.as_secs_f64());
+    tracing::debug!(peak_rows = read.peak_rows, "streaming windows");
 
     let t = Instant::now();
     if let Some(q) = quicklook {
@@ -544,7 +649,7 @@ fn run_stages(
         superres_pixels,
         patch_counts,
         classification,
-        window_rows: peak_rows,
+        window_rows: read.peak_rows,
         tiles_skipped,
     })
 }
@@ -555,31 +660,38 @@ struct SuperresOut {
     bands: Vec<Band>,
     /// Output pixels super-resolved (10 m grid × bands).
     pixels: u64,
-    /// Per model run, in order.
+    /// Per model run, in order, over all panels.
     stats: Vec<ModelStats>,
+    /// The super-resolved bands whole (only for `classify_input = "superres"`).
+    kept: BTreeMap<Band, Raster<u16>>,
+    /// What the panels' windows read.
+    read: WindowRead,
 }
 
-/// The rows that the other stages take from each strip's window: see [`run_stages`].
-type Consume<'c> = dyn FnMut(&Scene, usize, Option<&BTreeMap<Band, Raster<u16>>>) -> Result<usize, PipelineError>
-    + 'c;
+/// A finished block of `superres.tif`: band index, column, row, pixels.
+type Block = (usize, usize, usize, Raster<u16>);
 
-/// Runs the loaded super-resolution models strip by strip and streams `superres.tif`:
-/// the bands of [`Band::PRODUCT`] that exist (the 10 m bands, passed through, and each
-/// model's outputs), in that order, harmonised DN. A writer thread compresses strip
-/// k − 1 while strip k is inferred; the channel between them holds one strip, so memory
-/// stays a few strips of the granule's width. After each strip, `consume` takes what the
-/// other stages need from the rows held.
+/// Runs the loaded super-resolution models panel by panel, strip by strip, and streams
+/// `superres.tif`: the bands of [`Band::PRODUCT`] that exist (the 10 m bands, passed
+/// through, and each model's outputs), in that order, harmonised DN. Each panel reads
+/// its own columns through its own window (`first()` is the first panel's, opened
+/// ahead; the others are opened in turn, the next one while the current one's last
+/// strip runs). A writer thread compresses each finished strip's tiles while the next
+/// strip is inferred; the channel between them holds one strip.
 #[allow(clippy::too_many_arguments)]
 fn superres_streamed(
-    window: &mut Window,
+    first: &mut dyn FnMut() -> Option<Window>,
+    source: &GranuleSource,
+    reads: &Reads,
+    plans: &Plans,
+    panels: &[Panel],
     runs: &mut [&mut dyn Infer],
-    id: &str,
-    options: &ProcessOptions,
     path: &Path,
     keep: bool,
     progress: &mut dyn Progress,
-    consume: &mut Consume<'_>,
 ) -> Result<SuperresOut, PipelineError> {
+    let id = source.id.to_string();
+    let id = id.as_str();
     let mut produced: Vec<Band> = Vec::new();
     for m in runs.iter() {
         let (_, out) = super::superres::output_bands(&**m)?;
@@ -590,102 +702,135 @@ fn superres_streamed(
         .copied()
         .filter(|b| b.resolution() == Resolution::R10 || produced.contains(b))
         .collect();
+    let mut window = first().ok_or_else(|| {
+        PipelineError::Options("internal: the first super-resolution window is missing".into())
+    })?;
     for b in bands.iter().filter(|b| b.resolution() == Resolution::R10) {
         window.scene().band(*b, "superres.tif", id)?;
     }
     let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
     let grid = window.scene().grid10;
     let (w, h) = (grid.width, grid.height);
-    let mut writer = CogStreamWriter::<u16>::new(
+    let mut writer = CogBlockWriter::<u16>::new(
         path,
         &grid,
         &names,
         Some(f64::from(NODATA_DN)),
         &CogOptions::default(),
     )?;
-    // The super-resolved bands kept whole: only for `classify_input = "superres"`.
     let mut kept: BTreeMap<Band, Raster<u16>> = BTreeMap::new();
     if keep {
         for b in &produced {
             kept.insert(*b, Raster::filled(w, h, NODATA_DN));
         }
     }
-    let strip_options = StripOptions {
-        tile: options.sr_tile,
-        max_batch: options.batch,
-        memory_budget: options.memory_budget,
-    };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u16>>>(1);
+    // Tiles of all models over all panels, for the progress bar.
+    let total = plans.tiles(w, h);
+    progress.start("superres", total);
+    let mut done = 0usize;
+    let mut read = WindowRead::default();
+    let mut stats: Vec<ModelStats> = Vec::new();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Block>>(1);
     let result = std::thread::scope(|s| {
         let encoder = std::thread::Builder::new()
             .name("s2edge-encode".into())
-            .spawn_scoped(s, move || -> Result<(), PipelineError> {
+            .spawn_scoped(s, move || -> Result<CogBlockWriter<u16>, PipelineError> {
                 for strip in rx {
-                    let slices: Vec<&[u16]> = strip.iter().map(|v| v.as_slice()).collect();
-                    writer.push_rows(&slices)?;
-                }
-                if writer.rows_written() == h {
-                    writer.finish()?;
-                }
-                Ok(())
-            })
-            .map_err(|e| PipelineError::Options(format!("cannot start the encoder thread: {e}")))?;
-        let mut started = false;
-        let stats = superres_strips(
-            window,
-            runs,
-            id,
-            strip_options,
-            &mut |done, total| {
-                if !started {
-                    progress.start("superres", total);
-                    started = true;
-                }
-                progress.update(done);
-            },
-            &mut |strip, scene| {
-                let Strip {
-                    row,
-                    height,
-                    bands: outs,
-                } = strip;
-                // The strip's own bands move on to the encoder; only the 10 m bands, which
-                // the window keeps, are copied.
-                let mut outs: BTreeMap<Band, Raster<u16>> = outs.into_iter().collect();
-                let mut planes = Vec::with_capacity(bands.len());
-                for b in &bands {
-                    if b.resolution() == Resolution::R10 {
-                        let src = scene.band(*b, "superres.tif", id)?;
-                        let r = row - scene.row0;
-                        planes.push(src.data[r * w..(r + height) * w].to_vec());
-                    } else if let Some(r) = outs.remove(b) {
-                        if let Some(full) = kept.get_mut(b) {
-                            full.paste(&r, 0, row);
-                        }
-                        planes.push(r.data);
+                    for (b, col, row, r) in strip {
+                        writer.push_block(b, col, row, &r)?;
                     }
                 }
-                // A closed channel means the encoder failed: its error is reported below.
-                tx.send(planes).map_err(|_| {
-                    PipelineError::Options("the superres.tif encoder stopped".into())
-                })?;
-                let keep_ref = keep.then_some(&kept);
-                consume(scene, row + height, keep_ref)
-            },
-        );
+                Ok(writer)
+            })
+            .map_err(|e| PipelineError::Options(format!("cannot start the encoder thread: {e}")))?;
+        let open = |panel: &Panel| -> Result<Window, PipelineError> {
+            let opened = Bands::open(source, &reads.superres_bands)?
+                .panel(panel.input.start, panel.input.end)?;
+            Window::start(opened, None, plans.tile())
+        };
+        let mut run_panels = || -> Result<(), PipelineError> {
+            let mut next: Option<Window> = None;
+            for (i, panel) in panels.iter().enumerate() {
+                if let Some(n) = next.take() {
+                    window = n;
+                }
+                // The next panel's reader decodes its first strip while this one runs.
+                if let Some(p) = panels.get(i + 1) {
+                    next = Some(open(p)?);
+                }
+                let panel_stats = superres_strips(
+                    &mut window,
+                    runs,
+                    id,
+                    plans,
+                    panel,
+                    &mut |n| {
+                        done += n;
+                        progress.update(done);
+                    },
+                    &mut |strip, scene| {
+                        let Strip {
+                            row,
+                            height,
+                            col,
+                            width,
+                            bands: outs,
+                        } = strip;
+                        // The strip's own bands move on to the encoder; the 10 m bands,
+                        // which the window keeps, are copied.
+                        let mut outs: BTreeMap<Band, Raster<u16>> = outs.into_iter().collect();
+                        let mut blocks = Vec::with_capacity(bands.len());
+                        for (i, b) in bands.iter().enumerate() {
+                            if b.resolution() == Resolution::R10 {
+                                let src = scene.band(*b, "superres.tif", id)?;
+                                let at = scene.local(crate::raster::tiling::Rect {
+                                    col,
+                                    row,
+                                    width,
+                                    height,
+                                });
+                                blocks.push((
+                                    i,
+                                    col,
+                                    row,
+                                    src.window(at.col, at.row, width, height),
+                                ));
+                            } else if let Some(r) = outs.remove(b) {
+                                if let Some(full) = kept.get_mut(b) {
+                                    full.paste(&r, col, row);
+                                }
+                                blocks.push((i, col, row, r));
+                            }
+                        }
+                        // A closed channel means the encoder failed: its error is
+                        // reported below.
+                        tx.send(blocks).map_err(|_| {
+                            PipelineError::Options("the superres.tif encoder stopped".into())
+                        })?;
+                        Ok(h)
+                    },
+                )?;
+                read.merge(window.read_to_bottom()?);
+                merge_stats(&mut stats, panel_stats);
+            }
+            Ok(())
+        };
+        let ran = run_panels();
         drop(tx);
         let encoded = encoder
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         progress.finish();
-        // An encoder failure is the root cause when the strip loop saw a closed channel.
-        match (stats, encoded) {
-            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
-            (Ok(stats), Ok(())) => Ok(stats),
+        // An encoder failure is the root cause when the strip loop saw a closed channel;
+        // the file is finished only when every strip arrived.
+        match (ran, encoded) {
+            (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(writer)) => Ok(writer.finish()?),
         }
-    })?;
+    });
+    result?;
     let pixels = (w * h * produced.len()) as u64;
-    for st in &result {
+    for st in &stats {
         tracing::info!(
             model = %st.model,
             tile = st.plan.tile,
@@ -694,16 +839,31 @@ fn superres_streamed(
             skipped = st.skipped,
             padded_mpx = st.padded_pixels as f64 / 1e6,
             busy_s = st.busy.as_secs_f64(),
+            panels = panels.len(),
             "super-resolution done"
         );
     }
-    // The strips end at the bottom, so the other stages can take the rest now.
-    consume(window.scene(), h, keep.then_some(&kept))?;
     Ok(SuperresOut {
         bands,
         pixels,
-        stats: result,
+        stats,
+        kept,
+        read,
     })
+}
+
+/// Adds one panel's per-model figures to the granule's.
+fn merge_stats(total: &mut Vec<ModelStats>, panel: Vec<ModelStats>) {
+    if total.is_empty() {
+        *total = panel;
+        return;
+    }
+    for (t, p) in total.iter_mut().zip(panel) {
+        t.tiles += p.tiles;
+        t.padded_pixels += p.padded_pixels;
+        t.skipped += p.skipped;
+        t.busy += p.busy;
+    }
 }
 
 /// `classification.tif` (19 float32 bands, −1 = not classified) and `labels.geojson`.

@@ -115,7 +115,12 @@ pub struct Scene {
     /// The first row held, on the 10 m grid: 0 for a whole scene; for a window a multiple
     /// of 6, so that every band's rows start at `row0 / factor` exactly.
     pub row0: usize,
-    /// Harmonised DN per band on its native grid: rows `row0 / factor` onwards.
+    /// The first column held, on the 10 m grid: 0 for a whole scene or a full-width
+    /// window; for a panel ([`super::window::Window::start`] with columns) a multiple of
+    /// 6, so that every band's columns start at `col0 / factor` exactly.
+    pub col0: usize,
+    /// Harmonised DN per band on its native grid: rows `row0 / factor` onwards, columns
+    /// `col0 / factor` onwards.
     pub bands: BTreeMap<Band, Raster<u16>>,
     /// The product's cloud/snow mask, when it carries one.
     pub cloud: Option<CloudMask>,
@@ -147,6 +152,7 @@ impl Scene {
         Ok(Scene {
             grid10,
             row0: 0,
+            col0: 0,
             bands: out,
             cloud,
             offsets,
@@ -167,10 +173,12 @@ impl Scene {
             })
     }
 
-    /// `rect` (10 m grid, granule coordinates) in the coordinates of the rows held.
+    /// `rect` (10 m grid, granule coordinates) in the coordinates of the rows and
+    /// columns held.
     pub fn local(&self, rect: Rect) -> Rect {
         Rect {
             row: rect.row - self.row0,
+            col: rect.col - self.col0,
             ..rect
         }
     }

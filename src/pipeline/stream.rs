@@ -1,9 +1,11 @@
-//! Streaming super-resolution: the granule is processed in row strips, one tile row of
-//! the tile plan each (the strip = the SR tile height; its tiles carry their halo). The
-//! input of each strip comes from the moving [`Window`] (its rows plus halo and
-//! resampling margin, decoded ahead by the reader thread), and every finished strip is
-//! handed on at once (to the row-streaming COG writer in [`super::process`]), so neither
-//! a whole-granule input band nor a whole-granule output band is ever held.
+//! Streaming super-resolution: the granule is cut into vertical [`Panel`]s of
+//! [`PANEL_TILES`] tile columns, and each panel is processed in row strips, one tile row
+//! of the tile plan each (the strip = the SR tile height; its tiles carry their halo).
+//! The input of each strip comes from the panel's moving [`Window`] (its rows plus halo
+//! and resampling margin, its columns plus the same, decoded ahead by the reader
+//! thread), and every finished strip is handed on at once (to the block-streaming COG
+//! writer in [`super::process`]), so what is held depends on the tile size, not on the
+//! granule's width or height.
 //!
 //! A tile whose core has no pixel where every 10 m guide band is valid is not inferred:
 //! [`super::superres::product_dn`] would make all of it nodata anyway, so skipping it
@@ -16,9 +18,10 @@
 //! otherwise fight over the same cores. Tiles, halos, the per-pixel radiometry
 //! ([`super::superres::product_dn`]) and the input windows ([`Scene::window_10m`]) are
 //! exactly those of the whole-raster [`super::superres::superres`], so the strips are
-//! identical to the same rows of its output (tested).
+//! identical to the same rows and columns of its output (tested).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use ndarray::Axis;
@@ -47,14 +50,19 @@ pub struct StripOptions {
     pub memory_budget: u64,
 }
 
-/// One finished strip: rows `row..row + height` of the 10 m grid, with every output
-/// band of every model, each `width × height`.
+/// One finished strip of a panel: rows `row..row + height` and columns
+/// `col..col + width` of the 10 m grid, with every output band of every model, each
+/// `width × height`.
 #[derive(Debug)]
 pub struct Strip {
     /// First row on the 10 m grid.
     pub row: usize,
     /// Rows.
     pub height: usize,
+    /// First column on the 10 m grid (the panel's first core column).
+    pub col: usize,
+    /// Columns.
+    pub width: usize,
     /// Output bands in model order, then output order.
     pub bands: Vec<(Band, Raster<u16>)>,
 }
@@ -89,33 +97,57 @@ struct ModelRun<'m> {
     stats: ModelStats,
 }
 
-/// 10 m rows held beyond a strip's padded tiles: the upsampling margin of the coarsest
-/// band (three 60 m pixels), so that every window cut equals the whole-image one.
+/// 10 m rows and columns held beyond a strip's padded tiles: the upsampling margin of
+/// the coarsest band (three 60 m pixels), so that every window cut equals the
+/// whole-image one.
 const MARGIN: usize = 18;
 
-/// Runs `models` (in order) over the granule of `window` strip by strip and calls
-/// `on_strip` with each finished strip and the rows held, top to bottom; `on_strip`
-/// returns the first 10 m row that the caller still needs from the window (the strip
-/// loop drops rows above it and above its own next strip). `progress(done, total)`
-/// counts tiles of all models.
+/// Tile columns per [`Panel`]: the width of everything a strip holds (its input rows,
+/// its output bands) is this many tiles, whatever the granule's width.
+pub const PANEL_TILES: usize = 2;
+
+/// A vertical panel of the granule, processed top to bottom on its own: the tiles whose
+/// cores start in the 10 m columns `cores`, and the 10 m columns `input` that their
+/// padded windows read, with the resampling margin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panel {
+    /// Columns of the output that this panel writes.
+    pub cores: Range<usize>,
+    /// Columns of the input that it reads.
+    pub input: Range<usize>,
+}
+
+/// Each model's halo, channel counts and batch plan, and the one tile that they share
+/// (the smallest that the budget allows any of them), so that their strips line up.
+/// Made once from the models ([`plan_models`]); [`panels`] and [`superres_strips`] both
+/// follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plans {
+    tile: usize,
+    /// Per model: (halo, input channels, output channels, batch plan at `tile`).
+    models: Vec<(usize, usize, usize, BatchPlan)>,
+}
+
+impl Plans {
+    /// The tile side every model runs at.
+    pub fn tile(&self) -> usize {
+        self.tile
+    }
+
+    /// Tiles of every model together on a `width`×`height` granule.
+    pub fn tiles(&self, width: usize, height: usize) -> usize {
+        plan(width, height, self.tile, 0, 6).len() * self.models.len()
+    }
+}
+
+/// The [`Plans`] of `models` (in the order they will run) under `options`.
 ///
 /// # Errors
-/// A missing band, a model without `[superres]`, a read or inference failure, an output
-/// of the wrong shape, or `on_strip`'s own error.
-pub fn superres_strips(
-    window: &mut Window,
-    models: &mut [&mut dyn Infer],
-    id: &str,
-    options: StripOptions,
-    progress: &mut dyn FnMut(usize, usize),
-    on_strip: &mut dyn FnMut(Strip, &Scene) -> Result<usize, PipelineError>,
-) -> Result<Vec<ModelStats>, PipelineError> {
-    let grid10 = window.scene().grid10;
-    let (w, h) = (grid10.width, grid10.height);
-    // Budget plans per model, then one common tile so the strips line up.
+/// A model without `[superres]`.
+pub fn plan_models(models: &[&dyn Infer], options: StripOptions) -> Result<Plans, PipelineError> {
     let mut halos = Vec::new();
-    let mut plans = Vec::new();
-    for m in models.iter() {
+    let mut tile = None::<usize>;
+    for m in models {
         let spec = m.spec();
         let sr = spec.superres.as_ref().ok_or_else(|| {
             PipelineError::Options(format!("model {} has no [superres] section", spec.name))
@@ -124,7 +156,7 @@ pub fn superres_strips(
         let in_ch = spec.inputs.iter().map(|(_, i)| i.bands.len()).sum();
         let out_ch = spec.outputs.iter().map(|(_, o)| o.bands.len()).sum();
         halos.push((halo, in_ch, out_ch));
-        plans.push(plan_batch(
+        let p = plan_batch(
             options.tile,
             halo,
             in_ch,
@@ -132,22 +164,105 @@ pub fn superres_strips(
             m.feature_width(),
             options.max_batch,
             options.memory_budget,
-        ));
-    }
-    let Some(tile) = plans.iter().map(|p| p.tile).min() else {
-        return Ok(Vec::new());
-    };
-    let mut runs = Vec::with_capacity(models.len());
-    for (m, &(halo, in_ch, out_ch)) in models.iter_mut().zip(&halos) {
-        let plan_m = plan_batch(
-            tile,
-            halo,
-            in_ch,
-            out_ch,
-            m.feature_width(),
-            options.max_batch,
-            options.memory_budget,
         );
+        tile = Some(tile.map_or(p.tile, |t| t.min(p.tile)));
+    }
+    let tile = tile.unwrap_or(options.tile);
+    let models = models
+        .iter()
+        .zip(halos)
+        .map(|(m, (halo, in_ch, out_ch))| {
+            let p = plan_batch(
+                tile,
+                halo,
+                in_ch,
+                out_ch,
+                m.feature_width(),
+                options.max_batch,
+                options.memory_budget,
+            );
+            (halo, in_ch, out_ch, p)
+        })
+        .collect();
+    Ok(Plans { tile, models })
+}
+
+/// The panels that [`superres_strips`] runs the models of `plans` over on a
+/// `width`×`height` granule: [`PANEL_TILES`] tile columns each, left to right. Every
+/// model's tiles of a panel read only its `input` columns.
+pub fn panels(plans: &Plans, width: usize, height: usize) -> Vec<Panel> {
+    let mut out: Vec<Panel> = Vec::new();
+    let Some(first) = plans.models.first() else {
+        return out;
+    };
+    let first_row: Vec<Tile> = plan(width, height, plans.tile, first.0, 6)
+        .into_iter()
+        .take_while(|t| t.core.row == 0)
+        .collect();
+    for group in first_row.chunks(PANEL_TILES) {
+        let (Some(a), Some(b)) = (group.first(), group.last()) else {
+            continue;
+        };
+        let cores = a.core.col..b.core.col + b.core.width;
+        // The widest halo of any model decides what the panel reads.
+        let mut lo = cores.start;
+        let mut hi = cores.end;
+        for &(halo, ..) in &plans.models {
+            for t in plan(width, height, plans.tile, halo, 6)
+                .iter()
+                .take_while(|t| t.core.row == 0)
+                .filter(|t| cores.contains(&t.core.col))
+            {
+                lo = lo.min(t.padded.col);
+                hi = hi.max(t.padded.col + t.padded.width);
+            }
+        }
+        out.push(Panel {
+            input: lo.saturating_sub(MARGIN)..(hi + MARGIN).min(width),
+            cores,
+        });
+    }
+    out
+}
+
+/// Runs `models` (in the order of `plans`) over `panel` of the granule of `window` strip by strip and
+/// calls `on_strip` with each finished strip (the panel's core columns) and the rows
+/// held, top to bottom; `on_strip` returns the first 10 m row that the caller still
+/// needs from the window (the strip loop drops rows above it and above its own next
+/// strip). `progress(n)` counts tiles of all models as they finish. The window must
+/// hold the panel's `input` columns.
+///
+/// # Errors
+/// A missing band, a model without `[superres]`, a read or inference failure, an output
+/// of the wrong shape, or `on_strip`'s own error.
+pub fn superres_strips(
+    window: &mut Window,
+    models: &mut [&mut dyn Infer],
+    id: &str,
+    plans: &Plans,
+    panel: &Panel,
+    progress: &mut dyn FnMut(usize),
+    on_strip: &mut dyn FnMut(Strip, &Scene) -> Result<usize, PipelineError>,
+) -> Result<Vec<ModelStats>, PipelineError> {
+    let grid10 = window.scene().grid10;
+    let (w, h) = (grid10.width, grid10.height);
+    let held = window.columns();
+    if panel.input.start < held.start || panel.input.end > held.end {
+        return Err(PipelineError::Options(format!(
+            "internal: panel {:?} reads columns {:?} but the window holds {held:?}",
+            panel.cores, panel.input
+        )));
+    }
+    if plans.models.len() != models.len() {
+        return Err(PipelineError::Options(format!(
+            "internal: {} models run on plans made for {}",
+            models.len(),
+            plans.models.len()
+        )));
+    }
+    let tile = plans.tile;
+    let mut runs = Vec::with_capacity(models.len());
+    for (m, &(halo, _, _, plan_m)) in models.iter_mut().zip(&plans.models) {
         let name = m.spec().name.clone();
         let layouts = input_layouts(m.spec());
         let (out_name, out_bands) = output_bands(&**m)?;
@@ -166,7 +281,9 @@ pub fn superres_strips(
             .filter(|c| c.band.resolution().factor() == 1)
             .map(|c| c.band)
             .collect();
-        let tiles = plan(w, h, tile, halo, 6);
+        let tiles = plan(w, h, tile, halo, 6)
+            .into_iter()
+            .filter(|t| panel.cores.contains(&t.core.col));
         let mut strips: Vec<Vec<Tile>> = Vec::new();
         for t in tiles {
             match strips.last_mut() {
@@ -175,8 +292,9 @@ pub fn superres_strips(
             }
         }
         let label = format!("{}@{}", name, m.spec().version);
-        tracing::info!(model = %label, tile = plan_m.tile, batch = plan_m.batch,
-            batch_mib = plan_m.batch_bytes() >> 20, "super-resolution batches sized from the memory budget");
+        tracing::debug!(model = %label, tile = plan_m.tile, batch = plan_m.batch,
+            batch_mib = plan_m.batch_bytes() >> 20, panel = ?panel.cores,
+            "super-resolution batches sized from the memory budget");
         runs.push(ModelRun {
             model: &mut **m,
             name,
@@ -196,11 +314,6 @@ pub fn superres_strips(
         });
     }
     let nstrips = runs.first().map_or(0, |r| r.strips.len());
-    let total: usize = runs
-        .iter()
-        .map(|r| r.strips.iter().map(Vec::len).sum::<usize>())
-        .sum();
-    let mut done = 0;
     let mut others_need = 0;
     for k in 0..nstrips {
         let (row, height) = {
@@ -220,13 +333,19 @@ pub fn superres_strips(
         )?;
         let mut bands = Vec::new();
         for run in runs.iter_mut() {
-            let outs = run_strip(scene, run, k, row, height, id, &mut |n| {
-                done += n;
-                progress(done, total);
-            })?;
+            let outs = run_strip(scene, run, k, row, height, &panel.cores, id, progress)?;
             bands.extend(run.out_bands.iter().map(|b| b.band).zip(outs));
         }
-        others_need = on_strip(Strip { row, height, bands }, scene)?;
+        others_need = on_strip(
+            Strip {
+                row,
+                height,
+                col: panel.cores.start,
+                width: panel.cores.len(),
+                bands,
+            },
+            scene,
+        )?;
     }
     Ok(runs.into_iter().map(|r| r.stats).collect())
 }
@@ -236,6 +355,8 @@ pub fn superres_strips(
 struct Held<'s> {
     /// The first 10 m row held ([`Scene::row0`]).
     row0: usize,
+    /// The first 10 m column held ([`Scene::col0`]).
+    col0: usize,
     guides: Vec<&'s Raster<u16>>,
     lowres: Vec<&'s Raster<u16>>,
 }
@@ -247,7 +368,8 @@ impl Held<'_> {
         nodata.clear();
         nodata.resize(width, false);
         for g in &self.guides {
-            let src = &g.row(row - self.row0)[col..col + width];
+            let c = col - self.col0;
+            let src = &g.row(row - self.row0)[c..c + width];
             for (m, v) in nodata.iter_mut().zip(src) {
                 *m |= *v == NODATA_DN;
             }
@@ -266,24 +388,26 @@ impl Held<'_> {
 }
 
 /// One model over strip `k`: its output bands as `u16` rasters of the strip.
+#[allow(clippy::too_many_arguments)]
 fn run_strip(
     scene: &Scene,
     run: &mut ModelRun<'_>,
     k: usize,
     row: usize,
     height: usize,
+    cols: &Range<usize>,
     id: &str,
     tiles_done: &mut dyn FnMut(usize),
 ) -> Result<Vec<Raster<u16>>, PipelineError> {
-    let w = scene.grid10.width;
     let mut outs: Vec<Raster<u16>> = run
         .out_bands
         .iter()
-        .map(|_| Raster::filled(w, height, NODATA_DN))
+        .map(|_| Raster::filled(cols.len(), height, NODATA_DN))
         .collect();
     let lookup = |b: Band| scene.band(b, &run.name, id);
     let held = Held {
         row0: scene.row0,
+        col0: scene.col0,
         guides: run
             .guides
             .iter()
@@ -318,14 +442,14 @@ fn run_strip(
             inflight.push_back((run.model.submit(inputs), chunk.to_vec(), pw, ph));
             while inflight.len() > depth {
                 if let Some((p, c, pw, ph)) = inflight.pop_front() {
-                    drain(&held, run, p, &c, pw, ph, row, &mut outs)?;
+                    drain(&held, run, p, &c, (pw, ph), (cols.start, row), &mut outs)?;
                     tiles_done(c.len());
                 }
             }
         }
     }
     while let Some((p, c, pw, ph)) = inflight.pop_front() {
-        drain(&held, run, p, &c, pw, ph, row, &mut outs)?;
+        drain(&held, run, p, &c, (pw, ph), (cols.start, row), &mut outs)?;
         tiles_done(c.len());
     }
     run.stats.busy += started.elapsed();
@@ -339,9 +463,8 @@ fn drain(
     run: &mut ModelRun<'_>,
     pending: Pending,
     tiles: &[Tile],
-    pw: usize,
-    ph: usize,
-    strip_row: usize,
+    (pw, ph): (usize, usize),
+    (strip_col, strip_row): (usize, usize),
     outs: &mut [Raster<u16>],
 ) -> Result<(), PipelineError> {
     let outputs = pending.wait()?;
@@ -374,8 +497,9 @@ fn drain(
                 let dst = &mut out.data[(grow - strip_row) * out.width..][..out.width];
                 for c0 in 0..core.width {
                     let col = core.col + c0;
-                    let lv = low_row[(col / ob.factor).min(low.width - 1)];
-                    dst[col] = product_dn(lv, guide_nodata[c0], values[ox + c0], &ob.channel);
+                    let lv = low_row[(col / ob.factor - held.col0 / ob.factor).min(low.width - 1)];
+                    dst[col - strip_col] =
+                        product_dn(lv, guide_nodata[c0], values[ox + c0], &ob.channel);
                 }
             }
         }
@@ -383,4 +507,66 @@ fn drain(
         run.stats.padded_pixels += tile.padded.area() as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plans(tile: usize, halos: &[usize]) -> Plans {
+        Plans {
+            tile,
+            models: halos
+                .iter()
+                .map(|&h| {
+                    let p = BatchPlan {
+                        tile,
+                        batch: 1,
+                        sample_bytes: 1,
+                    };
+                    (h, 4, 6, p)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn panels_partition_the_width_and_read_every_padded_tile_with_its_margin() {
+        for (w, h, tile, halos) in [
+            (618, 546, 120, vec![14, 30]),
+            (10980, 10980, 1098, vec![39, 99]),
+            (100, 50, 120, vec![8]),
+            (2196, 700, 1098, vec![39, 99]),
+        ] {
+            let p = plans(tile, &halos);
+            let panels = panels(&p, w, h);
+            let tiles_per_row = w.div_ceil(tile);
+            assert_eq!(panels.len(), tiles_per_row.div_ceil(PANEL_TILES), "{w}");
+            let mut next = 0;
+            for panel in &panels {
+                assert_eq!(panel.cores.start, next, "cores are contiguous");
+                assert!(panel.cores.len() <= PANEL_TILES * tile);
+                next = panel.cores.end;
+                for &halo in &halos {
+                    for t in plan(w, h, tile, halo, 6)
+                        .iter()
+                        .filter(|t| panel.cores.contains(&t.core.col))
+                    {
+                        assert!(
+                            panel.input.start + MARGIN <= t.padded.col || panel.input.start == 0
+                        );
+                        assert!(
+                            t.padded.col + t.padded.width + MARGIN <= panel.input.end
+                                || panel.input.end == w
+                        );
+                    }
+                }
+            }
+            assert_eq!(next, w, "the cores cover the width");
+            assert_eq!(
+                p.tiles(w, h),
+                halos.len() * tiles_per_row * h.div_ceil(tile)
+            );
+        }
+    }
 }

@@ -6,16 +6,22 @@
 //! bands), harmonises them and sends them over a bounded channel, so decoding of the
 //! next strip overlaps inference of this one while memory stays a few strips.
 //! [`Window::advance`] makes a row range available as a [`Scene`] whose `row0` says
-//! where it starts, and drops rows above what the caller still needs. Every consumer
-//! (super-resolution strips, classifier patch rows, the quicklook) reads from the same
-//! window, so each band is decoded once.
+//! where it starts, and drops rows above what the caller still needs.
 //!
-//! Rows are aligned to 6 (the coarsest band's factor), so every band's window starts at
-//! a whole pixel of its own grid. An all-nodata or all-saturated band is refused when
-//! the window has passed the whole granule ([`Window::finish`]); super-resolution skips
-//! tiles without valid guide pixels, so such a granule costs no inference either.
+//! A window holds either the whole width or a panel's columns ([`Bands::panel`]; the
+//! band readers then decode only those columns, and the scene's `col0` says where they
+//! start). The super-resolution panels each read their own window; the quicklook and
+//! the classifier read one full-width window of patch rows
+//! ([`super::process`]).
+//!
+//! Rows and columns are aligned to 6 (the coarsest band's factor), so every band's
+//! window starts at a whole pixel of its own grid. An all-nodata or all-saturated band
+//! is refused when the windows have passed the whole granule ([`WindowRead::check`]);
+//! super-resolution skips tiles without valid guide pixels, so such a granule costs no
+//! inference either.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use std::time::{Duration, Instant};
@@ -46,6 +52,8 @@ struct Block {
 pub struct Bands {
     readers: Vec<(BandRows, f64)>,
     grid10: GeoRef,
+    /// The 10 m columns delivered (`start` a multiple of [`ALIGN`]).
+    columns: Range<usize>,
 }
 
 impl Bands {
@@ -66,7 +74,43 @@ impl Bands {
             readers.push((rows, source.metadata.offset(band)));
         }
         let grid10 = checked_grid_10m(source, &grids)?;
-        Ok(Bands { readers, grid10 })
+        Ok(Bands {
+            readers,
+            columns: 0..grid10.width,
+            grid10,
+        })
+    }
+
+    /// The 10 m grid of the granule.
+    pub fn grid10(&self) -> GeoRef {
+        self.grid10
+    }
+
+    /// Restricts every band to the 10 m columns `start..end` (a panel): `start` is
+    /// rounded down to a multiple of 6 and `end` clamped to the granule, so every band's
+    /// columns start at a whole pixel of its own grid. Call before the window starts.
+    ///
+    /// # Errors
+    /// An empty range, or the reader's refusal.
+    pub fn panel(mut self, start: usize, end: usize) -> Result<Bands, PipelineError> {
+        let w = self.grid10.width;
+        let start = (start / ALIGN) * ALIGN;
+        let end = end.min(w);
+        if start >= end {
+            return Err(PipelineError::Options(format!(
+                "internal: empty column range {start}..{end} of a granule {w} wide"
+            )));
+        }
+        let mut readers = Vec::with_capacity(self.readers.len());
+        for (r, offset) in self.readers {
+            let f = r.band().resolution().factor();
+            let bw = r.size().0;
+            let (c0, c1) = ((start / f).min(bw), end.div_ceil(f).min(bw));
+            readers.push((r.with_columns(c0, c1)?, offset));
+        }
+        self.readers = readers;
+        self.columns = start..end;
+        Ok(self)
     }
 
     /// The offsets that harmonisation applies, per band.
@@ -127,6 +171,8 @@ impl Bands {
 /// The rows of the granule held now, and the reader thread that feeds them.
 pub struct Window {
     scene: Scene,
+    /// The 10 m columns held.
+    columns: Range<usize>,
     /// `None` only while dropping.
     rx: Option<Receiver<Result<Block, PipelineError>>>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -155,19 +201,22 @@ impl Window {
         let scene = Scene {
             grid10: bands.grid10,
             row0: 0,
+            col0: bands.columns.start,
             bands: bands
                 .readers
                 .iter()
-                .map(|(r, _)| (r.band(), Raster::filled(r.size().0, 0, 0u16)))
+                .map(|(r, _)| (r.band(), Raster::filled(r.columns().len(), 0, 0u16)))
                 .collect(),
             cloud,
             offsets: bands.offsets(),
         };
+        let bands_columns = bands.columns.clone();
         let reader = std::thread::Builder::new()
             .name("s2edge-read".into())
             .spawn(move || bands.read_into(tx))
             .map_err(|e| PipelineError::Options(format!("cannot start the reader thread: {e}")))?;
         Ok(Window {
+            columns: bands_columns,
             scene,
             rx: Some(rx),
             reader: Some(reader),
@@ -233,6 +282,11 @@ impl Window {
         Ok(&self.scene)
     }
 
+    /// The 10 m columns held (the whole width, or a panel's).
+    pub fn columns(&self) -> Range<usize> {
+        self.columns.clone()
+    }
+
     /// The rows held now.
     pub fn scene(&self) -> &Scene {
         &self.scene
@@ -249,19 +303,64 @@ impl Window {
     /// # Errors
     /// The reader's error, or [`PipelineError::NoValidPixels`].
     pub fn finish(&mut self, id: &str) -> Result<(Duration, usize), PipelineError> {
+        let read = self.read_to_bottom()?;
+        read.check(id)?;
+        Ok((read.decode, read.peak_rows))
+    }
+
+    /// Reads what is left and returns what the window saw, for a caller that checks the
+    /// validity over several windows (the panels of one granule).
+    ///
+    /// # Errors
+    /// The reader's error.
+    pub fn read_to_bottom(&mut self) -> Result<WindowRead, PipelineError> {
         let h = self.scene.grid10.height;
         while self.end < h {
             let bottom = self.end;
             self.advance(bottom, h.min(bottom + BLOCK_ROWS))?;
         }
+        let mut validity = self.validity.clone();
         for band in self.scene.bands.keys() {
-            self.validity
-                .get(band)
-                .copied()
-                .unwrap_or_default()
-                .check(id, *band)?;
+            validity.entry(*band).or_default();
         }
-        Ok((self.decode, self.peak_rows))
+        Ok(WindowRead {
+            decode: self.decode,
+            peak_rows: self.peak_rows,
+            validity,
+        })
+    }
+}
+
+/// What a window read over the whole granule's height: see [`Window::read_to_bottom`].
+#[derive(Debug, Clone, Default)]
+pub struct WindowRead {
+    /// Time the reader thread spent decoding.
+    pub decode: Duration,
+    /// The most 10 m rows held at once.
+    pub peak_rows: usize,
+    /// What each band held.
+    pub validity: BTreeMap<Band, Validity>,
+}
+
+impl WindowRead {
+    /// Adds another window's reading of the same granule (another panel).
+    pub fn merge(&mut self, other: WindowRead) {
+        self.decode += other.decode;
+        self.peak_rows = self.peak_rows.max(other.peak_rows);
+        for (band, v) in other.validity {
+            self.validity.entry(band).or_default().merge(v);
+        }
+    }
+
+    /// Refuses a band that held no valid pixel.
+    ///
+    /// # Errors
+    /// [`PipelineError::NoValidPixels`].
+    pub fn check(&self, id: &str) -> Result<(), PipelineError> {
+        for (band, v) in &self.validity {
+            v.check(id, *band)?;
+        }
+        Ok(())
     }
 }
 

@@ -49,9 +49,6 @@ mod blocks;
 mod ifd;
 
 pub use blocks::CogBlockWriter;
-/// The row-streaming use of [`CogBlockWriter`] ([`CogBlockWriter::push_rows`]), under
-/// the name its first callers know.
-pub use blocks::CogBlockWriter as CogStreamWriter;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

@@ -329,6 +329,7 @@ pub fn read_patch(
 pub fn reben_scene(bands: BTreeMap<Band, Raster<u16>>) -> Scene {
     Scene {
         row0: 0,
+        col0: 0,
         grid10: GeoRef {
             epsg: 32632,
             transform: GeoTransform {

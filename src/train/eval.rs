@@ -442,6 +442,7 @@ pub fn evaluate_loaded_with(
     let (w, h) = (test.width / s, test.height / s);
     let scene = Scene {
         row0: 0,
+        col0: 0,
         grid10: GeoRef {
             epsg: 32633,
             transform: GeoTransform {

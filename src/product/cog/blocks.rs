@@ -1,8 +1,8 @@
 //! The block front end of the COG writer: pixels arrive as rectangles of one band at a
 //! time ([`CogBlockWriter::push_block`]), in any order and any partition of the image,
 //! and each 256×256 tile is compressed to the spill file as soon as its last pixel
-//! arrives. Whole rows of every band ([`CogBlockWriter::push_rows`], the row-streaming
-//! use that `CogStreamWriter` names) are one such partition.
+//! arrives. Whole rows of every band ([`CogBlockWriter::push_rows`]) are one such
+//! partition.
 //!
 //! # Memory
 //!
