@@ -520,3 +520,36 @@ fn thread_pools_and_arenas_write_the_same_product() {
     );
     assert!(run.stderr.contains("arena"), "{}", run.context());
 }
+
+/// Panels read through every reader: the real L1C crop as a SAFE of JPEG 2000 bands
+/// (directory and zip; OpenJPEG decode areas over each panel's columns) and as its
+/// GeoTIFF folder (tiles of those columns) give the same `superres.tif` pixels, with
+/// tiles of 120 px so the 600 px wide crop is cut into three panels.
+#[test]
+fn jpeg2000_and_geotiff_panels_write_the_same_superres_tif() {
+    const TEST: &str = "jpeg2000_and_geotiff_panels_write_the_same_superres_tif";
+    if !util::runtime(TEST) {
+        return;
+    }
+    let Some(fx) = crate::safe_fixture::build_l1c(TEST) else {
+        return;
+    };
+    let tmp = util::tempdir();
+    let opts = options(120, 8, 1 << 30);
+    let zip = tmp.path().join("granule.zip");
+    crate::safe_fixture::zip_safe(&fx.safe, &zip);
+    let superres_tif = |input: &Path, name: &str| -> Vec<u8> {
+        let report = process(input, &tmp.path().join(name), &opts);
+        std::fs::read(report.product.join("superres.tif")).unwrap()
+    };
+    // Same pixels on the same grid: the same file, byte for byte.
+    let from_tif = superres_tif(&fx.crop, "tif");
+    assert!(
+        superres_tif(&fx.safe, "safe") == from_tif,
+        "the SAFE (JPEG 2000) panels wrote another superres.tif than the GeoTIFF panels"
+    );
+    assert!(
+        superres_tif(&zip, "zip") == from_tif,
+        "the zipped SAFE panels wrote another superres.tif than the GeoTIFF panels"
+    );
+}

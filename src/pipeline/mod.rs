@@ -1,8 +1,10 @@
 //! The processing stages, as synchronous functions over rasters:
-//! [`scene`] (harmonised input), [`superres`] (tiled super-resolution), [`stream`] (the
-//! same, strip by strip, as `process` runs it), [`budget`] (batch sizes from a memory
-//! budget), [`classify`] (patch classification), and [`process`] (one granule in, one
-//! published product out: THE entry point of `s2edge process` and the daemon).
+//! [`scene`] (harmonised input), [`window`] (the streaming input, whole width or one
+//! panel's columns), [`superres`] (tiled super-resolution), [`stream`] (the same, panel
+//! by panel and strip by strip, as `process` runs it), [`superres_tif`] (those strips
+//! streamed into `superres.tif`), [`budget`] (batch sizes from a memory budget),
+//! [`classify`] (patch classification), and [`process`] (one granule in, one published
+//! product out: THE entry point of `s2edge process` and the daemon).
 //!
 //! Models are reached through the [`Infer`] trait, so a stage runs the same on a
 //! session owned by the calling thread or on an inference worker.
@@ -15,6 +17,7 @@ pub mod process;
 pub mod scene;
 pub mod stream;
 pub mod superres;
+pub mod superres_tif;
 pub mod tensor;
 pub mod window;
 
