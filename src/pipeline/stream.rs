@@ -145,18 +145,8 @@ impl Plans {
 /// # Errors
 /// A model without `[superres]`.
 pub fn plan_models(models: &[&dyn Infer], options: StripOptions) -> Result<Plans, PipelineError> {
-    let at = |m: &dyn Infer, tile: usize, (halo, in_ch, out_ch): (usize, usize, usize)| {
-        plan_batch(
-            tile,
-            halo,
-            in_ch,
-            out_ch,
-            m.feature_width(),
-            options.max_batch,
-            options.memory_budget,
-        )
-    };
-    let mut shapes = Vec::with_capacity(models.len());
+    let mut halos = Vec::new();
+    let mut tile = None::<usize>;
     for m in models {
         let spec = m.spec();
         let sr = spec.superres.as_ref().ok_or_else(|| {
@@ -165,19 +155,34 @@ pub fn plan_models(models: &[&dyn Infer], options: StripOptions) -> Result<Plans
         let halo = sr.receptive_radius.unwrap_or(0) as usize;
         let in_ch = spec.inputs.iter().map(|(_, i)| i.bands.len()).sum();
         let out_ch = spec.outputs.iter().map(|(_, o)| o.bands.len()).sum();
-        shapes.push((halo, in_ch, out_ch));
+        halos.push((halo, in_ch, out_ch));
+        let p = plan_batch(
+            options.tile,
+            halo,
+            in_ch,
+            out_ch,
+            m.feature_width(),
+            options.max_batch,
+            options.memory_budget,
+        );
+        tile = Some(tile.map_or(p.tile, |t| t.min(p.tile)));
     }
-    // The smallest tile that the budget allows any model, then every model at it.
-    let tile = models
-        .iter()
-        .zip(&shapes)
-        .map(|(m, &shape)| at(*m, options.tile, shape).tile)
-        .min()
-        .unwrap_or(options.tile);
+    let tile = tile.unwrap_or(options.tile);
     let models = models
         .iter()
-        .zip(shapes)
-        .map(|(m, shape)| (shape.0, shape.1, shape.2, at(*m, tile, shape)))
+        .zip(halos)
+        .map(|(m, (halo, in_ch, out_ch))| {
+            let p = plan_batch(
+                tile,
+                halo,
+                in_ch,
+                out_ch,
+                m.feature_width(),
+                options.max_batch,
+                options.memory_budget,
+            );
+            (halo, in_ch, out_ch, p)
+        })
         .collect();
     Ok(Plans { tile, models })
 }
