@@ -181,6 +181,7 @@ fn scene(size: usize) -> Scene {
     }
     Scene {
         row0: 0,
+        col0: 0,
         grid10: GeoRef {
             epsg: 32633,
             transform: GeoTransform {
