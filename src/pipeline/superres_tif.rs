@@ -37,8 +37,8 @@ type Block = (usize, usize, usize, Raster<u16>);
 /// `superres.tif`: the bands of [`Band::PRODUCT`] that exist (the 10 m bands, passed
 /// through, and each model's outputs), in that order, harmonised DN. Each panel reads
 /// its own columns through its own window (`first()` is the first panel's, opened
-/// ahead; the others are opened in turn, the next one while the current one's last
-/// strip runs). A writer thread compresses each finished strip's tiles while the next
+/// ahead; each later one is opened when the panel before it starts, so its reader
+/// decodes its first strip meanwhile). A writer thread compresses each finished strip's tiles while the next
 /// strip is inferred; the channel between them holds one strip.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn superres_streamed(
