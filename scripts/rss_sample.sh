@@ -8,6 +8,8 @@
 # Usage: scripts/rss_sample.sh OUT_PREFIX COMMAND [ARGS...]
 #   writes OUT_PREFIX.log (the command's stdout and stderr) and OUT_PREFIX.rss (seconds since
 #   start, VmRSS, RssAnon, RssFile); prints the exit status and the peak sample.
+#   SMAPS=1: also keep /proc/PID/smaps of the sample with the largest VmRSS so far in
+#   OUT_PREFIX.smaps, to see which mappings the peak is made of (scripts/smaps_summary.py).
 set -euo pipefail
 out=$1
 shift
@@ -15,6 +17,7 @@ start=$(date +%s.%N)
 "$@" >"$out.log" 2>&1 &
 pid=$!
 : >"$out.rss"
+best=0
 tree() { echo "$1"; for c in $(pgrep -P "$1" 2>/dev/null); do tree "$c"; done; }
 while kill -0 "$pid" 2>/dev/null; do
     r=$(for p in $(tree "$pid"); do
@@ -22,6 +25,16 @@ while kill -0 "$pid" 2>/dev/null; do
             "/proc/$p/status" 2>/dev/null || true
     done | sort -n -k1 | tail -1)
     [[ -n "$r" ]] && echo "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}') $r" >>"$out.rss"
+    if [[ -n "${SMAPS:-}" && -n "$r" ]]; then
+        rss=${r%% *}
+        if ((rss > best)); then
+            # The largest process of the tree again (the one whose VmRSS was sampled).
+            big=$(for p in $(tree "$pid"); do
+                echo "$(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) $p"
+            done | sort -n | tail -1)
+            cp "/proc/${big#* }/smaps" "$out.smaps.tmp" 2>/dev/null && mv "$out.smaps.tmp" "$out.smaps" && best=$rss
+        fi
+    fi
     sleep 0.5
 done
 rc=0

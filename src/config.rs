@@ -147,6 +147,14 @@ pub struct RuntimeConfig {
     /// same memory; sessions on an accelerator keep their own) or `"per_session"` (ONNX
     /// Runtime's default: one each); fixed at start-up.
     pub arena: Arena,
+    /// The shared arena's first region, reserved when the runtime loads (e.g.
+    /// `"1.25GiB"`; at most 2 GiB − 1 B; only with `arena = "shared"`). Absent: ONNX
+    /// Runtime's default, a region of 1 MiB and then regions that double as the arena
+    /// grows. One region sized above the models' working set left less of it resident
+    /// on the shipped models (BENCHMARKS.md, "Where the peak is, and the arena's first region"); the
+    /// reservation is address space, and only the pages used count. Fixed at start-up.
+    #[serde(default)]
+    pub arena_initial_chunk: Option<ByteSize>,
     /// Let ONNX Runtime's intra-op threads busy-wait between operators (its default);
     /// `false` makes them block, yielding the cores to the pipeline's reader and writer.
     pub spinning: bool,
@@ -395,6 +403,7 @@ impl RuntimeConfig {
             intra: self.intra_threads,
             spinning: self.spinning,
             arena: self.arena,
+            arena_initial_chunk: self.arena_initial_chunk.map(|b| b.0),
         }
     }
 
@@ -557,6 +566,20 @@ impl Settings {
                 "must be at least 64MiB (the activations of one small tile)",
             ));
         }
+        if let Some(chunk) = self.runtime.arena_initial_chunk {
+            if self.runtime.arena != Arena::Shared {
+                return Err(invalid(
+                    "runtime.arena_initial_chunk",
+                    "sizes the shared arena: it needs arena = \"shared\"",
+                ));
+            }
+            if chunk.0 < 1 << 20 || chunk.0 > crate::model::MAX_ARENA_INITIAL_CHUNK {
+                return Err(invalid(
+                    "runtime.arena_initial_chunk",
+                    "must be from 1MiB to 2147483647 bytes (ONNX Runtime takes a C int)",
+                ));
+            }
+        }
         if !self.pipeline.classify && !self.pipeline.superres {
             return Err(invalid(
                 "pipeline",
@@ -631,6 +654,7 @@ mod tests {
                 intra: 0,
                 spinning: true,
                 arena: Arena::Shared,
+                arena_initial_chunk: None,
             }
         );
         let env = HashMap::from([
@@ -708,6 +732,38 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("precision_tolerance_db"), "{err}");
+    }
+
+    #[test]
+    fn arena_initial_chunk_parses_a_size_and_needs_the_shared_arena() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[runtime]\narena_initial_chunk = \"1.25GiB\"\n").unwrap();
+        let s = Settings::load_with_env(Some(&f), Some(HashMap::new())).unwrap();
+        s.validate().unwrap();
+        assert_eq!(
+            s.runtime.env_options().arena_initial_chunk,
+            Some(1_342_177_280)
+        );
+        for (toml, why) in [
+            (
+                "arena = \"per_session\"\narena_initial_chunk = \"1GiB\"",
+                "needs arena",
+            ),
+            ("arena_initial_chunk = \"2GiB\"", "C int"),
+            ("arena_initial_chunk = 4096", "from 1MiB"),
+        ] {
+            std::fs::write(&f, format!("[runtime]\n{toml}\n")).unwrap();
+            let err = Settings::load_with_env(Some(&f), Some(HashMap::new()))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("arena_initial_chunk") && err.contains(why),
+                "{toml}: {err}"
+            );
+        }
     }
 
     #[test]

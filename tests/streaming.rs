@@ -463,11 +463,18 @@ fn thread_pools_and_arenas_write_the_same_product() {
     let tmp = util::tempdir();
     let folder = write_folder(tmp.path(), "S2_POOL", &test_scene(240, 240));
     let mut files = Vec::new();
-    for (pool, spinning, arena) in [
-        ("shared", false, "per_session"),
-        ("per_session", true, "shared"),
+    // The third run reserves the shared arena's first region up front.
+    for (pool, spinning, arena, chunk) in [
+        ("shared", false, "per_session", ""),
+        ("per_session", true, "shared", ""),
+        (
+            "per_session",
+            true,
+            "shared",
+            "arena_initial_chunk = \"64MiB\"\n",
+        ),
     ] {
-        let dir = tmp.path().join(pool);
+        let dir = tmp.path().join(format!("{pool}-{}", files.len()));
         std::fs::create_dir(&dir).unwrap();
         let cfg = dir.join("s2edge.toml");
         std::fs::write(
@@ -475,7 +482,7 @@ fn thread_pools_and_arenas_write_the_same_product() {
             format!(
                 "[models]\nsuperres_2x = \"tiny-dsen2-2x\"\nsuperres_6x = \"tiny-dsen2-6x\"\n\
                  [runtime]\nintra_threads = 2\nthread_pool = \"{pool}\"\nspinning = {spinning}\n\
-                 arena = \"{arena}\"\n\
+                 arena = \"{arena}\"\n{chunk}\
                  [pipeline]\nclassify = false\nsr_tile = 120\n"
             ),
         )
@@ -491,9 +498,15 @@ fn thread_pools_and_arenas_write_the_same_product() {
             }
         };
         let (logged_pool, logged_arena) = (kind(pool), kind(arena));
+        let logged_chunk = if chunk.is_empty() {
+            "None".to_string()
+        } else {
+            format!("Some({})", 64u64 << 20)
+        };
         assert!(
             run.stderr.contains(&format!(
-                "pool: {logged_pool}, intra: 2, spinning: {spinning}, arena: {logged_arena}"
+                "pool: {logged_pool}, intra: 2, spinning: {spinning}, arena: {logged_arena}, \
+                 arena_initial_chunk: {logged_chunk}"
             )),
             "{pool}: the runtime does not say which pool and arena it loaded: {}",
             run.context()
@@ -501,7 +514,7 @@ fn thread_pools_and_arenas_write_the_same_product() {
         files.push(std::fs::read(out.join("S2_POOL").join("superres.tif")).unwrap());
     }
     assert!(
-        files[0] == files[1],
+        files[0] == files[1] && files[1] == files[2],
         "the thread pool or the arena changed the product"
     );
     // A pool kind that does not exist is a configuration error (exit 2) naming the key.

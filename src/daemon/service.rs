@@ -595,6 +595,7 @@ impl Dispatcher {
                 // so the running configuration keeps the keys that describe it.
                 if new.runtime.thread_pool != old.runtime.thread_pool
                     || new.runtime.arena != old.runtime.arena
+                    || new.runtime.arena_initial_chunk != old.runtime.arena_initial_chunk
                     || (old.runtime.thread_pool == ThreadPool::Shared
                         && (new.runtime.intra_threads != old.runtime.intra_threads
                             || new.runtime.spinning != old.runtime.spinning))
@@ -606,6 +607,7 @@ impl Dispatcher {
                     );
                     new.runtime.thread_pool = old.runtime.thread_pool;
                     new.runtime.arena = old.runtime.arena;
+                    new.runtime.arena_initial_chunk = old.runtime.arena_initial_chunk;
                     if old.runtime.thread_pool == ThreadPool::Shared {
                         new.runtime.intra_threads = old.runtime.intra_threads;
                         new.runtime.spinning = old.runtime.spinning;

@@ -82,6 +82,10 @@ pub struct EnvOptions {
     pub spinning: bool,
     /// One CPU arena for every session, or one per session.
     pub arena: Arena,
+    /// Bytes the shared arena reserves as its first region (`[runtime]
+    /// arena_initial_chunk`); `None`: ONNX Runtime's default (1 MiB, then regions that
+    /// double as it grows). Only with [`Arena::Shared`].
+    pub arena_initial_chunk: Option<u64>,
 }
 
 impl Default for EnvOptions {
@@ -91,6 +95,7 @@ impl Default for EnvOptions {
             intra: 0,
             spinning: true,
             arena: Arena::default(),
+            arena_initial_chunk: None,
         }
     }
 }
@@ -332,7 +337,7 @@ pub fn init_runtime(
     }
     let env = builder.build().map_err(|e| init_err(e.to_string()))?;
     if options.arena == Arena::Shared {
-        register_shared_arena(&env)
+        register_shared_arena(&env, options.arena_initial_chunk)
             .map_err(|e| init_err(format!("cannot register the shared CPU arena: {e}")))?;
     }
     let build_info = ort::info().to_string();
@@ -371,11 +376,16 @@ pub(crate) fn loaded_arena() -> Option<Arena> {
     RUNTIME.get().map(|rt| rt.info.env.arena)
 }
 
+/// The largest first region ONNX Runtime's arena configuration takes (its
+/// `initial_chunk_size_bytes` is a C `int`).
+pub const MAX_ARENA_INITIAL_CHUNK: u64 = i32::MAX as u64;
+
 /// Registers one CPU arena with `env` for every session that asks for the environment's
-/// allocators ([`Arena::Shared`]), with ONNX Runtime's default arena configuration (it
-/// grows in powers of two; growing by exactly what is asked for fragmented it, BENCHMARKS.md
-/// "One CPU arena").
-fn register_shared_arena(env: &Environment) -> Result<(), String> {
+/// allocators ([`Arena::Shared`]). Without `initial_chunk` it has ONNX Runtime's default
+/// configuration (it grows in powers of two; growing by exactly what is asked for
+/// fragmented it, BENCHMARKS.md "One CPU arena"); with it, its first region is that many
+/// bytes (BENCHMARKS.md "Where the peak is, and the arena's first region").
+fn register_shared_arena(env: &Environment, initial_chunk: Option<u64>) -> Result<(), String> {
     use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
     use ort::AsPointer;
     let mem = MemoryInfo::new(
@@ -385,16 +395,43 @@ fn register_shared_arena(env: &Environment) -> Result<(), String> {
         MemoryType::Default,
     )
     .map_err(|e| e.to_string())?;
-    // SAFETY: `env` and `mem` are live objects of this runtime; a null arena configuration
-    // asks for the defaults; `result_from_status` takes the returned status and releases it.
-    unsafe {
+    let mut cfg: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
+    if let Some(bytes) = initial_chunk {
+        if bytes == 0 || bytes > MAX_ARENA_INITIAL_CHUNK {
+            return Err(format!(
+                "arena_initial_chunk must be 1 to {MAX_ARENA_INITIAL_CHUNK} bytes, not {bytes}"
+            ));
+        }
+        let keys = [c"initial_chunk_size_bytes".as_ptr()];
+        let values = [bytes as usize];
+        // SAFETY: one key and one value, both alive for the call; on success `cfg` is an
+        // arena configuration that is released below.
+        unsafe {
+            ort::Error::<()>::result_from_status((ort::api().CreateArenaCfgV2)(
+                keys.as_ptr(),
+                values.as_ptr(),
+                keys.len(),
+                &mut cfg,
+            ))
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    // SAFETY: `env` and `mem` are live objects of this runtime; `cfg` is null (the
+    // defaults) or the configuration made above, which ONNX Runtime copies;
+    // `result_from_status` takes the returned status and releases it.
+    let registered = unsafe {
         ort::Error::<()>::result_from_status((ort::api().CreateAndRegisterAllocator)(
             env.ptr().cast_mut(),
             mem.ptr(),
-            std::ptr::null(),
+            cfg,
         ))
     }
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string());
+    if !cfg.is_null() {
+        // SAFETY: made by CreateArenaCfgV2 above and not used after this.
+        unsafe { (ort::api().ReleaseArenaCfg)(cfg) };
+    }
+    registered
 }
 
 /// The process's ONNX Runtime environment, initialising the runtime with the default
