@@ -150,9 +150,10 @@ pub struct RuntimeConfig {
     /// The shared arena's first region, reserved when the runtime loads (e.g.
     /// `"1.25GiB"`; at most 2 GiB − 1 B; only with `arena = "shared"`). Absent: ONNX
     /// Runtime's default, a region of 1 MiB and then regions that double as the arena
-    /// grows. One region sized above the models' working set left less of it resident
-    /// on the shipped models (BENCHMARKS.md, "Where the peak is, and the arena's first region"); the
-    /// reservation is address space, and only the pages used count. Fixed at start-up.
+    /// grows. With the shipped models a first region of 1.25 GiB left 12–16 % less
+    /// resident, and one of 1 GiB nothing (BENCHMARKS.md, "Where the peak is, and the
+    /// arena's first region"). The reservation is address space: only the pages used
+    /// count. Fixed at start-up.
     #[serde(default)]
     pub arena_initial_chunk: Option<ByteSize>,
     /// Let ONNX Runtime's intra-op threads busy-wait between operators (its default);
