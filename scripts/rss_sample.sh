@@ -20,19 +20,16 @@ pid=$!
 best=0
 tree() { echo "$1"; for c in $(pgrep -P "$1" 2>/dev/null); do tree "$c"; done; }
 while kill -0 "$pid" 2>/dev/null; do
+    # VmRSS, RssAnon, RssFile (MiB) and the pid of the largest process of the tree.
     r=$(for p in $(tree "$pid"); do
-        awk '/VmRSS/ {a=int($2/1024)} /RssAnon/ {b=int($2/1024)} /RssFile/ {c=int($2/1024)} END {print a, b, c}' \
+        awk -v p="$p" '/VmRSS/ {a=int($2/1024)} /RssAnon/ {b=int($2/1024)} /RssFile/ {c=int($2/1024)} END {print a, b, c, p}' \
             "/proc/$p/status" 2>/dev/null || true
     done | sort -n -k1 | tail -1)
-    [[ -n "$r" ]] && echo "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}') $r" >>"$out.rss"
+    [[ -n "$r" ]] && echo "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}') ${r% *}" >>"$out.rss"
     if [[ -n "${SMAPS:-}" && -n "$r" ]]; then
         rss=${r%% *}
         if ((rss > best)); then
-            # The largest process of the tree again (the one whose VmRSS was sampled).
-            big=$(for p in $(tree "$pid"); do
-                echo "$(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) $p"
-            done | sort -n | tail -1)
-            cp "/proc/${big#* }/smaps" "$out.smaps.tmp" 2>/dev/null && mv "$out.smaps.tmp" "$out.smaps" && best=$rss
+            cp "/proc/${r##* }/smaps" "$out.smaps.tmp" 2>/dev/null && mv "$out.smaps.tmp" "$out.smaps" && best=$rss
         fi
     fi
     sleep 0.5

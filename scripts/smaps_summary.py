@@ -56,7 +56,7 @@ def main() -> int:
     for k, v in sorted(by.items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {v / mib:8.1f} MiB  {k}")
     anon = sorted((m for m in maps if kind(m) == "anonymous"), key=lambda m: -m["rss"])
-    print(f"largest anonymous mappings (size, resident MiB):")
+    print("largest anonymous mappings (size, resident MiB):")
     for m in anon[:top]:
         print(f"  {m['size'] / mib:9.2f} {m['rss'] / mib:9.2f}  {m['perms']}")
     return 0
