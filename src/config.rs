@@ -574,10 +574,11 @@ impl Settings {
                     "sizes the shared arena: it needs arena = \"shared\"",
                 ));
             }
-            if chunk.0 < 1 << 20 || chunk.0 > crate::model::MAX_ARENA_INITIAL_CHUNK {
+            let max = crate::model::MAX_ARENA_INITIAL_CHUNK;
+            if chunk.0 < 1 << 20 || chunk.0 > max {
                 return Err(invalid(
                     "runtime.arena_initial_chunk",
-                    "must be from 1MiB to 2147483647 bytes (ONNX Runtime takes a C int)",
+                    &format!("must be from 1MiB to {max} bytes (ONNX Runtime takes a C int)"),
                 ));
             }
         }
