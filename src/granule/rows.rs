@@ -232,8 +232,11 @@ impl BandRows {
                 }
             }
         }
-        let rest = self.pending.split_off(n * width);
-        let data = std::mem::replace(&mut self.pending, rest);
+        // A copy of exactly the rows handed out: the window keeps them (and the reader's
+        // channel holds a strip of them ahead), so they must not carry the capacity of
+        // the chunk rows buffered here.
+        let data = self.pending[..n * width].to_vec();
+        self.pending.drain(..n * width);
         self.delivered += n;
         Raster::from_vec(width, n, data)
             .ok_or_else(|| self.error("window has the wrong sample count".into()))
@@ -283,6 +286,13 @@ mod tests {
             while rows.rows_left() > 0 {
                 let win = rows.read(step).unwrap();
                 assert!(win.height <= step && win.width == w);
+                // The window goes on to be held (read ahead, then in the pipeline's
+                // window): it must not carry the decoder's buffered rows' capacity.
+                assert_eq!(
+                    win.data.capacity(),
+                    win.data.len(),
+                    "windows of {step} rows"
+                );
                 all.extend_from_slice(&win.data);
             }
             assert_eq!(all, r.data, "windows of {step} rows");

@@ -33,17 +33,20 @@ use crate::model::worker::{Outputs, Reply};
 use crate::model::ModelError;
 
 /// Buffers at least this large are mapped from, and returned to, the operating system
-/// one by one ([`return_large_buffers`]).
-pub const MMAP_THRESHOLD: usize = 4 << 20;
+/// one by one ([`return_large_buffers`]): glibc's own starting threshold, held there.
+pub const MMAP_THRESHOLD: usize = 128 << 10;
 
 /// Makes glibc's allocator map every allocation of [`MMAP_THRESHOLD`] bytes or more on
 /// its own, so that freeing it gives the memory back at once. By default glibc raises
 /// that threshold to the largest block freed so far (up to 32 MiB): a granule's strip
-/// buffers (one band of a full-width strip is 24 MiB) then come from the heap, where
-/// freed blocks stay resident and fragment between strips and granules. Measured on a
-/// 4392² granule: 1583 against 1714 MiB peak, same wall time (BENCHMARKS.md, "One CPU
-/// arena"). Call it once, first thing in `main`, before other threads start; elsewhere
-/// than glibc it does nothing.
+/// buffers then come from the heap, where freed blocks stay resident and fragment
+/// between strips and granules. Measured on a 4392² granule: 1583 against 1714 MiB
+/// peak at a threshold of 4 MiB, same wall time (BENCHMARKS.md, "One CPU arena"). At
+/// 4 MiB the streaming pipeline's mid-sized buffers (reader blocks of a few hundred KiB,
+/// COG tiles of 128 KiB) still came from per-thread heaps, whose fragmentation crept up
+/// strip by strip; at 128 KiB the full tile peaks lower at the same speed
+/// (BENCHMARKS.md, "Flatter memory"). Call it once, first thing in `main`, before other
+/// threads start; elsewhere than glibc it does nothing.
 pub fn return_large_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

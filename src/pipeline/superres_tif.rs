@@ -13,7 +13,7 @@ use crate::raster::Raster;
 
 use super::process::Progress;
 use super::stream::{superres_strips, ModelStats, Panel, Plans, Strip};
-use super::window::{Bands, Window, WindowRead};
+use super::window::{Bands, Window, WindowRead, BLOCK_ROWS};
 use super::{Infer, PipelineError};
 
 /// What the streamed super-resolution produced.
@@ -37,8 +37,8 @@ type Block = (usize, usize, usize, Raster<u16>);
 /// `superres.tif`: the bands of [`Band::PRODUCT`] that exist (the 10 m bands, passed
 /// through, and each model's outputs), in that order, harmonised DN. Each panel reads
 /// its own columns through its own window (`first()` is the first panel's, opened
-/// ahead; each later one is opened when the panel before it starts, so its reader
-/// decodes its first strip meanwhile). A writer thread compresses each finished strip's tiles while the next
+/// ahead; each later one is opened when the panel before it starts, with its headers
+/// read and its first block decoded, and decodes a strip ahead from its first strip on). A writer thread compresses each finished strip's tiles while the next
 /// strip is inferred; the channel between them holds one strip.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn superres_streamed(
@@ -108,7 +108,8 @@ pub(crate) fn superres_streamed(
         let open = |panel: &Panel| -> Result<Window, PipelineError> {
             let opened =
                 Bands::open(source, read_bands)?.panel(panel.input.start, panel.input.end)?;
-            Window::start(opened, None, plans.tile())
+            // Opened a whole panel early: one block ahead until its turn.
+            Window::start_ahead(opened, None, plans.tile(), BLOCK_ROWS)
         };
         let mut run_panels = || -> Result<(), PipelineError> {
             let mut next: Option<Window> = None;
@@ -116,7 +117,7 @@ pub(crate) fn superres_streamed(
                 if let Some(n) = next.take() {
                     window = n;
                 }
-                // The next panel's reader decodes its first strip while this one runs.
+                // The next panel's reader opens its bands while this one runs.
                 if let Some(p) = panels.get(i + 1) {
                     next = Some(open(p)?);
                 }

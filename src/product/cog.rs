@@ -137,6 +137,11 @@ pub trait CogSample: Copy + Default + Send + Sync + sealed::Sealed + 'static {
     fn adjacent(self) -> Self;
     /// Appends one tile row with the predictor applied, as little-endian bytes.
     fn encode_row(row: &[Self], out: &mut Vec<u8>);
+    /// Appends `vals` as little-endian bytes, unchanged (no predictor).
+    fn write_le(vals: &[Self], out: &mut Vec<u8>);
+    /// Appends the samples of little-endian `bytes` (as [`CogSample::write_le`] wrote
+    /// them; a trailing partial sample is ignored).
+    fn read_le(bytes: &[u8], out: &mut Vec<Self>);
 }
 
 /// `mean` of `n` valid samples as an overview value: `nodata` when `n` is 0, moved to
@@ -205,6 +210,21 @@ macro_rules! cog_uint {
                     prev = v;
                 }
             }
+            fn write_le(vals: &[Self], out: &mut Vec<u8>) {
+                out.reserve(vals.len() * std::mem::size_of::<$t>());
+                for v in vals {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            fn read_le(bytes: &[u8], out: &mut Vec<Self>) {
+                const SIZE: usize = std::mem::size_of::<$t>();
+                out.reserve(bytes.len() / SIZE);
+                for c in bytes.chunks_exact(SIZE) {
+                    let mut a = [0u8; SIZE];
+                    a.copy_from_slice(c);
+                    out.push(<$t>::from_le_bytes(a));
+                }
+            }
         }
     };
 }
@@ -259,6 +279,18 @@ impl CogSample for f32 {
         }
         for j in (1..buf.len()).rev() {
             buf[j] = buf[j].wrapping_sub(buf[j - 1]);
+        }
+    }
+    fn write_le(vals: &[Self], out: &mut Vec<u8>) {
+        out.reserve(vals.len() * 4);
+        for v in vals {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    fn read_le(bytes: &[u8], out: &mut Vec<Self>) {
+        out.reserve(bytes.len() / 4);
+        for c in bytes.chunks_exact(4) {
+            out.push(f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
         }
     }
 }
@@ -1009,6 +1041,47 @@ mod tests {
         assert_eq!(downsample(&r, Some(100)).data, vec![101]);
         let r = Raster::from_vec(2, 2, vec![f32::NAN, 1.0, 2.0, f32::NAN]).unwrap();
         assert_eq!(downsample(&r, Some(f32::NAN)).data, vec![1.5]);
+    }
+
+    #[test]
+    fn raw_little_endian_samples_round_trip_bit_for_bit() {
+        fn round_trip<T: CogSample + std::fmt::Debug>(vals: &[T], bits: impl Fn(&T) -> u64) {
+            let mut bytes = Vec::new();
+            T::write_le(vals, &mut bytes);
+            assert_eq!(bytes.len(), std::mem::size_of_val(vals));
+            // A trailing partial sample is ignored.
+            if std::mem::size_of::<T>() > 1 {
+                bytes.push(0xAB);
+            }
+            let mut back = Vec::new();
+            T::read_le(&bytes, &mut back);
+            let (a, b): (Vec<u64>, Vec<u64>) = (
+                vals.iter().map(&bits).collect(),
+                back.iter().map(&bits).collect(),
+            );
+            assert_eq!(a, b, "{vals:?}");
+        }
+        round_trip(&[0u8, 1, 254, 255], |v| u64::from(*v));
+        round_trip(&[0u16, 1, 0x1234, 65535], |v| u64::from(*v));
+        round_trip(
+            &[
+                0.0f32,
+                -0.0,
+                1.5,
+                f32::NAN,
+                f32::MIN_POSITIVE / 2.0,
+                f32::INFINITY,
+            ],
+            |v| u64::from(v.to_bits()),
+        );
+        assert_eq!(
+            {
+                let mut b = Vec::new();
+                u16::write_le(&[0x1234], &mut b);
+                b
+            },
+            [0x34, 0x12]
+        );
     }
 
     #[test]
