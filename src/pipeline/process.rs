@@ -171,7 +171,7 @@ pub struct Reads {
 
 /// A granule opened for processing: its bands' headers read and checked against each
 /// other, and the reader thread of its first window (the first super-resolution panel,
-/// or the full-width pass) already decoding into a bounded channel. Opened ahead of its
+/// or the full-width pass) already decoding a strip ahead. Opened ahead of its
 /// turn (the daemon's next job), its first decoding overlaps the current granule's
 /// inference.
 pub struct Input {
