@@ -17,6 +17,10 @@
 # Usage: scripts/bench_vs_python.sh [BLOCKS...]   (default: 1 4 16 121)
 #        REPS=2 (rounds per granule)  SKIP_BARE=1 (no bare sweep)
 #        INT8=1 (a third tool in the rotation: s2edge with [runtime] precision = "int8")  WORK=/tmp/s2edge-vs-python  S2EDGE=… BARE=… (prebuilt)
+#        PROVIDERS=cuda,cpu (ONNX Runtime execution providers of both tools, in order; default cpu.
+#          The GPU ones need the onnxruntime-gpu wheel in $PY and its library in s2edge's
+#          [runtime] onnxruntime, e.g. S2EDGE__RUNTIME__ONNXRUNTIME=…)
+#        BARE_TILES=540,840,960,1212 BARE_BATCHES=1,2 (the bare sweep)  TIME=/usr/bin/time (GNU time)
 # Prints markdown tables on stdout; raw lines in $WORK/raw.txt.
 set -euo pipefail
 
@@ -34,7 +38,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BUILD_FLAGS=(--profile test --config profile.test.opt-level=3)
 
 [[ -d "$CROP" ]] || { echo "SKIP: $CROP is absent" >&2; exit 0; }
-[[ -x /usr/bin/time ]] || { echo "needs GNU time: apt-get install time" >&2; exit 1; }
+PROVIDERS="${PROVIDERS:-cpu}"
+TIME="${TIME:-/usr/bin/time}"
+[[ -x "$TIME" ]] || { echo "needs GNU time: apt-get install time" >&2; exit 1; }
 "$PY" -c "import scipy, rasterio, onnxruntime" || { echo "needs scipy, rasterio, onnxruntime in $PY (scripts/setup.sh)" >&2; exit 1; }
 mkdir -p "$WORK"
 RAW="$WORK/raw.txt"
@@ -48,9 +54,11 @@ if [[ -z "${S2EDGE:-}" || -z "${BARE:-}" ]]; then
     BARE="$CARGO_TARGET_DIR/debug/examples/bare_limit"
 fi
 CONFIG="$WORK/s2edge.toml"
-cat >"$CONFIG" <<'TOML'
+providers_toml=$(sed 's/[^,][^,]*/"&"/g; s/,/, /g' <<<"$PROVIDERS")
+cat >"$CONFIG" <<TOML
 [runtime]
 intra_threads = 0
+providers = [$providers_toml]
 [pipeline]
 classify = false
 TOML
@@ -82,11 +90,11 @@ for blocks in "${BLOCKS[@]}"; do
             echo "# $tool $blocks blocks, round $rep (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
             if [[ $tool == s2edge* ]]; then
                 cfg="$CONFIG"; [[ $tool == s2edge-int8 ]] && cfg="$CONFIG_INT8"
-                RUST_LOG=s2edge=info /usr/bin/time -v "$S2EDGE" --config "$cfg" process "$G" \
+                RUST_LOG=s2edge=info "$TIME" -v "$S2EDGE" --config "$cfg" process "$G" \
                     --out "$out" --models "$ROOT/models" --only superres >"$log.out" 2>"$log"
             else
-                /usr/bin/time -v "$PY" "$ROOT/benches/reference/dsen2_reference.py" "$G" \
-                    "$out/superres.tif" --models "$ROOT/models" >"$log.out" 2>"$log"
+                "$TIME" -v "$PY" "$ROOT/benches/reference/dsen2_reference.py" "$G" \
+                    "$out/superres.tif" --models "$ROOT/models" --providers "$PROVIDERS" >"$log.out" 2>"$log"
             fi
             w=$(wall_s "$log"); r=$(rss_kb "$log")
             echo "run tool=$tool blocks=$blocks rep=$rep wall_s=$w rss_kb=$r load=$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$RAW" >&2
@@ -105,7 +113,7 @@ done
 
 if [[ -z "${SKIP_BARE:-}" ]]; then
 echo "# bare limit" >&2
-"$BARE" --config "$CONFIG" --models "$ROOT/models" --reps 2 --tiles 540,840,960,1212 --batches 1,2 | tee -a "$RAW" >&2
+"$BARE" --config "$CONFIG" --models "$ROOT/models" --reps 2 --tiles "${BARE_TILES:-540,840,960,1212}" --batches "${BARE_BATCHES:-1,2}" | tee -a "$RAW" >&2
 fi
 "$PY" - "$RAW" <<'PY'
 import sys, collections

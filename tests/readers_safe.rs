@@ -602,15 +602,19 @@ fn jpeg2000_windows_equal_the_whole_decode() {
             "{name}: {header:?}"
         );
         for step in [1, 37, 64, 190, 500] {
-            let (mut rows, _) =
-                s2edge::granule::BandRows::open(Band::B02, &Location::File(jp.clone())).unwrap();
+            let (mut rows, _) = s2edge::granule::BandRows::open(
+                Band::B02,
+                &Location::File(jp.clone()),
+                &Default::default(),
+            )
+            .unwrap();
             let mut got = Vec::new();
             while rows.rows_left() > 0 {
                 got.extend_from_slice(&rows.read(step).unwrap().data);
             }
             assert!(got == whole.data, "{name}: windows of {step} rows");
         }
-        let mut mem = jp2::Jp2Rows::open(jp2::Jp2Input::Bytes(bytes.clone()), &jp).unwrap();
+        let mut mem = jp2::Jp2Rows::open(jp2::Jp2Input::Bytes(bytes.clone().into()), &jp).unwrap();
         let mut got = Vec::new();
         while let Some(r) = mem.next_rows().unwrap() {
             assert_eq!(r.width, w);
@@ -620,14 +624,17 @@ fn jpeg2000_windows_equal_the_whole_decode() {
         // A truncated file fails with a typed error naming it, at open or at a window.
         let cut = tmp.path().join(format!("{name}-cut.jp2"));
         fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
-        let r = s2edge::granule::BandRows::open(Band::B02, &Location::File(cut.clone())).and_then(
-            |(mut rows, _)| {
-                while rows.rows_left() > 0 {
-                    rows.read(64)?;
-                }
-                Ok(())
-            },
-        );
+        let r = s2edge::granule::BandRows::open(
+            Band::B02,
+            &Location::File(cut.clone()),
+            &Default::default(),
+        )
+        .and_then(|(mut rows, _)| {
+            while rows.rows_left() > 0 {
+                rows.read(64)?;
+            }
+            Ok(())
+        });
         expect_jp2_error(r, &cut);
     }
 }

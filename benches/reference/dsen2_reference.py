@@ -20,7 +20,9 @@ the same ONNX models s2edge ships. It is the reference s2edge is timed against
   writes its COG.
 
 Usage: dsen2_reference.py GRANULE_DIR OUT_TIF [--models DIR] [--threads N]
-       [--only 2x|6x] [--no-overviews]
+       [--only 2x|6x] [--no-overviews] [--providers cuda,cpu]
+(`--providers`: ONNX Runtime execution providers in order, among `tensorrt`, `cuda` and
+`cpu`, as s2edge's `[runtime] providers`; the GPU ones need the `onnxruntime-gpu` wheel.)
 Prints `stage=seconds` lines on stderr and one `key=value` summary on stdout.
 """
 
@@ -78,13 +80,20 @@ def recompose_images(pred: np.ndarray, border: int, grid: tuple, h: int, w: int)
     return img[:, :h, :w]
 
 
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "cpu": "CPUExecutionProvider"}
+
+
 def run_model(model_dir: Path, bands: dict, h: int, w: int, patch: int, border: int,
-              threads: int, batch: int, timings: dict, tag: str) -> dict:
+              threads: int, batch: int, providers: list, timings: dict, tag: str) -> dict:
     spec = tomllib.loads((model_dir / "model.toml").read_text())
     so = ort.SessionOptions()
     if threads > 0:
         so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model_dir / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(model_dir / "model.onnx"), so, providers=providers)
+    missing = [p for p in providers if p not in sess.get_providers()]
+    if missing:
+        sys.exit(f"{model_dir}: ONNX Runtime did not register {missing} (has {sess.get_providers()})")
     mean = np.asarray(spec["normalisation"]["mean"], dtype=np.float32)
     std = np.asarray(spec["normalisation"]["std"], dtype=np.float32)
 
@@ -149,7 +158,13 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--only", choices=["2x", "6x"])
     ap.add_argument("--no-overviews", action="store_true")
+    ap.add_argument("--providers", default="cpu",
+                    help="comma-separated, among " + ", ".join(PROVIDERS))
     a = ap.parse_args()
+    try:
+        providers = [PROVIDERS[p.strip()] for p in a.providers.split(",")]
+    except KeyError as e:
+        ap.error(f"unknown provider {e}; expected {', '.join(PROVIDERS)}")
     timings = {}
     t0 = time.perf_counter()
 
@@ -167,10 +182,10 @@ def main() -> int:
     sr = {}
     if a.only in (None, "2x"):
         sr.update(run_model(latest(a.models, "dsen2-2x"), bands, h, w, 128, 8,
-                            a.threads, a.batch, timings, "2x"))
+                            a.threads, a.batch, providers, timings, "2x"))
     if a.only in (None, "6x"):
         sr.update(run_model(latest(a.models, "dsen2-6x"), bands, h, w, 192, 12,
-                            a.threads, a.batch, timings, "6x"))
+                            a.threads, a.batch, providers, timings, "6x"))
 
     t = time.perf_counter()
     order = [b for b in PRODUCT if FACTOR.get(b, 1) == 1 or b in sr]

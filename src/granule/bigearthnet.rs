@@ -122,6 +122,7 @@ pub fn open(path: &Path) -> Result<GranuleSource, GranuleError> {
             .collect(),
         masks: Vec::new(),
         warnings,
+        unpacked: Default::default(),
     })
 }
 

@@ -26,6 +26,7 @@ pub mod rows;
 pub mod safe;
 pub mod tiff;
 pub mod tree;
+pub mod unpack;
 pub mod xml;
 
 use std::collections::BTreeMap;
@@ -240,6 +241,10 @@ pub struct GranuleSource {
     pub masks: Vec<MaskFile>,
     /// Problems that do not stop processing (missing band files, assumed offsets, ...).
     pub warnings: Vec<String>,
+    /// Zip entries unpacked for the band readers, shared by this source's clones
+    /// ([`unpack`]).
+    #[serde(skip)]
+    pub unpacked: std::sync::Arc<unpack::UnpackCache>,
 }
 
 impl GranuleSource {
@@ -292,7 +297,7 @@ impl GranuleSource {
     /// As [`GranuleSource::read_band`].
     pub fn band_rows(&self, band: Band) -> Result<BandRows, GranuleError> {
         let loc = self.location(band)?;
-        let (rows, file_georef) = BandRows::open(band, loc)?;
+        let (rows, file_georef) = BandRows::open(band, loc, &self.unpacked)?;
         let (w, h) = rows.size();
         let georef = self.band_grid(band, loc, file_georef, w, h)?;
         Ok(rows.with_georef(georef))

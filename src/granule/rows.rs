@@ -25,6 +25,7 @@ use std::ops::Range;
 
 use super::jp2::{Jp2Input, Jp2Rows};
 use super::tiff::{self, TiffRows};
+use super::unpack::UnpackCache;
 use super::{read_location, Band, GeoRef, GranuleError, Location};
 use crate::raster::Raster;
 
@@ -106,12 +107,17 @@ impl std::fmt::Debug for BandRows {
 
 impl BandRows {
     /// Opens the band file at `loc` (by extension: `.jp2` is JPEG 2000, anything else
-    /// GeoTIFF) and returns it with the file's own georeference, if it has one.
+    /// GeoTIFF) and returns it with the file's own georeference, if it has one. A JPEG
+    /// 2000 zip entry comes from `unpacked`, which unpacks it on its first use.
     ///
     /// # Errors
     /// The format's header errors ([`GranuleError::Tiff`], [`GranuleError::Jp2`],
     /// [`GranuleError::TooLarge`]) or [`GranuleError::Io`] / [`GranuleError::Zip`].
-    pub fn open(band: Band, loc: &Location) -> Result<(BandRows, Option<GeoRef>), GranuleError> {
+    pub fn open(
+        band: Band,
+        loc: &Location,
+        unpacked: &UnpackCache,
+    ) -> Result<(BandRows, Option<GeoRef>), GranuleError> {
         let path = loc.display_path();
         let jp2 = match loc {
             Location::File(p) => p.to_string_lossy().to_ascii_lowercase(),
@@ -124,8 +130,8 @@ impl BandRows {
                 let size = j.size();
                 (Decoder::Jp2(j), size, None)
             }
-            (Location::Zip { .. }, true) => {
-                let j = Jp2Rows::open(Jp2Input::Bytes(read_location(loc)?), &path)?;
+            (Location::Zip { archive, entry }, true) => {
+                let j = Jp2Rows::open(unpacked.jp2(band, archive, entry)?, &path)?;
                 let size = j.size();
                 (Decoder::Jp2(j), size, None)
             }
@@ -280,7 +286,12 @@ mod tests {
         let path = dir.path().join("B02.tif");
         tiff::write_u16(&path, &r, &georef(w, h)).unwrap();
         for step in [1, 5, 17, 53, 100] {
-            let (mut rows, g) = BandRows::open(Band::B02, &Location::File(path.clone())).unwrap();
+            let (mut rows, g) = BandRows::open(
+                Band::B02,
+                &Location::File(path.clone()),
+                &UnpackCache::default(),
+            )
+            .unwrap();
             assert_eq!(g.map(|g| (g.width, g.height)), Some((w, h)));
             let mut all = Vec::new();
             while rows.rows_left() > 0 {
@@ -309,9 +320,13 @@ mod tests {
         (a, b): (usize, usize),
         step: usize,
     ) -> (Vec<u16>, Vec<u16>) {
-        let (rows, _) = BandRows::open(Band::B02, loc).unwrap();
+        let (rows, _) = BandRows::open(Band::B02, loc, &UnpackCache::default()).unwrap();
         let (w, h) = rows.size();
-        let whole = BandRows::open(Band::B02, loc).unwrap().0.read(h).unwrap();
+        let whole = BandRows::open(Band::B02, loc, &UnpackCache::default())
+            .unwrap()
+            .0
+            .read(h)
+            .unwrap();
         assert_eq!((whole.width, whole.height), (w, h));
         let mut rows = rows.with_columns(a, b).unwrap();
         assert_eq!(rows.columns(), a..b);
@@ -339,6 +354,59 @@ mod tests {
             archive: zip.to_path_buf(),
             entry: entry.into(),
         }
+    }
+
+    #[test]
+    fn a_zipped_jp2_band_is_unpacked_once_per_granule_and_deleted_after() {
+        let test = "a_zipped_jp2_band_is_unpacked_once_per_granule_and_deleted_after";
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (37, 53);
+        let data: Vec<u16> = (0..w * h).map(|i| (i * 7 % 4001) as u16 + 1).collect();
+        let args = ["-t", "16,16", "-n", "3"];
+        let Some(jp2) =
+            super::super::jp2::opj_encode_for_tests(w, h, &data, dir.path(), &args, test)
+        else {
+            return;
+        };
+        let zip = dir.path().join("g.zip");
+        let entry = "X.SAFE/B02.jp2";
+        let loc = zip_with(&zip, entry, &std::fs::read(&jp2).unwrap());
+        let cache = UnpackCache::default();
+        let readers: Vec<BandRows> = (0..2)
+            .map(|_| BandRows::open(Band::B02, &loc, &cache).unwrap().0)
+            .collect();
+        assert_eq!(
+            cache.counts(),
+            (1, 0),
+            "two readers, one file, nothing in memory"
+        );
+        let file = match cache.jp2(Band::B02, &zip, entry).unwrap() {
+            Jp2Input::Unpacked(f) => f.path().to_path_buf(),
+            other => panic!("not unpacked: {other:?}"),
+        };
+        assert!(file.is_file(), "{}", file.display());
+        assert_eq!(file.extension().and_then(|e| e.to_str()), Some("jp2"));
+        for mut r in readers {
+            assert_eq!(
+                r.read(h).unwrap().data,
+                data,
+                "the unpacked band decodes as written"
+            );
+        }
+        drop(cache);
+        assert!(!file.exists(), "{} outlived its readers", file.display());
+
+        // A directory that cannot take the file is the medium's failure, not the input's;
+        // an absent entry is the input's.
+        let missing = dir.path().join("missing");
+        match super::super::unpack::unpack(&zip, entry, &missing).unwrap() {
+            Err(reason) => assert!(reason.contains("missing"), "{reason}"),
+            Ok(f) => panic!("unpacked into a missing directory: {}", f.path().display()),
+        }
+        assert!(matches!(
+            super::super::unpack::unpack(&zip, "X.SAFE/none.jp2", dir.path()),
+            Err(GranuleError::Zip { .. })
+        ));
     }
 
     /// First column, last column, one whole tile, ranges across 16-px tile borders, all.
@@ -414,7 +482,7 @@ mod tests {
     /// The refusal of `columns` `a..b` on a fresh reader of `loc`: its reason, after
     /// checking that the error is the format's (`jp2` or not) and names the file.
     fn refusal(loc: &Location, (a, b): (usize, usize), jp2: bool) -> String {
-        let (rows, _) = BandRows::open(Band::B02, loc).unwrap();
+        let (rows, _) = BandRows::open(Band::B02, loc, &UnpackCache::default()).unwrap();
         match (rows.with_columns(a, b), jp2) {
             (Err(GranuleError::Jp2 { path, reason }), true)
             | (Err(GranuleError::Tiff { path, reason }), false) => {
@@ -440,7 +508,7 @@ mod tests {
             None => eprintln!("{test}: checking GeoTIFF only"),
         }
         for (loc, jp2) in &locations {
-            let (rows, _) = BandRows::open(Band::B02, loc).unwrap();
+            let (rows, _) = BandRows::open(Band::B02, loc, &UnpackCache::default()).unwrap();
             assert_eq!(rows.columns(), 0..w, "{loc}: all columns by default");
             for range in [(5, 5), (6, 5)] {
                 assert!(
@@ -455,7 +523,7 @@ mod tests {
                 );
             }
             // After a read the width of the windows may no longer change.
-            let (mut rows, _) = BandRows::open(Band::B02, loc).unwrap();
+            let (mut rows, _) = BandRows::open(Band::B02, loc, &UnpackCache::default()).unwrap();
             assert_eq!(rows.read(2).unwrap().width, w);
             match rows.with_columns(0, 3) {
                 Err(e @ (GranuleError::Tiff { .. } | GranuleError::Jp2 { .. })) => {
@@ -503,7 +571,7 @@ mod tests {
             None => eprintln!("{test}: checking GeoTIFF only"),
         }
         for loc in &locations {
-            let (rows, _) = BandRows::open(Band::B02, loc).unwrap();
+            let (rows, _) = BandRows::open(Band::B02, loc, &UnpackCache::default()).unwrap();
             let (w, _) = rows.size();
             // Thirds of the width, which cross tile borders in general, and the last column.
             let third = w / 3;

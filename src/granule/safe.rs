@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -351,6 +351,80 @@ fn read_entry(
     entry: &str,
     cap: u64,
 ) -> Result<Vec<u8>, GranuleError> {
+    // The declared size is only a hint for the allocation; `copy_entry` enforces the cap.
+    let declared = zip.by_name(entry).map(|f| f.size()).unwrap_or(0).min(cap);
+    let mut buf = Vec::with_capacity(declared as usize);
+    copy_entry(zip, archive, entry, cap, &mut buf)?;
+    Ok(buf)
+}
+
+/// Copies the entry `entry` of `archive` into `out` as it inflates, refusing more than
+/// [`MAX_ENTRY_BYTES`] as [`read_zip_entry`] does, without holding the entry in memory
+/// ([`super::unpack`]).
+///
+/// # Errors
+/// [`GranuleError::Zip`] or [`GranuleError::ZipEscape`] as [`read_zip_entry`];
+/// `Ok(Err(_))` when writing to `out` failed (the caller's medium, not the input).
+pub fn copy_zip_entry(
+    archive: &Path,
+    entry: &str,
+    out: &mut dyn Write,
+) -> Result<std::io::Result<u64>, GranuleError> {
+    if escapes(entry) {
+        return Err(GranuleError::ZipEscape {
+            path: archive.to_path_buf(),
+            entry: entry.to_string(),
+        });
+    }
+    let mut zip = open_archive(archive)?;
+    let mut failed = None;
+    let mut sink = WriteOnce {
+        out,
+        failed: &mut failed,
+    };
+    match copy_entry(&mut zip, archive, entry, MAX_ENTRY_BYTES, &mut sink) {
+        Ok(n) => Ok(Ok(n)),
+        Err(e) => match failed.take() {
+            Some(io) => Ok(Err(io)),
+            None => Err(e),
+        },
+    }
+}
+
+/// A writer that remembers its first error, so that an inflation error (the input's)
+/// and a write error (the output medium's) can be told apart after `io::copy`.
+struct WriteOnce<'a> {
+    out: &'a mut dyn Write,
+    failed: &'a mut Option<std::io::Error>,
+}
+
+impl Write for WriteOnce<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf).map_err(|e| {
+            let kind = e.kind();
+            *self.failed = Some(e);
+            std::io::Error::from(kind)
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush().map_err(|e| {
+            let kind = e.kind();
+            *self.failed = Some(e);
+            std::io::Error::from(kind)
+        })
+    }
+}
+
+/// Copies one entry into `out`, refusing more than `cap` bytes whatever the archive
+/// declares; returns the bytes copied.
+fn copy_entry(
+    zip: &mut Zip,
+    archive: &Path,
+    entry: &str,
+    cap: u64,
+    out: &mut dyn Write,
+) -> Result<u64, GranuleError> {
     let file = zip.by_name(entry).map_err(|e| zip_err(archive, entry, e))?;
     let too_big = |n: u64| GranuleError::Zip {
         path: archive.to_path_buf(),
@@ -359,18 +433,14 @@ fn read_entry(
     if file.size() > cap {
         return Err(too_big(file.size()));
     }
-    // The declared size is only a hint for the allocation; `take` enforces the cap.
-    let mut buf = Vec::with_capacity(file.size() as usize);
-    file.take(cap + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| GranuleError::Zip {
-            path: archive.to_path_buf(),
-            reason: format!("{entry}: {e}"),
-        })?;
-    if buf.len() as u64 > cap {
-        return Err(too_big(buf.len() as u64));
+    let n = std::io::copy(&mut file.take(cap + 1), out).map_err(|e| GranuleError::Zip {
+        path: archive.to_path_buf(),
+        reason: format!("{entry}: {e}"),
+    })?;
+    if n > cap {
+        return Err(too_big(n));
     }
-    Ok(buf)
+    Ok(n)
 }
 
 /// True when a zip entry name or metadata path could leave the product directory or
@@ -1190,6 +1260,7 @@ fn open_tree(path: &Path, kind: InputKind, mut tree: Tree) -> Result<GranuleSour
         bands,
         masks,
         warnings,
+        unpacked: Default::default(),
     })
 }
 
