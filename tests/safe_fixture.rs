@@ -200,7 +200,7 @@ fn native_res(band: &str) -> &'static str {
     }
 }
 
-fn build(set: &str, test: &str) -> Option<SafeFixture> {
+fn build(set: &str, test: &str, encode: &[&str]) -> Option<SafeFixture> {
     let crop = crop_dir(test)?;
     let src = metadata_set(set, test)?;
     let gdal = util::tool("gdal_translate", test)?;
@@ -228,14 +228,21 @@ fn build(set: &str, test: &str) -> Option<SafeFixture> {
         if !tif.is_file() || res.as_deref().is_some_and(|r| r != native_res(&band)) {
             continue;
         }
-        encode_jp2(&gdal, &tif, &safe.join(format!("{rel}.jp2")));
+        encode_jp2_with(&gdal, &tif, &safe.join(format!("{rel}.jp2")), encode);
     }
     Some(SafeFixture { dir, safe, crop })
 }
 
 /// An L1C SAFE (baseline 03.01 metadata) with the crop's 12 bands; B10 is missing.
 pub fn build_l1c(test: &str) -> Option<SafeFixture> {
-    build(L1C_SET, test)
+    build(L1C_SET, test, &[])
+}
+
+/// [`build_l1c`] with JPEG 2000 bands of `tile`-px codestream tiles, so that a band has
+/// several tile rows and columns and a window's decode area skips tiles (real bands do).
+pub fn build_l1c_tiled(test: &str, tile: usize) -> Option<SafeFixture> {
+    let (x, y) = (format!("BLOCKXSIZE={tile}"), format!("BLOCKYSIZE={tile}"));
+    build(L1C_SET, test, &["-co", &x, "-co", &y])
 }
 
 /// The SCL pattern of L2A fixtures (300x300): class `(col + row) % 12`.
@@ -265,7 +272,7 @@ pub fn cldprb_pattern() -> Vec<u8> {
 /// resolutions, plus SCL, MSK_CLASSI and MSK_CLDPRB masks with known patterns.
 pub fn build_l2a(test: &str) -> Option<SafeFixture> {
     let opj = util::tool("opj_compress", test)?;
-    let fx = build(L2A_SET, test)?;
+    let fx = build(L2A_SET, test, &[])?;
     let mtd = fs::read_to_string(fx.safe.join("MTD_MSIL2A.xml")).unwrap();
     let scl = image_files(&mtd)
         .into_iter()

@@ -537,7 +537,9 @@ fn thread_pools_and_arenas_write_the_same_product() {
 /// Panels read through every reader: the real L1C crop as a SAFE of JPEG 2000 bands
 /// (directory and zip; OpenJPEG decode areas over each panel's columns) and as its
 /// GeoTIFF folder (tiles of those columns) give the same `superres.tif` pixels, with
-/// tiles of 120 px so the 600 px wide crop is cut into three panels.
+/// tiles of 120 px so the 600 px wide crop is cut into three panels; again with
+/// JPEG 2000 bands of 128 px codestream tiles, whose windows skip tiles (the `jpeg2k`
+/// memory stream failed there, so zip entries are unpacked to files).
 #[test]
 fn jpeg2000_and_geotiff_panels_write_the_same_superres_tif() {
     const TEST: &str = "jpeg2000_and_geotiff_panels_write_the_same_superres_tif";
@@ -564,5 +566,18 @@ fn jpeg2000_and_geotiff_panels_write_the_same_superres_tif() {
     assert!(
         superres_tif(&zip, "zip") == from_tif,
         "the zipped SAFE panels wrote another superres.tif than the GeoTIFF panels"
+    );
+    let Some(tiled) = crate::safe_fixture::build_l1c_tiled(TEST, 128) else {
+        return;
+    };
+    let tiled_zip = tmp.path().join("tiled.zip");
+    crate::safe_fixture::zip_safe(&tiled.safe, &tiled_zip);
+    assert!(
+        superres_tif(&tiled.safe, "tiled-safe") == from_tif,
+        "the SAFE of 128 px JPEG 2000 tiles wrote another superres.tif"
+    );
+    assert!(
+        superres_tif(&tiled_zip, "tiled-zip") == from_tif,
+        "the zipped SAFE of 128 px JPEG 2000 tiles wrote another superres.tif"
     );
 }
