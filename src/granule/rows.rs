@@ -8,9 +8,11 @@
 //! - JPEG 2000: one OpenJPEG decode area per row of codestream tiles
 //!   ([`super::jp2::Jp2Rows`]), through OpenJPEG's own file stream.
 //!
-//! A band inside a zip is read into memory compressed (a deflated entry cannot be read
-//! in place) and decoded from there window by window. So memory is the decoder's unit
-//! plus what the caller keeps, never the decoded band.
+//! A deflated zip entry cannot be read in place. A JPEG 2000 band inside a zip is
+//! unpacked once per granule into a temporary file ([`super::unpack`]) and decoded from
+//! that file; a GeoTIFF band inside a zip is read into memory compressed and decoded
+//! from there. Either way memory is the decoder's unit plus what the caller keeps (and
+//! for a zipped GeoTIFF its compressed bytes), never the decoded band.
 //!
 //! A reader may also be restricted to a column range ([`BandRows::with_columns`]), so the
 //! pipeline can walk a granule in vertical panels whose memory does not grow with its

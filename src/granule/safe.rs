@@ -12,7 +12,8 @@
 //!   `..` component, no backslash, NUL or drive prefix. In a zip, *every* entry is
 //!   checked when the archive is opened, relevant or not ([`GranuleError::ZipEscape`]);
 //! - a zip is accepted only when its central directory parses, and it must hold exactly
-//!   one top-level directory (`X.SAFE/`); entries are read into memory with a size cap
+//!   one top-level directory (`X.SAFE/`); entries are read (into memory, or a JPEG 2000
+//!   band into a temporary file, [`super::unpack`]) with a size cap
 //!   ([`MAX_ENTRY_BYTES`], [`MAX_XML_BYTES`]) that is enforced on the bytes actually
 //!   inflated, not on the sizes the archive declares (zip bombs);
 //! - `IMAGE_FILE` entries carry no extension: `.jp2` is probed first, then `.tif`;
