@@ -397,21 +397,14 @@ impl Jp2Rows {
     /// # Errors
     /// [`GranuleError::Io`] when the file cannot be read; otherwise as [`decode_u16`].
     pub fn open(input: Jp2Input, path: &Path) -> Result<Jp2Rows, GranuleError> {
-        let header = {
-            let p = input.path();
-            {
-                let mut prefix = Vec::new();
-                std::fs::File::open(p)
-                    .and_then(|f| {
-                        std::io::Read::read_to_end(
-                            &mut std::io::Read::take(f, HEADER_PREFIX),
-                            &mut prefix,
-                        )
-                    })
-                    .map_err(|e| GranuleError::io(p, e))?;
-                read_header_prefix(&prefix, path)?
-            }
-        };
+        let file = input.path();
+        let mut prefix = Vec::new();
+        std::fs::File::open(file)
+            .and_then(|f| {
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, HEADER_PREFIX), &mut prefix)
+            })
+            .map_err(|e| GranuleError::io(file, e))?;
+        let header = read_header_prefix(&prefix, path)?;
         check(&header, path)?;
         one_component(&header, path)?;
         let step = if header.tile_height < header.height {
@@ -714,13 +707,14 @@ mod tests {
             let bytes = std::fs::read(&path).unwrap();
             let whole = decode_u16(&bytes, &path).unwrap();
             assert_eq!(whole.data, data, "{args:?}: lossless");
+            let mut copy = tempfile::Builder::new().suffix(".jp2").tempfile().unwrap();
+            std::io::Write::write_all(&mut copy, &bytes).unwrap();
+            let copy = std::sync::Arc::new(copy);
             for (a, b) in [(0, 1), (36, 37), (16, 32), (15, 17), (10, 35), (0, 37)] {
                 let want = crate::granule::tiff::crop_columns_for_tests(&whole.data, w, a..b);
-                let mut copy = tempfile::Builder::new().suffix(".jp2").tempfile().unwrap();
-                std::io::Write::write_all(&mut copy, &bytes).unwrap();
                 for input in [
                     Jp2Input::File(path.clone()),
-                    Jp2Input::Unpacked(std::sync::Arc::new(copy)),
+                    Jp2Input::Unpacked(std::sync::Arc::clone(&copy)),
                 ] {
                     let r = read_columns(input, a..b).unwrap();
                     assert_eq!(r.height, h);

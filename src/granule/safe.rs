@@ -80,14 +80,19 @@ pub fn open_zip(path: &Path) -> Result<GranuleSource, GranuleError> {
 /// [`GranuleError::Zip`] when the archive or entry is unreadable, absent, or inflates
 /// to more than [`MAX_ENTRY_BYTES`]; [`GranuleError::ZipEscape`] for an unsafe name.
 pub fn read_zip_entry(archive: &Path, entry: &str) -> Result<Vec<u8>, GranuleError> {
+    let mut zip = open_archive_for(archive, entry)?;
+    read_entry(&mut zip, archive, entry, MAX_ENTRY_BYTES)
+}
+
+/// The archive, once `entry` is checked not to escape the product.
+fn open_archive_for(archive: &Path, entry: &str) -> Result<Zip, GranuleError> {
     if escapes(entry) {
         return Err(GranuleError::ZipEscape {
             path: archive.to_path_buf(),
             entry: entry.to_string(),
         });
     }
-    let mut zip = open_archive(archive)?;
-    read_entry(&mut zip, archive, entry, MAX_ENTRY_BYTES)
+    open_archive(archive)
 }
 
 /// Decodes the product's cloud/snow mask: the first of SCL, `MSK_CLASSI` and
@@ -352,10 +357,10 @@ fn read_entry(
     entry: &str,
     cap: u64,
 ) -> Result<Vec<u8>, GranuleError> {
-    // The declared size is only a hint for the allocation; `copy_entry` enforces the cap.
-    let declared = zip.by_name(entry).map(|f| f.size()).unwrap_or(0).min(cap);
-    let mut buf = Vec::with_capacity(declared as usize);
-    copy_entry(zip, archive, entry, cap, &mut buf)?;
+    let file = capped_entry(zip, archive, entry, cap)?;
+    // The declared size is only a hint for the allocation; `copy_capped` enforces the cap.
+    let mut buf = Vec::with_capacity(file.size() as usize);
+    copy_capped(file, archive, entry, cap, &mut buf)?;
     Ok(buf)
 }
 
@@ -371,21 +376,12 @@ pub fn copy_zip_entry(
     entry: &str,
     out: &mut dyn Write,
 ) -> Result<std::io::Result<u64>, GranuleError> {
-    if escapes(entry) {
-        return Err(GranuleError::ZipEscape {
-            path: archive.to_path_buf(),
-            entry: entry.to_string(),
-        });
-    }
-    let mut zip = open_archive(archive)?;
-    let mut failed = None;
-    let mut sink = WriteOnce {
-        out,
-        failed: &mut failed,
-    };
-    match copy_entry(&mut zip, archive, entry, MAX_ENTRY_BYTES, &mut sink) {
+    let mut zip = open_archive_for(archive, entry)?;
+    let file = capped_entry(&mut zip, archive, entry, MAX_ENTRY_BYTES)?;
+    let mut sink = WriteOnce { out, failed: None };
+    match copy_capped(file, archive, entry, MAX_ENTRY_BYTES, &mut sink) {
         Ok(n) => Ok(Ok(n)),
-        Err(e) => match failed.take() {
+        Err(e) => match sink.failed.take() {
             Some(io) => Ok(Err(io)),
             None => Err(e),
         },
@@ -396,52 +392,66 @@ pub fn copy_zip_entry(
 /// and a write error (the output medium's) can be told apart after `io::copy`.
 struct WriteOnce<'a> {
     out: &'a mut dyn Write,
-    failed: &'a mut Option<std::io::Error>,
+    failed: Option<std::io::Error>,
+}
+
+impl WriteOnce<'_> {
+    /// Keeps `e` and hands `io::copy` an error of the same kind.
+    fn keep(&mut self, e: std::io::Error) -> std::io::Error {
+        let kind = e.kind();
+        self.failed = Some(e);
+        std::io::Error::from(kind)
+    }
 }
 
 impl Write for WriteOnce<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.out.write(buf).map_err(|e| {
-            let kind = e.kind();
-            *self.failed = Some(e);
-            std::io::Error::from(kind)
-        })
+        self.out.write(buf).map_err(|e| self.keep(e))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush().map_err(|e| {
-            let kind = e.kind();
-            *self.failed = Some(e);
-            std::io::Error::from(kind)
-        })
+        self.out.flush().map_err(|e| self.keep(e))
     }
 }
 
-/// Copies one entry into `out`, refusing more than `cap` bytes whatever the archive
-/// declares; returns the bytes copied.
-fn copy_entry(
-    zip: &mut Zip,
+/// The entry `entry`, refused when the archive declares more than `cap` bytes for it.
+fn capped_entry<'z>(
+    zip: &'z mut Zip,
+    archive: &Path,
+    entry: &str,
+    cap: u64,
+) -> Result<zip::read::ZipFile<'z, BufReader<File>>, GranuleError> {
+    let file = zip.by_name(entry).map_err(|e| zip_err(archive, entry, e))?;
+    if file.size() > cap {
+        return Err(too_big(archive, entry, file.size(), cap));
+    }
+    Ok(file)
+}
+
+/// Copies an entry into `out`, refusing more than `cap` bytes whatever the archive
+/// declared; returns the bytes copied.
+fn copy_capped(
+    file: impl Read,
     archive: &Path,
     entry: &str,
     cap: u64,
     out: &mut dyn Write,
 ) -> Result<u64, GranuleError> {
-    let file = zip.by_name(entry).map_err(|e| zip_err(archive, entry, e))?;
-    let too_big = |n: u64| GranuleError::Zip {
-        path: archive.to_path_buf(),
-        reason: format!("{entry}: inflates to {n} bytes, more than the limit of {cap}"),
-    };
-    if file.size() > cap {
-        return Err(too_big(file.size()));
-    }
     let n = std::io::copy(&mut file.take(cap + 1), out).map_err(|e| GranuleError::Zip {
         path: archive.to_path_buf(),
         reason: format!("{entry}: {e}"),
     })?;
     if n > cap {
-        return Err(too_big(n));
+        return Err(too_big(archive, entry, n, cap));
     }
     Ok(n)
+}
+
+fn too_big(archive: &Path, entry: &str, n: u64, cap: u64) -> GranuleError {
+    GranuleError::Zip {
+        path: archive.to_path_buf(),
+        reason: format!("{entry}: inflates to {n} bytes, more than the limit of {cap}"),
+    }
 }
 
 /// True when a zip entry name or metadata path could leave the product directory or
