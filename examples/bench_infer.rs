@@ -232,7 +232,7 @@ fn main() -> Result<()> {
         let scene = Scene::load(&source, &Band::PRODUCT)?;
         let read_s = t.elapsed().as_secs_f64();
         let tiling = SrTiling {
-            tile: settings.pipeline.sr_tile,
+            cores: settings.pipeline.sr_tile.into(),
             batch,
         };
         let px = scene.grid10.width * scene.grid10.height;

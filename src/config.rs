@@ -147,13 +147,13 @@ pub struct RuntimeConfig {
     /// same memory; sessions on an accelerator keep their own) or `"per_session"` (ONNX
     /// Runtime's default: one each); fixed at start-up.
     pub arena: Arena,
-    /// The shared arena's first region, reserved when the runtime loads (e.g.
-    /// `"1.25GiB"`; at most 2 GiB − 1 B; only with `arena = "shared"`). Absent: ONNX
-    /// Runtime's default, a region of 1 MiB and then regions that double as the arena
-    /// grows. With the shipped models a first region of 1.25 GiB left 12–16 % less
-    /// resident, and one of 1 GiB nothing (BENCHMARKS.md, "Where the peak is, and the
-    /// arena's first region"). The reservation is address space: only the pages used
-    /// count. Fixed at start-up.
+    /// The shared arena's first region, reserved when the runtime loads (at most
+    /// 2 GiB − 1 B; only with `arena = "shared"`). Absent: 1.25 GiB
+    /// ([`crate::model::DEFAULT_ARENA_INITIAL_CHUNK`]), which holds the shipped models'
+    /// working set, so the peak stays flat from 2196² to a full tile (BENCHMARKS.md,
+    /// "Capped tiles and one arena region"). `"1MiB"` is ONNX Runtime's own default: a
+    /// region of 1 MiB and then regions that double as the arena grows. The reservation
+    /// is address space: only the pages used count. Fixed at start-up.
     #[serde(default)]
     pub arena_initial_chunk: Option<ByteSize>,
     /// Let ONNX Runtime's intra-op threads busy-wait between operators (its default);
@@ -245,7 +245,10 @@ pub struct PipelineConfig {
     pub edge_patches: EdgePatches,
     /// Patches whose cloud/snow fraction exceeds this are `cloudy` and not classified.
     pub max_cloud_fraction: f64,
-    /// Output-grid size of a super-resolution tile (before the halo).
+    /// Output-grid size of a super-resolution tile at the image edges (before the halo).
+    /// Interior tiles are smaller by the widest halo of the models that run
+    /// ([`crate::raster::tiling::Cores::capped`]), so that every padded window is at most
+    /// `sr_tile` plus one halo, on any size of granule.
     pub sr_tile: usize,
     /// Which super-resolution models run when `superres` is on: any of `2` (20 m → 10 m)
     /// and `6` (60 m → 10 m). The configuration equivalent of `--only superres2x` /
@@ -404,7 +407,11 @@ impl RuntimeConfig {
             intra: self.intra_threads,
             spinning: self.spinning,
             arena: self.arena,
-            arena_initial_chunk: self.arena_initial_chunk.map(|b| b.0),
+            arena_initial_chunk: match (self.arena_initial_chunk, self.arena) {
+                (Some(b), _) => Some(b.0),
+                (None, Arena::Shared) => Some(crate::model::DEFAULT_ARENA_INITIAL_CHUNK),
+                (None, Arena::PerSession) => None,
+            },
         }
     }
 
@@ -656,7 +663,7 @@ mod tests {
                 intra: 0,
                 spinning: true,
                 arena: Arena::Shared,
-                arena_initial_chunk: None,
+                arena_initial_chunk: Some(crate::model::DEFAULT_ARENA_INITIAL_CHUNK),
             }
         );
         let env = HashMap::from([
@@ -677,6 +684,11 @@ mod tests {
         let s = Settings::load_with_env(None, Some(env)).unwrap();
         assert_eq!(s.runtime.thread_pool, ThreadPool::Shared);
         assert_eq!(s.runtime.env_options().arena, Arena::PerSession);
+        assert_eq!(
+            s.runtime.env_options().arena_initial_chunk,
+            None,
+            "per-session arenas keep ONNX Runtime's own regions"
+        );
         assert_eq!(s.runtime.env_options().intra, 2);
         assert!(!s.runtime.env_options().spinning);
         assert!(!s.runtime.provider_options().spinning);

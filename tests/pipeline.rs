@@ -310,7 +310,10 @@ fn tiled_f32(scene: &Scene, model: &mut LoadedModel, tile: usize) -> (Vec<Raster
         scene,
         model,
         "test",
-        SrTiling { tile, batch: 4 },
+        SrTiling {
+            cores: tile.into(),
+            batch: 4,
+        },
         &mut |_, _| {},
         &mut |c, rect, values| {
             assert_eq!((values.width, values.height), (rect.width, rect.height));
@@ -346,7 +349,10 @@ fn sr_u16(scene: &Scene, model: &mut LoadedModel, tile: usize) -> BTreeMap<Band,
         scene,
         model,
         "test",
-        SrTiling { tile, batch: 4 },
+        SrTiling {
+            cores: tile.into(),
+            batch: 4,
+        },
         &mut |_, _| {},
     )
     .unwrap()

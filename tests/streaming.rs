@@ -13,9 +13,11 @@ use std::path::Path;
 use s2edge::granule::{Band, GranuleSource, Resolution, NODATA_DN, SATURATED_DN};
 use s2edge::pipeline::process::{process_granule, Models, NoProgress, ProcessOptions};
 use s2edge::pipeline::scene::Scene;
+use s2edge::pipeline::stream::{plan_models, StripOptions};
 use s2edge::pipeline::superres::{superres, SrTiling};
 use s2edge::pipeline::Infer;
 use s2edge::product::cog::{write_cog, CogBand};
+use s2edge::raster::tiling::{plan, Cores};
 use s2edge::raster::Raster;
 
 use crate::pipeline::{
@@ -62,7 +64,10 @@ fn reference_file(scene: &Scene, path: &Path, tile: usize) {
             scene,
             &mut m,
             "ref",
-            SrTiling { tile, batch: 3 },
+            SrTiling {
+                cores: tile.into(),
+                batch: 3,
+            },
             &mut |_, _| {},
         )
         .unwrap();
@@ -113,6 +118,26 @@ fn streamed_superres_tif_equals_the_whole_raster_path() {
     let loaded = Scene::load(&GranuleSource::open(&folder).unwrap(), &Band::PRODUCT).unwrap();
     assert_eq!(loaded.bands, scene.bands, "the folder round-trips");
 
+    // The reference runs a uniform grid of 120 px tiles; the pipeline's plan has interior
+    // tiles smaller by the widest halo, so equal files also show that the grid does not
+    // change the pixels.
+    {
+        let (m2, m6) = (load_fixture("tiny-dsen2-2x"), load_fixture("tiny-dsen2-6x"));
+        let plans = plan_models(
+            &[&m2 as &dyn Infer, &m6 as &dyn Infer],
+            StripOptions {
+                tile: 120,
+                max_batch: 8,
+                memory_budget: 1 << 30,
+            },
+        )
+        .unwrap();
+        assert_eq!(plans.cores(), Cores::capped(120, 4, 6));
+        assert_ne!(
+            plan(618, 546, plans.cores(), 4, 6),
+            plan(618, 546, 120, 4, 6)
+        );
+    }
     let reference = tmp.path().join("reference.tif");
     reference_file(&scene, &reference, 120);
 
@@ -151,7 +176,7 @@ fn streamed_superres_tif_equals_the_whole_raster_path() {
                 &mut m,
                 "whole",
                 SrTiling {
-                    tile: 1200,
+                    cores: 1200.into(),
                     batch: 1,
                 },
                 &mut |_, _| {},
@@ -169,7 +194,7 @@ fn streamed_superres_tif_equals_the_whole_raster_path() {
                     &mut m,
                     "t",
                     SrTiling {
-                        tile: 120,
+                        cores: 120.into(),
                         batch: 4,
                     },
                     &mut |_, _| {},
@@ -498,10 +523,14 @@ fn thread_pools_and_arenas_write_the_same_product() {
             }
         };
         let (logged_pool, logged_arena) = (kind(pool), kind(arena));
-        let logged_chunk = if chunk.is_empty() {
-            "None".to_string()
-        } else {
+        // Absent, the shared arena reserves its default first region; per-session arenas
+        // keep ONNX Runtime's own.
+        let logged_chunk = if !chunk.is_empty() {
             format!("Some({})", 64u64 << 20)
+        } else if arena == "shared" {
+            format!("Some({})", s2edge::model::DEFAULT_ARENA_INITIAL_CHUNK)
+        } else {
+            "None".to_string()
         };
         assert!(
             run.stderr.contains(&format!(

@@ -204,7 +204,10 @@ fn sr(scene: &Scene, model: &mut LoadedModel, tile: usize) -> Vec<(Band, Raster<
         scene,
         model,
         "test",
-        SrTiling { tile, batch: 2 },
+        SrTiling {
+            cores: tile.into(),
+            batch: 2,
+        },
         &mut |_, _| {},
     )
     .unwrap()

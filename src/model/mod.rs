@@ -39,7 +39,7 @@ pub use provider::{ExecutionProvider, ProviderOptions, ProviderReport};
 pub use registry::{ModelListing, ModelRef, Registry, Resolved};
 pub use runtime::{
     init_runtime, resolve_library, runtime_info, Arena, EnvOptions, LibrarySearch, RuntimeInfo,
-    ThreadPool, MAX_ARENA_INITIAL_CHUNK,
+    ThreadPool, DEFAULT_ARENA_INITIAL_CHUNK, MAX_ARENA_INITIAL_CHUNK,
 };
 pub use session::{load, LoadedModel, TensorInfo};
 pub use set::{ModelSelection, ModelSet};

@@ -83,8 +83,9 @@ pub struct EnvOptions {
     /// One CPU arena for every session, or one per session.
     pub arena: Arena,
     /// Bytes the shared arena reserves as its first region (`[runtime]
-    /// arena_initial_chunk`); `None`: ONNX Runtime's default (1 MiB, then regions that
-    /// double as it grows). Only with [`Arena::Shared`].
+    /// arena_initial_chunk`, by default [`DEFAULT_ARENA_INITIAL_CHUNK`]); `None`: ONNX
+    /// Runtime's default (1 MiB, then regions that double as it grows). Only with
+    /// [`Arena::Shared`].
     pub arena_initial_chunk: Option<u64>,
 }
 
@@ -95,7 +96,7 @@ impl Default for EnvOptions {
             intra: 0,
             spinning: true,
             arena: Arena::default(),
-            arena_initial_chunk: None,
+            arena_initial_chunk: Some(DEFAULT_ARENA_INITIAL_CHUNK),
         }
     }
 }
@@ -379,6 +380,15 @@ pub(crate) fn loaded_arena() -> Option<Arena> {
 /// The largest first region ONNX Runtime's arena configuration takes (its
 /// `initial_chunk_size_bytes` is a C `int`).
 pub const MAX_ARENA_INITIAL_CHUNK: u64 = i32::MAX as u64;
+
+/// The shared arena's first region when `[runtime] arena_initial_chunk` is absent:
+/// 1.25 GiB, which holds the whole working set of the shipped 2× and 6× models on the
+/// capped tile grid in one region. Best-fit allocation within one region keeps the pages
+/// touched close to the most in use at once, where regions that double are touched
+/// further as a long granule's tile shapes fragment them, so the peak is nearly the same
+/// on a granule of two tiles and on a full tile (BENCHMARKS.md, "Capped tiles and one
+/// arena region"). It is address space until used.
+pub const DEFAULT_ARENA_INITIAL_CHUNK: u64 = 1_342_177_280;
 
 /// Registers one CPU arena with `env` for every session that asks for the environment's
 /// allocators ([`Arena::Shared`]). Without `initial_chunk` it has ONNX Runtime's default

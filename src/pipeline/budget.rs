@@ -22,6 +22,10 @@
 //! ([`crate::model::provider`] turns it on; without it every buffer above 32 MiB was
 //! `mmap`ed and page-faulted in afresh on every run, 40 % of the inference thread's time).
 //!
+//! The padded side is taken as `tile + 2 · halo`, a full interior window of a uniform grid.
+//! On the capped grid that the pipeline runs ([`crate::raster::tiling::Cores::capped`])
+//! no window is larger than `tile + halo`, so the estimate is an upper bound.
+//!
 //! The feature width comes from the graph ([`crate::model::session::graph_feature_width`]);
 //! when it is unknown [`DEFAULT_FEATURES`] is assumed.
 

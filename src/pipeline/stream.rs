@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use ndarray::Axis;
 
 use crate::granule::{Band, NODATA_DN};
-use crate::raster::tiling::{plan, Tile};
+use crate::raster::tiling::{plan, Cores, Tile};
 use crate::raster::Raster;
 
 use super::budget::{plan_batch, BatchPlan};
@@ -42,7 +42,8 @@ use super::{Infer, Pending, PipelineError};
 /// How the strip loop tiles and batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StripOptions {
-    /// Configured core tile side (`[pipeline] sr_tile`); the budget may shrink it.
+    /// Configured core side of the edge tiles (`[pipeline] sr_tile`); the budget may
+    /// shrink it, and interior tiles are smaller by the widest halo ([`Plans`]).
     pub tile: usize,
     /// Upper bound of the batch size (`[runtime] batch_size`).
     pub max_batch: usize,
@@ -117,26 +118,33 @@ pub struct Panel {
     pub input: Range<usize>,
 }
 
-/// Each model's halo, channel counts and batch plan, and the one tile that they share
-/// (the smallest that the budget allows any of them), so that their strips line up.
-/// Made once from the models ([`plan_models`]); [`panels`] and [`superres_strips`] both
-/// follow it.
+/// Each model's halo, channel counts and batch plan, and the one grid of tile cores that
+/// they share, so that their strips line up: edge tiles of the smallest tile that the
+/// budget allows any of them, interior tiles smaller by the widest halo
+/// ([`Cores::capped`]), so that no model's padded window is larger on a full tile than
+/// on a granule of two tiles. Made once from the models ([`plan_models`]); [`panels`] and
+/// [`superres_strips`] both follow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plans {
-    tile: usize,
+    cores: Cores,
     /// Per model: (halo, input channels, output channels, batch plan at `tile`).
     models: Vec<(usize, usize, usize, BatchPlan)>,
 }
 
 impl Plans {
-    /// The tile side every model runs at.
+    /// The side of the largest tile core (every strip is at most this high).
     pub fn tile(&self) -> usize {
-        self.tile
+        self.cores.edge
+    }
+
+    /// The grid of tile cores every model runs on.
+    pub fn cores(&self) -> Cores {
+        self.cores
     }
 
     /// Tiles of every model together on a `width`×`height` granule.
     pub fn tiles(&self, width: usize, height: usize) -> usize {
-        plan(width, height, self.tile, 0, 6).len() * self.models.len()
+        plan(width, height, self.cores, 0, 6).len() * self.models.len()
     }
 }
 
@@ -168,6 +176,7 @@ pub fn plan_models(models: &[&dyn Infer], options: StripOptions) -> Result<Plans
         tile = Some(tile.map_or(p.tile, |t| t.min(p.tile)));
     }
     let tile = tile.unwrap_or(options.tile);
+    let widest = halos.iter().map(|&(halo, ..)| halo).max().unwrap_or(0);
     let models = models
         .iter()
         .zip(halos)
@@ -184,7 +193,10 @@ pub fn plan_models(models: &[&dyn Infer], options: StripOptions) -> Result<Plans
             (halo, in_ch, out_ch, p)
         })
         .collect();
-    Ok(Plans { tile, models })
+    Ok(Plans {
+        cores: Cores::capped(tile, widest, 6),
+        models,
+    })
 }
 
 /// The panels that [`superres_strips`] runs the models of `plans` over on a
@@ -195,7 +207,7 @@ pub fn panels(plans: &Plans, width: usize, height: usize) -> Vec<Panel> {
     let Some(first) = plans.models.first() else {
         return out;
     };
-    let first_row: Vec<Tile> = plan(width, height, plans.tile, first.0, 6)
+    let first_row: Vec<Tile> = plan(width, height, plans.cores, first.0, 6)
         .into_iter()
         .take_while(|t| t.core.row == 0)
         .collect();
@@ -208,7 +220,7 @@ pub fn panels(plans: &Plans, width: usize, height: usize) -> Vec<Panel> {
         let mut lo = cores.start;
         let mut hi = cores.end;
         for &(halo, ..) in &plans.models {
-            for t in plan(width, height, plans.tile, halo, 6)
+            for t in plan(width, height, plans.cores, halo, 6)
                 .iter()
                 .take_while(|t| t.core.row == 0)
                 .filter(|t| cores.contains(&t.core.col))
@@ -260,7 +272,7 @@ pub fn superres_strips(
             plans.models.len()
         )));
     }
-    let tile = plans.tile;
+    let cores = plans.cores;
     let mut runs = Vec::with_capacity(models.len());
     for (m, &(halo, _, _, plan_m)) in models.iter_mut().zip(&plans.models) {
         let name = m.spec().name.clone();
@@ -281,7 +293,7 @@ pub fn superres_strips(
             .filter(|c| c.band.resolution().factor() == 1)
             .map(|c| c.band)
             .collect();
-        let tiles = plan(w, h, tile, halo, 6)
+        let tiles = plan(w, h, cores, halo, 6)
             .into_iter()
             .filter(|t| panel.cores.contains(&t.core.col));
         let mut strips: Vec<Vec<Tile>> = Vec::new();
@@ -515,7 +527,7 @@ mod tests {
 
     fn plans(tile: usize, halos: &[usize]) -> Plans {
         Plans {
-            tile,
+            cores: Cores::capped(tile, halos.iter().copied().max().unwrap_or(0), 6),
             models: halos
                 .iter()
                 .map(|&h| {
@@ -531,6 +543,22 @@ mod tests {
     }
 
     #[test]
+    fn a_full_tile_runs_eleven_columns_of_tiles_none_wider_than_on_a_small_granule() {
+        let p = plans(1098, &[42, 102]);
+        let widest = |w: usize, halo: usize| {
+            plan(w, w, p.cores(), halo, 6)
+                .iter()
+                .map(|t| t.padded.width.max(t.padded.height))
+                .max()
+        };
+        for halo in [42, 102] {
+            assert_eq!(widest(10980, halo), widest(2196, halo), "halo {halo}");
+        }
+        assert_eq!(p.tiles(10980, 10980), 2 * 11 * 11);
+        assert_eq!(p.tiles(2196, 2196), 2 * 2 * 2);
+    }
+
+    #[test]
     fn panels_partition_the_width_and_read_every_padded_tile_with_its_margin() {
         for (w, h, tile, halos) in [
             (618, 546, 120, vec![14, 30]),
@@ -540,7 +568,9 @@ mod tests {
         ] {
             let p = plans(tile, &halos);
             let panels = panels(&p, w, h);
-            let tiles_per_row = w.div_ceil(tile);
+            let grid = plan(w, h, p.cores(), 0, 6);
+            let tiles_per_row = grid.iter().filter(|t| t.core.row == 0).count();
+            let tiles_per_column = grid.iter().filter(|t| t.core.col == 0).count();
             assert_eq!(panels.len(), tiles_per_row.div_ceil(PANEL_TILES), "{w}");
             let mut next = 0;
             for panel in &panels {
@@ -548,10 +578,14 @@ mod tests {
                 assert!(panel.cores.len() <= PANEL_TILES * tile);
                 next = panel.cores.end;
                 for &halo in &halos {
-                    for t in plan(w, h, tile, halo, 6)
+                    for t in plan(w, h, p.cores(), halo, 6)
                         .iter()
                         .filter(|t| panel.cores.contains(&t.core.col))
                     {
+                        // No padded window wider than an edge tile's.
+                        assert!(
+                            t.padded.width <= tile + halos.iter().max().unwrap().div_ceil(6) * 6
+                        );
                         assert!(
                             panel.input.start + MARGIN <= t.padded.col || panel.input.start == 0
                         );
@@ -565,7 +599,7 @@ mod tests {
             assert_eq!(next, w, "the cores cover the width");
             assert_eq!(
                 p.tiles(w, h),
-                halos.len() * tiles_per_row * h.div_ceil(tile)
+                halos.len() * tiles_per_row * tiles_per_column
             );
         }
     }

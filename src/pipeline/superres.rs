@@ -15,7 +15,7 @@ use ndarray::{Array4, ArrayD, Axis};
 
 use crate::granule::{Band, NODATA_DN, SATURATED_DN};
 use crate::raster::radiometry::to_u16;
-use crate::raster::tiling::{plan, Rect, Tile};
+use crate::raster::tiling::{plan, Cores, Rect, Tile};
 use crate::raster::Raster;
 
 use super::scene::Scene;
@@ -25,8 +25,8 @@ use super::{Infer, Pending, PipelineError};
 /// How super-resolution is tiled and batched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SrTiling {
-    /// Core tile size on the 10 m grid.
-    pub tile: usize,
+    /// The tile cores on the 10 m grid (a `usize` converts to a uniform grid).
+    pub cores: Cores,
     /// Tiles per inference batch.
     pub batch: usize,
 }
@@ -106,7 +106,7 @@ pub fn tile_plan(
     Ok(plan(
         scene.grid10.width,
         scene.grid10.height,
-        tiling.tile,
+        tiling.cores,
         sr.receptive_radius.unwrap_or(0) as usize,
         6,
     ))

@@ -113,21 +113,98 @@ impl Tile {
     }
 }
 
-/// Plans tiles over a `width`×`height` grid: cores of `tile`×`tile` (smaller at the right
-/// and bottom edges), each padded by `halo`, everything aligned to `align`.
+/// How an axis is cut into tile cores: `edge` px at the two ends of the axis, `interior` px
+/// between them (the last core takes what is left, at most `edge`).
 ///
-/// `tile` and `halo` are rounded up to multiples of `align` (so the halo only grows), and
-/// `tile` is at least `align`; `align` 0 behaves as 1. Tiles come in row-major order. An
-/// empty grid has no tiles. See the module docs for the invariants.
-pub fn plan(width: usize, height: usize, tile: usize, halo: usize, align: usize) -> Vec<Tile> {
+/// A uniform grid ([`Cores::uniform`], or a plain `usize`) has one size. A capped grid
+/// ([`Cores::capped`]) makes its interior cores smaller by the halo: an edge tile loses
+/// its halo on the image side, so with `interior = edge - halo` every padded window of
+/// that halo is at most `edge + halo` wide, wherever it lies. What a model runs on, and
+/// so the working set of the runtime, is then the same on a granule of two tiles and
+/// on a full Sentinel-2 tile, at the cost of a few more tiles on large granules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cores {
+    /// Core side of the first and last tile of an axis.
+    pub edge: usize,
+    /// Core side of the tiles between them (at most `edge`).
+    pub interior: usize,
+}
+
+impl Cores {
+    /// Every core `tile` px.
+    pub fn uniform(tile: usize) -> Cores {
+        Cores {
+            edge: tile,
+            interior: tile,
+        }
+    }
+
+    /// Edge cores of `tile` px and interior cores smaller by `halo` (rounded up to
+    /// `align`, as [`plan`] rounds it), so that no padded window of `halo` is wider than
+    /// `tile + halo`. Interior cores keep at least half the tile: a halo that large is
+    /// not worth the extra tiles.
+    pub fn capped(tile: usize, halo: usize, align: usize) -> Cores {
+        let align = align.max(1);
+        let tile = tile.max(1).div_ceil(align) * align;
+        let halo = halo.div_ceil(align) * align;
+        let half = (tile / 2).div_ceil(align) * align;
+        Cores {
+            edge: tile,
+            interior: tile.saturating_sub(halo).max(half).max(align).min(tile),
+        }
+    }
+
+    /// The cores along an axis of `n` px, as (start, length), for sizes already aligned.
+    fn cut(self, n: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::with_capacity(n.div_ceil(self.interior.max(1)));
+        let mut start = 0;
+        while start < n {
+            let rest = n - start;
+            let len = if start == 0 || rest <= self.edge {
+                self.edge.min(rest)
+            } else {
+                self.interior.min(rest)
+            };
+            out.push((start, len));
+            start += len;
+        }
+        out
+    }
+}
+
+impl From<usize> for Cores {
+    fn from(tile: usize) -> Cores {
+        Cores::uniform(tile)
+    }
+}
+
+/// Plans tiles over a `width`×`height` grid: cores cut by `cores` (a `usize` is a uniform
+/// grid: `tile`×`tile`, smaller at the right and bottom edges), each padded by `halo`,
+/// everything aligned to `align`.
+///
+/// The core sides and `halo` are rounded up to multiples of `align` (so the halo only
+/// grows), and are at least `align`; `align` 0 behaves as 1. Tiles come in row-major
+/// order. An empty grid has no tiles. See the module docs for the invariants.
+pub fn plan(
+    width: usize,
+    height: usize,
+    cores: impl Into<Cores>,
+    halo: usize,
+    align: usize,
+) -> Vec<Tile> {
     let align = align.max(1);
-    let tile = tile.max(1).div_ceil(align) * align;
+    let cores = cores.into();
+    let edge = cores.edge.max(1).div_ceil(align) * align;
+    let cores = Cores {
+        edge,
+        interior: (cores.interior.max(1).div_ceil(align) * align).min(edge),
+    };
     let halo = halo.div_ceil(align) * align;
     let axis = |n: usize| -> Vec<(usize, usize, usize, usize)> {
-        (0..n)
-            .step_by(tile)
-            .map(|start| {
-                let len = tile.min(n - start);
+        cores
+            .cut(n)
+            .into_iter()
+            .map(|(start, len)| {
                 let pstart = start.saturating_sub(halo);
                 let pend = (start + len + halo).min(n);
                 (start, len, pstart, pend - pstart)
@@ -135,8 +212,9 @@ pub fn plan(width: usize, height: usize, tile: usize, halo: usize, align: usize)
             .collect()
     };
     let cols = axis(width);
-    let mut tiles = Vec::with_capacity(cols.len() * height.div_ceil(tile));
-    for (row, h, prow, ph) in axis(height) {
+    let rows = axis(height);
+    let mut tiles = Vec::with_capacity(cols.len() * rows.len());
+    for (row, h, prow, ph) in rows {
         for &(col, w, pcol, pw) in &cols {
             tiles.push(Tile {
                 core: Rect {
@@ -359,8 +437,10 @@ mod tests {
             tile in 0usize..70,
             halo in 0usize..20,
             align in prop_oneof![Just(1usize), Just(2), Just(6), Just(0)],
+            capped in any::<bool>(),
         ) {
-            let tiles = plan(width, height, tile, halo, align);
+            let cores = if capped { Cores::capped(tile, halo, align) } else { tile.into() };
+            let tiles = plan(width, height, cores, halo, align);
             let a = align.max(1);
             let mut count = vec![0u8; width * height];
             let image = Rect { col: 0, row: 0, width, height };
@@ -388,6 +468,42 @@ mod tests {
                 }
             }
             prop_assert!(count.iter().all(|n| *n == 1), "cores do not partition the grid");
+            if capped && tile.max(1).div_ceil(a) * a > 2 * halo.div_ceil(a) * a {
+                // No padded window wider than the edge tile plus one halo.
+                let edge = tile.max(1).div_ceil(a) * a;
+                let limit = edge + halo.div_ceil(a) * a;
+                for t in &tiles {
+                    prop_assert!(t.padded.width <= limit && t.padded.height <= limit,
+                        "{:?} wider than {limit}", t.padded);
+                }
+            }
         }
+    }
+
+    #[test]
+    fn a_capped_grid_keeps_every_padded_window_of_a_full_tile_at_most_one_halo_wider() {
+        // The shipped 6x model's halo on a full Sentinel-2 tile.
+        let (tile, halo) = (1098, 102);
+        let uniform = plan(10980, 10980, tile, halo, 6);
+        let capped = plan(10980, 10980, Cores::capped(tile, halo, 6), halo, 6);
+        let widest = |tiles: &[Tile]| tiles.iter().map(|t| t.padded.width).max();
+        assert_eq!(widest(&uniform), Some(tile + 2 * halo));
+        assert_eq!(widest(&capped), Some(tile + halo));
+        // Ten columns become eleven: 1098, nine of 996, and the 918 left.
+        let row0: Vec<usize> = capped
+            .iter()
+            .take_while(|t| t.core.row == 0)
+            .map(|t| t.core.width)
+            .collect();
+        assert_eq!(row0.len(), 11);
+        assert_eq!((row0[0], row0[1], row0[10]), (1098, 996, 918));
+        assert_eq!(capped.len(), 11 * 11);
+        // A granule of two tiles is cut as before: both tiles touch an image edge.
+        assert_eq!(
+            plan(2196, 2196, Cores::capped(tile, halo, 6), halo, 6),
+            plan(2196, 2196, tile, halo, 6)
+        );
+        // A halo over half the tile does not halve the interior further.
+        assert_eq!(Cores::capped(120, 90, 6).interior, 60);
     }
 }

@@ -246,7 +246,7 @@ fn superresolve(
             &mut *model,
             id,
             SrTiling {
-                tile: PATCH,
+                cores: PATCH.into(),
                 batch: 1,
             },
             &mut |_, _| {},

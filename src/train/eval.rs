@@ -462,7 +462,10 @@ pub fn evaluate_loaded_with(
         &scene,
         model,
         &native.id,
-        SrTiling { tile, batch: 1 },
+        SrTiling {
+            cores: tile.into(),
+            batch: 1,
+        },
         &mut |_, _| {},
     )?;
     let mut est = Vec::new();

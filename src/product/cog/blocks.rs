@@ -258,6 +258,8 @@ pub struct CogBlockWriter<T: CogSample> {
     /// Bytes of the `Pending` buffers and `Parked` tiles, kept as they change so that
     /// [`pending_bytes`](Self::pending_bytes) is free.
     pending_bytes: usize,
+    /// The most that [`pending_bytes`](Self::pending_bytes) has been.
+    peak_pending_bytes: usize,
     parking: Parking,
     /// Rows appended by `push_rows`: where its next strip goes.
     rows_pushed: usize,
@@ -317,6 +319,7 @@ impl<T: CogSample> CogBlockWriter<T> {
             spill: BufWriter::with_capacity(1 << 20, spill),
             spill_len: 0,
             pending_bytes: 0,
+            peak_pending_bytes: 0,
             parking,
             rows_pushed: 0,
             failed: false,
@@ -333,6 +336,11 @@ impl<T: CogSample> CogBlockWriter<T> {
     /// band; compressed for parked tiles): 0 once the image is complete.
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes
+    }
+
+    /// The most that [`pending_bytes`](Self::pending_bytes) has been so far.
+    pub fn peak_pending_bytes(&self) -> usize {
+        self.peak_pending_bytes
     }
 
     /// Writes `block`, full-resolution pixels of band `band` (0-based), with its top
@@ -441,6 +449,11 @@ impl<T: CogSample> CogBlockWriter<T> {
     /// many tiles); I/O errors as [`super::write_cog`].
     pub fn finish(mut self) -> Result<(), ProductError> {
         self.usable()?;
+        tracing::debug!(
+            peak_pending_mib = self.peak_pending_bytes >> 20,
+            path = %self.path.display(),
+            "every tile arrived; at most this much was held in incomplete tiles"
+        );
         let level0 = &self.levels[0];
         let (mut tiles, mut pixels) = (0usize, 0usize);
         for band in &level0.tiles {
@@ -685,6 +698,7 @@ impl<T: CogSample> CogBlockWriter<T> {
                         });
                     }
                 }
+                self.peak_pending_bytes = self.peak_pending_bytes.max(self.pending_bytes);
                 if ready.len() >= TILES_PER_ROUND {
                     self.flush(level, std::mem::take(ready))?;
                 }
